@@ -1,0 +1,758 @@
+// Package spool is the on-disk state machine of hidiffd, shaped like Postfix's
+// queue: a frame lives in exactly one of five folders under one root and moves
+// between them only by rename(2) on one filesystem, so a crash (SIGKILL, power
+// loss after the fsyncs) at any moment leaves every frame in exactly one state.
+//
+//	inbox/  --Claim-->  work/  --Finish-->  done/ (or unlinked)
+//	                      |---Fail----->  failed/NAME + failed/NAME.error.json
+//	                      '---Release-->  inbox/  (shutdown, transient errors)
+//	inbox/  --FailInbox-->  failed/        (refused before claiming)
+//	outputs: out/.NAME.hidiffd-tmp-XXXX  --fsync, rename-->  out/NAME
+//
+// Name collisions never lose an input: moves into done/, failed/ and inbox/
+// use renameat2(RENAME_NOREPLACE), and when the name is taken the file gets
+// the first free name "stem.N.ext" (N = 1, 2, ...; the number goes before the
+// extension so the format stays recognisable), e.g. done/frame.1.jpg. The
+// output folder is the exception: out/NAME is replaced by the newest output,
+// because reprocessing a frame after a crash between WriteOutput and Finish
+// must be idempotent (the replacement is logged).
+package spool
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
+)
+
+// The state folders under the spool root.
+const (
+	Inbox  = "inbox"
+	Work   = "work"
+	Out    = "out"
+	Done   = "done"
+	Failed = "failed"
+)
+
+// States lists the state folders in data-path order.
+var States = []string{Inbox, Work, Out, Done, Failed}
+
+const (
+	dirMode  = 0o750
+	fileMode = 0o640
+
+	// tmpMarker is part of every temporary name the spool writes (outputs in
+	// out/, error records in failed/). Temporary names also start with a dot,
+	// so folder watchers that ignore dotfiles never see them; Recover deletes
+	// them.
+	tmpMarker = ".hidiffd-tmp-"
+	// probePrefix names the files Open creates to prove a folder writable.
+	probePrefix = ".hidiffd-probe-"
+	// ErrorSuffix is appended to a failed frame's name for its JSON record.
+	ErrorSuffix = ".error.json"
+	// lockName is the flock file in the root (Options.Lock).
+	lockName = ".hidiffd.lock"
+)
+
+var (
+	// ErrGone means the file is no longer where the operation expected it
+	// (another claimer took it, or someone removed it). The caller forgets
+	// the name; nothing is lost.
+	ErrGone = errors.New("spool: file is gone")
+	// ErrBusy is returned by Claim when work/NAME exists already: a second
+	// file with the same name arrived while the first is still being
+	// processed. The new file stays in inbox/ and is found again by the next
+	// scan. errors.Is(ErrBusy, ErrGone) is true, so a caller that only knows
+	// ErrGone does the right thing (skip it for now).
+	ErrBusy error = busyError{}
+	// ErrNoOutput is returned by Finish for a job whose output was never
+	// written: finishing it would drop the original without a result.
+	ErrNoOutput = errors.New("spool: Finish before a successful WriteOutput")
+	// ErrBadName is returned for names that are not a single path element.
+	ErrBadName = errors.New("spool: invalid file name")
+)
+
+type busyError struct{}
+
+func (busyError) Error() string {
+	return "spool: a file with this name is still in work/ (claim it again later)"
+}
+func (busyError) Is(target error) bool { return target == ErrGone }
+
+// Logger receives the spool's rare notable events (collisions, replaced
+// outputs, cleanup at Recover). level is "debug", "info", "warn" or "error";
+// kv are alternating keys and values. It matches watch.Logger.
+type Logger = func(level, msg string, kv ...any)
+
+// Options configure a Spool.
+type Options struct {
+	// KeepOriginals: true moves a finished original to done/; false deletes
+	// it once its output is durable in out/.
+	KeepOriginals bool
+	// Lock takes an exclusive flock on ROOT/.hidiffd.lock in Open, so a second
+	// daemon on the same spool fails to start instead of re-queueing the
+	// first one's work/ at Recover. Released by Close or process exit.
+	Lock bool
+	// Log, if set, receives notable events. nil discards them.
+	Log Logger
+}
+
+// Spool is one spool root. Its methods are safe for concurrent use by several
+// workers, provided each Job is handled by one goroutine at a time.
+type Spool struct {
+	root string
+	opts Options
+	dirs map[string]string
+	lock *os.File
+
+	// mu serialises choosing a free name and renaming into it, so two
+	// workers never pick the same suffixed name in done/, failed/ or inbox/.
+	mu sync.Mutex
+	// noReplaceUnsupported is set when the filesystem rejects
+	// RENAME_NOREPLACE (some network filesystems); then the
+	// Lstat-then-rename fallback runs instead.
+	noReplaceUnsupported atomic.Bool
+}
+
+// Job is a claimed frame: its original is at Path (work/NAME).
+type Job struct {
+	Name string
+	Path string
+
+	written bool // WriteOutput succeeded; Finish may drop the original
+}
+
+// ErrorRecord is the content of failed/NAME.error.json.
+type ErrorRecord struct {
+	Name   string `json:"name"`           // the name the file arrived with
+	File   string `json:"file,omitempty"` // its name in failed/, when a collision renamed it
+	Reason string `json:"reason"`
+	Stage  string `json:"stage"`
+	Time   string `json:"time"` // RFC 3339 with nanoseconds, UTC
+	Size   int64  `json:"size"` // bytes (for a symlink: the target's length)
+	Type   string `json:"type,omitempty"`
+}
+
+// Open creates ROOT/{inbox,work,out,done,failed} (mode 0750) if needed and
+// checks that all five are directories on one filesystem (renames between
+// them must be atomic) and writable. Errors name the folder.
+func Open(root string, opts Options) (*Spool, error) {
+	if root == "" {
+		return nil, errors.New("spool: empty root path")
+	}
+	root = filepath.Clean(root)
+	if err := os.MkdirAll(root, dirMode); err != nil {
+		return nil, fmt.Errorf("spool: create root %s: %w", root, err)
+	}
+	s := &Spool{root: root, opts: opts, dirs: make(map[string]string, len(States))}
+	if opts.Lock {
+		if err := s.takeLock(); err != nil {
+			return nil, err
+		}
+	}
+	var dev uint64
+	for i, state := range States {
+		dir := filepath.Join(root, state)
+		if err := os.Mkdir(dir, dirMode); err != nil && !errors.Is(err, fs.ErrExist) {
+			s.Close()
+			return nil, fmt.Errorf("spool: create %s/ (%s): %w", state, dir, err)
+		}
+		fi, err := os.Stat(dir)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("spool: %s/ (%s): %w", state, dir, err)
+		}
+		if !fi.IsDir() {
+			s.Close()
+			return nil, fmt.Errorf("spool: %s/ (%s) is not a directory", state, dir)
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			s.Close()
+			return nil, fmt.Errorf("spool: %s/ (%s): no device number available", state, dir)
+		}
+		if i == 0 {
+			dev = uint64(st.Dev)
+		} else if uint64(st.Dev) != dev {
+			s.Close()
+			return nil, fmt.Errorf("spool: %s/ (%s) is on another filesystem than inbox/; "+
+				"all state folders must share one filesystem so moves are atomic renames", state, dir)
+		}
+		if err := probeWritable(dir); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("spool: %s/ (%s) is not writable: %w", state, dir, err)
+		}
+		s.dirs[state] = dir
+	}
+	return s, nil
+}
+
+// probeWritable creates and removes a dotfile: access(2) would say yes to
+// root on a read-only bind mount's neighbour and says nothing about quotas.
+func probeWritable(dir string) error {
+	p := filepath.Join(dir, probePrefix+strconv.Itoa(os.Getpid())+"-"+randHex())
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return os.Remove(p)
+}
+
+func (s *Spool) takeLock() error {
+	p := filepath.Join(s.root, lockName)
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, fileMode)
+	if err != nil {
+		return fmt.Errorf("spool: lock %s: %w", p, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return fmt.Errorf("spool: %s is in use by another process (lock %s held)", s.root, p)
+		}
+		return fmt.Errorf("spool: lock %s: %w", p, err)
+	}
+	s.lock = f
+	return nil
+}
+
+// Close releases the lock taken with Options.Lock. Other methods keep working;
+// a second Close is harmless.
+func (s *Spool) Close() error {
+	if s.lock == nil {
+		return nil
+	}
+	err := s.lock.Close() // closing the descriptor drops the flock
+	s.lock = nil
+	return err
+}
+
+// Root is the spool root folder.
+func (s *Spool) Root() string { return s.root }
+
+// Dir is the path of a state folder ("inbox", "work", "out", "done",
+// "failed"); an unknown state yields "".
+func (s *Spool) Dir(state string) string { return s.dirs[state] }
+
+// IsTempName reports whether a file name is one of the spool's temporary
+// names (a leftover of a crash while writing an output or error record).
+func IsTempName(name string) bool {
+	return strings.HasPrefix(name, ".") && strings.Contains(name, tmpMarker)
+}
+
+// Recover runs once at start, before any worker: it moves every entry of
+// work/ back to inbox/ (a crash left them half-processed; their outputs, if
+// any, are rewritten), deletes temporary files left in out/ and failed/ and
+// probe files, and removes error records in failed/ whose frame never arrived
+// there (a crash between writing the record and moving the frame; the frame
+// was in work/ and is re-queued now). It fsyncs the folders it changed.
+func (s *Spool) Recover() (requeued int, err error) {
+	var errs []error
+	changed := map[string]bool{}
+	for _, state := range States {
+		dir := s.dirs[state]
+		entries, rerr := os.ReadDir(dir)
+		if rerr != nil {
+			errs = append(errs, fmt.Errorf("spool: recover: read %s/: %w", state, rerr))
+			continue
+		}
+		for _, e := range entries {
+			name := e.Name()
+			switch {
+			case strings.HasPrefix(name, probePrefix) || IsTempName(name):
+				if rerr := os.Remove(filepath.Join(dir, name)); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+					errs = append(errs, fmt.Errorf("spool: recover: remove %s/%s: %w", state, name, rerr))
+					continue
+				}
+				s.log("info", "removed leftover temporary file", "folder", state, "name", name)
+				changed[state] = true
+			case state == Work:
+				final, merr := s.move(Work, name, Inbox)
+				if merr != nil {
+					if !errors.Is(merr, ErrGone) {
+						errs = append(errs, fmt.Errorf("spool: recover: requeue %s: %w", name, merr))
+					}
+					continue
+				}
+				if final != name {
+					s.log("warn", "re-queued frame renamed: inbox/ holds a newer file of the same name",
+						"name", name, "as", final)
+				}
+				requeued++
+				changed[Work], changed[Inbox] = true, true
+			case state == Failed && strings.HasSuffix(name, ErrorSuffix):
+				frame := strings.TrimSuffix(name, ErrorSuffix)
+				if _, serr := os.Lstat(filepath.Join(dir, frame)); errors.Is(serr, fs.ErrNotExist) {
+					if rerr := os.Remove(filepath.Join(dir, name)); rerr == nil {
+						s.log("info", "removed orphan error record", "name", name)
+						changed[Failed] = true
+					}
+				}
+			}
+		}
+	}
+	for _, state := range States {
+		if changed[state] {
+			if serr := syncDir(s.dirs[state]); serr != nil {
+				errs = append(errs, fmt.Errorf("spool: recover: fsync %s/: %w", state, serr))
+			}
+		}
+	}
+	if requeued > 0 {
+		s.log("info", "re-queued interrupted frames", "count", requeued)
+	}
+	return requeued, errors.Join(errs...)
+}
+
+// Claim moves inbox/NAME to work/NAME with one atomic rename. ErrGone: the
+// file vanished (another claimer, or the user removed it). ErrBusy: a file of
+// the same name is still in work/; this one stays in inbox/.
+func (s *Spool) Claim(name string) (*Job, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	src := filepath.Join(s.dirs[Inbox], name)
+	dst := filepath.Join(s.dirs[Work], name)
+	// No fsync: if a power loss undoes the claim the frame is back in inbox/,
+	// which is still exactly one state; the later renames fsync both folders.
+	err := s.renameNoReplace(src, dst)
+	switch {
+	case err == nil:
+		return &Job{Name: name, Path: dst}, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("%w: inbox/%s", ErrGone, name)
+	case errors.Is(err, fs.ErrExist):
+		return nil, ErrBusy
+	default:
+		return nil, fmt.Errorf("spool: claim %s: %w", name, err)
+	}
+}
+
+// WriteOutput writes the job's output: write fills a temporary file in out/
+// (.NAME.hidiffd-tmp-XXXX, mode 0640), which is then fsynced, closed and
+// renamed to out/NAME (an older out/NAME is replaced and the replacement
+// logged), and out/ is fsynced. On any error the temporary file is removed and
+// the original stays in work/. Filesystem failures (disk full, read-only,
+// permission, I/O error, out/ missing) satisfy IsTransient; an error returned
+// by write itself is transient only if it wraps such an errno.
+func (s *Spool) WriteOutput(j *Job, write func(f *os.File) error) error {
+	if j == nil || checkName(j.Name) != nil {
+		return ErrBadName
+	}
+	dir := s.dirs[Out]
+	f, tmp, err := createTemp(dir, j.Name)
+	if err != nil {
+		return transient(fmt.Errorf("spool: create output for %s in out/: %w", j.Name, err))
+	}
+	cleanup := func() {
+		f.Close()
+		os.Remove(tmp)
+	}
+	if err := write(f); err != nil {
+		cleanup()
+		return fmt.Errorf("spool: write output %s: %w", j.Name, err)
+	}
+	if err := f.Sync(); err != nil {
+		cleanup()
+		return transient(fmt.Errorf("spool: fsync output %s: %w", j.Name, err))
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return transient(fmt.Errorf("spool: close output %s: %w", j.Name, err))
+	}
+	final := filepath.Join(dir, j.Name)
+	if fi, err := os.Lstat(final); err == nil {
+		// Expected after a crash between WriteOutput and Finish (the frame is
+		// reprocessed), or when the same name was dropped twice.
+		s.log("info", "replacing existing output", "name", j.Name, "old_size", fi.Size())
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		os.Remove(tmp)
+		return transient(fmt.Errorf("spool: publish output %s: %w", j.Name, err))
+	}
+	if err := syncDir(dir); err != nil {
+		// The output is visible but maybe not durable; keep the original
+		// until it is. The retry rewrites the same name.
+		return transient(fmt.Errorf("spool: fsync out/: %w", err))
+	}
+	j.written = true
+	return nil
+}
+
+// Finish completes a job whose WriteOutput succeeded: work/NAME moves to
+// done/NAME (a taken name gets a ".N" suffix before the extension) or, with
+// KeepOriginals false, is deleted. Both folders are fsynced.
+func (s *Spool) Finish(j *Job) error {
+	if j == nil || checkName(j.Name) != nil {
+		return ErrBadName
+	}
+	if !j.written {
+		return ErrNoOutput
+	}
+	if !s.opts.KeepOriginals {
+		if err := os.Remove(filepath.Join(s.dirs[Work], j.Name)); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("%w: work/%s", ErrGone, j.Name)
+			}
+			return fmt.Errorf("spool: remove finished original %s: %w", j.Name, err)
+		}
+		if err := syncDir(s.dirs[Work]); err != nil {
+			return fmt.Errorf("spool: fsync work/: %w", err)
+		}
+		return nil
+	}
+	final, err := s.move(Work, j.Name, Done)
+	if err != nil {
+		return fmt.Errorf("spool: finish %s: %w", j.Name, err)
+	}
+	if final != j.Name {
+		s.log("warn", "done/ already holds this name; original kept under another name",
+			"name", j.Name, "as", final)
+	}
+	j.Path = filepath.Join(s.dirs[Done], final)
+	return nil
+}
+
+// Fail moves work/NAME to failed/NAME with the record failed/NAME.error.json.
+// The record is written first (temporary file, fsync, rename), so a crash
+// between the two steps leaves only a harmless record: the frame is still in
+// work/, Recover re-queues it and drops the orphan record, and a later Fail
+// overwrites it. A taken name in failed/ gets a ".N" suffix before the
+// extension; the record then names both ("name" and "file").
+func (s *Spool) Fail(j *Job, stage, reason string) error {
+	if j == nil || checkName(j.Name) != nil {
+		return ErrBadName
+	}
+	return s.fail(Work, j.Name, stage, reason)
+}
+
+// FailInbox is Fail for a file refused before claiming (symlink, fifo,
+// directory, unreadable): inbox/NAME moves to failed/ directly. rename(2)
+// moves symlinks, fifos and directories without opening them.
+func (s *Spool) FailInbox(name, stage, reason string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	return s.fail(Inbox, name, stage, reason)
+}
+
+func (s *Spool) fail(from, name, stage, reason string) error {
+	src := filepath.Join(s.dirs[from], name)
+	fi, err := os.Lstat(src)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%w: %s/%s", ErrGone, from, name)
+		}
+		return fmt.Errorf("spool: fail %s: %w", name, err)
+	}
+	rec := ErrorRecord{
+		Name:   name,
+		Reason: reason,
+		Stage:  stage,
+		Time:   time.Now().UTC().Format(time.RFC3339Nano),
+		Size:   fi.Size(),
+		Type:   typeName(fi.Mode()),
+	}
+	dir := s.dirs[Failed]
+
+	s.mu.Lock()
+	final, err := s.failMoveLocked(src, dir, name, &rec)
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if final != name {
+		s.log("warn", "failed/ already holds this name; frame kept under another name",
+			"name", name, "as", final)
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("spool: fsync failed/: %w", err)
+	}
+	if err := syncDir(s.dirs[from]); err != nil {
+		return fmt.Errorf("spool: fsync %s/: %w", from, err)
+	}
+	return nil
+}
+
+func (s *Spool) failMoveLocked(src, dir, name string, rec *ErrorRecord) (string, error) {
+	for i := 0; i < maxSuffix; i++ {
+		// The record's name must fit NAME_MAX too, so very long names are
+		// shortened here (the record keeps the original in "name").
+		cand := candidate(name, i, nameMax-len(ErrorSuffix))
+		// A frame never takes a name ending in .error.json, so every such
+		// file in failed/ is a record and can never overwrite a frame.
+		if strings.HasSuffix(cand, ErrorSuffix) {
+			continue
+		}
+		if _, err := os.Lstat(filepath.Join(dir, cand)); err == nil {
+			continue
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("spool: fail %s: %w", name, err)
+		}
+		rec.File = ""
+		if cand != name {
+			rec.File = cand
+		}
+		if err := writeRecord(dir, cand+ErrorSuffix, rec); err != nil {
+			return "", fmt.Errorf("spool: write error record for %s: %w", name, err)
+		}
+		err := s.renameNoReplace(src, filepath.Join(dir, cand))
+		switch {
+		case err == nil:
+			return cand, nil
+		case errors.Is(err, fs.ErrExist):
+			// Someone outside the daemon created failed/cand meanwhile;
+			// drop our record and take the next name.
+			os.Remove(filepath.Join(dir, cand+ErrorSuffix))
+			continue
+		case errors.Is(err, fs.ErrNotExist):
+			os.Remove(filepath.Join(dir, cand+ErrorSuffix))
+			return "", fmt.Errorf("%w: %s", ErrGone, src)
+		default:
+			return "", fmt.Errorf("spool: move %s to failed/: %w", name, err)
+		}
+	}
+	return "", fmt.Errorf("spool: fail %s: no free name in failed/ after %d tries", name, maxSuffix)
+}
+
+func writeRecord(dir, name string, rec *ErrorRecord) error {
+	data, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return err
+	}
+	data = append(data, '\n')
+	f, tmp, err := createTemp(dir, name)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// Release puts a claimed frame back: work/NAME -> inbox/NAME (shutdown in the
+// middle of a frame, or a transient error such as a full disk). If a newer
+// file of the same name arrived in inbox/ meanwhile, the released frame gets
+// a ".N" suffix before the extension. Both folders are fsynced.
+func (s *Spool) Release(j *Job) error {
+	if j == nil || checkName(j.Name) != nil {
+		return ErrBadName
+	}
+	final, err := s.move(Work, j.Name, Inbox)
+	if err != nil {
+		return fmt.Errorf("spool: release %s: %w", j.Name, err)
+	}
+	if final != j.Name {
+		s.log("warn", "released frame renamed: inbox/ holds a newer file of the same name",
+			"name", j.Name, "as", final)
+	}
+	j.Path = filepath.Join(s.dirs[Inbox], final)
+	return nil
+}
+
+const maxSuffix = 10000
+
+// move renames from/NAME into to/ under the first free name and fsyncs both
+// folders. It returns the name used.
+func (s *Spool) move(from, name, to string) (string, error) {
+	src := filepath.Join(s.dirs[from], name)
+	s.mu.Lock()
+	final, err := func() (string, error) {
+		for i := 0; i < maxSuffix; i++ {
+			cand := candidate(name, i, nameMax)
+			err := s.renameNoReplace(src, filepath.Join(s.dirs[to], cand))
+			switch {
+			case err == nil:
+				return cand, nil
+			case errors.Is(err, fs.ErrExist):
+				continue
+			case errors.Is(err, fs.ErrNotExist):
+				return "", fmt.Errorf("%w: %s/%s", ErrGone, from, name)
+			default:
+				return "", err
+			}
+		}
+		return "", fmt.Errorf("no free name in %s/ after %d tries", to, maxSuffix)
+	}()
+	s.mu.Unlock()
+	if err != nil {
+		return "", err
+	}
+	// Destination first: after a power loss the frame must be found in
+	// the new folder rather than in neither.
+	if err := syncDir(s.dirs[to]); err != nil {
+		return final, fmt.Errorf("fsync %s/: %w", to, err)
+	}
+	if err := syncDir(s.dirs[from]); err != nil {
+		return final, fmt.Errorf("fsync %s/: %w", from, err)
+	}
+	return final, nil
+}
+
+// renameNoReplace renames src to dst unless dst exists (fs.ErrExist). Where
+// the filesystem lacks RENAME_NOREPLACE it falls back to Lstat+rename, which
+// is only race-free against other spool calls (callers hold s.mu or own the
+// name), not against outside writers.
+func (s *Spool) renameNoReplace(src, dst string) error {
+	if !s.noReplaceUnsupported.Load() {
+		err := unix.Renameat2(unix.AT_FDCWD, src, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.ENOTSUP) {
+			return &os.LinkError{Op: "rename", Old: src, New: dst, Err: err}
+		}
+		// EINVAL is also what a bad rename (dir into itself) returns; the
+		// fallback below reports that case again through plain rename.
+		s.noReplaceUnsupported.Store(true)
+		s.log("warn", "filesystem lacks RENAME_NOREPLACE; using check-then-rename", "dir", filepath.Dir(dst))
+	}
+	if _, err := os.Lstat(dst); err == nil {
+		return &os.LinkError{Op: "rename", Old: src, New: dst, Err: fs.ErrExist}
+	}
+	return os.Rename(src, dst)
+}
+
+// suffixed is name for i == 0, else the name with ".i" before the extension:
+// frame.jpg -> frame.1.jpg, frame -> frame.1.
+func suffixed(name string, i int) string { return candidate(name, i, 0) }
+
+// nameMax is NAME_MAX on Linux filesystems, in bytes.
+const nameMax = 255
+
+// candidate is suffixed(name, i), with the stem cut so the result is at most
+// max bytes (max 0: no limit). Cutting keeps the extension and the suffix, so
+// successive candidates stay distinct.
+func candidate(name string, i, max int) string {
+	if i == 0 && (max == 0 || len(name) <= max) {
+		return name
+	}
+	ext := filepath.Ext(name)
+	if ext == name || len(ext) > 32 { // ".hidden" has no stem; a huge "extension" is none
+		ext = ""
+	}
+	stem := strings.TrimSuffix(name, ext)
+	suffix := ""
+	if i > 0 {
+		suffix = "." + strconv.Itoa(i)
+	}
+	if max > 0 && len(stem)+len(suffix)+len(ext) > max {
+		n := max - len(suffix) - len(ext)
+		if n < 1 {
+			n = 1
+		}
+		for n > 1 && !utf8.RuneStart(stem[n]) {
+			n-- // do not split a UTF-8 sequence
+		}
+		stem = stem[:n]
+	}
+	return stem + suffix + ext
+}
+
+// createTemp creates dir/.NAME.hidiffd-tmp-XXXXXXXX exclusively. Long names
+// are shortened so the temporary name stays under NAME_MAX (255 bytes).
+func createTemp(dir, name string) (*os.File, string, error) {
+	short := name
+	if len(short) > 200 {
+		short = short[:200]
+	}
+	var err error
+	for range 10 {
+		p := filepath.Join(dir, "."+short+tmpMarker+randHex())
+		var f *os.File
+		f, err = os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
+		if err == nil {
+			return f, p, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return nil, "", err
+		}
+	}
+	return nil, "", err
+}
+
+func randHex() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// syncDir fsyncs a directory so renames into or out of it survive a power
+// loss. Filesystems that cannot fsync a directory (EINVAL/ENOTSUP) are
+// accepted: there is nothing more the daemon could do there.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	cerr := f.Close()
+	if err != nil {
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOTSUP) {
+			return nil
+		}
+		return err
+	}
+	return cerr
+}
+
+func checkName(name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return fmt.Errorf("%w: %q", ErrBadName, name)
+	}
+	return nil
+}
+
+func typeName(m fs.FileMode) string {
+	switch {
+	case m.IsRegular():
+		return ""
+	case m&fs.ModeSymlink != 0:
+		return "symlink"
+	case m.IsDir():
+		return "dir"
+	case m&fs.ModeNamedPipe != 0:
+		return "fifo"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeDevice != 0:
+		return "device"
+	default:
+		return "other"
+	}
+}
+
+func (s *Spool) log(level, msg string, kv ...any) {
+	if s.opts.Log != nil {
+		s.opts.Log(level, msg, kv...)
+	}
+}

@@ -1,0 +1,476 @@
+package watch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"golang.org/x/sys/unix"
+)
+
+type delivery struct {
+	name string
+	at   time.Time
+}
+
+// harness runs a Watcher on a fresh inbox and records every delivery. With
+// autoDone, each received name is Done'd at once (the file stays, so tests
+// that use it remove or move files themselves).
+type harness struct {
+	t     *testing.T
+	inbox string
+	w     *Watcher
+	mu    sync.Mutex
+	got   []delivery
+	seen  chan delivery
+	stop  func()
+	logMu sync.Mutex
+	logs  []string
+}
+
+func newHarness(t *testing.T, inbox string, opts Options) *harness {
+	t.Helper()
+	if inbox == "" {
+		inbox = filepath.Join(t.TempDir(), "inbox")
+		if err := os.Mkdir(inbox, 0o750); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &harness{t: t, inbox: inbox, seen: make(chan delivery, 100000)}
+}
+
+func (h *harness) start(opts Options) { h.startWith(opts, false) }
+
+// startWith(opts, true) leaves reading Ready to the test itself, so the test
+// is the consumer that applies back-pressure.
+func (h *harness) startWith(opts Options, manual bool) {
+	h.t.Helper()
+	w, err := New(h.inbox, opts, func(level, msg string, kv ...any) {
+		h.logMu.Lock()
+		h.logs = append(h.logs, level+": "+msg+" "+fmt.Sprint(kv...))
+		h.logMu.Unlock()
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.w = w
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- w.Run(ctx) }()
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		if manual {
+			return
+		}
+		for name := range w.Ready() {
+			d := delivery{name, time.Now()}
+			h.mu.Lock()
+			h.got = append(h.got, d)
+			h.mu.Unlock()
+			h.seen <- d
+		}
+	}()
+	h.stop = func() {
+		cancel()
+		if err := <-runDone; err != nil {
+			h.t.Errorf("Run: %v", err)
+		}
+		<-readDone // Ready is closed when Run returns
+	}
+	h.t.Cleanup(h.stop)
+}
+
+func (h *harness) path(name string) string { return filepath.Join(h.inbox, name) }
+
+func (h *harness) write(name, content string) time.Time {
+	h.t.Helper()
+	if err := os.WriteFile(h.path(name), []byte(content), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+	return time.Now()
+}
+
+// next waits for one delivery.
+func (h *harness) next(timeout time.Duration) (delivery, bool) {
+	select {
+	case d := <-h.seen:
+		return d, true
+	case <-time.After(timeout):
+		return delivery{}, false
+	}
+}
+
+func (h *harness) expect(timeout time.Duration, names ...string) []delivery {
+	h.t.Helper()
+	var out []delivery
+	for range names {
+		d, ok := h.next(timeout)
+		if !ok {
+			h.t.Fatalf("timed out; got %v so far, want %v", out, names)
+		}
+		out = append(out, d)
+	}
+	for i, d := range out {
+		if d.name != names[i] {
+			h.t.Fatalf("delivered %v, want %v", out, names)
+		}
+	}
+	return out
+}
+
+func (h *harness) expectNothing(d time.Duration) {
+	h.t.Helper()
+	if got, ok := h.next(d); ok {
+		h.t.Fatalf("unexpected delivery of %q", got.name)
+	}
+}
+
+func TestIgnored(t *testing.T) {
+	for name, want := range map[string]bool{
+		".hidden.jpg": true, "a.jpg.tmp": true, "a.JPG.PART": true, "a.part": true, "": true,
+		".x.hidiffd-tmp-1234": true, "a.jpg": false, "tmp": false, "a.tmp.jpg": false, "part.png": false,
+	} {
+		if Ignored(name) != want {
+			t.Errorf("Ignored(%q) = %v", name, !want)
+		}
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := New(filepath.Join(dir, "missing"), Options{}, nil); err == nil {
+		t.Error("missing inbox accepted")
+	}
+	f := filepath.Join(dir, "file")
+	os.WriteFile(f, nil, 0o644)
+	if _, err := New(f, Options{}, nil); err == nil {
+		t.Error("file as inbox accepted")
+	}
+	if _, err := New(dir, Options{Settle: -1}, nil); err == nil {
+		t.Error("negative settle accepted")
+	}
+}
+
+// Files already in the inbox at start are delivered, oldest mtime first;
+// ignored names are not.
+func TestBacklogScanOldestFirst(t *testing.T) {
+	opts := Options{Settle: 100 * time.Millisecond, Rescan: time.Minute}
+	h := newHarness(t, "", opts)
+	base := time.Now().Add(-time.Hour)
+	names := []string{"e.jpg", "d.jpg", "c.png", "b.jpg", "a.jpg"} // oldest first
+	for i, n := range names {
+		h.write(n, n)
+		mt := base.Add(time.Duration(i) * time.Minute)
+		if err := os.Chtimes(h.path(n), mt, mt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []string{".hidden.jpg", "x.jpg.tmp", "y.jpg.part"} {
+		h.write(n, n)
+	}
+	h.start(opts)
+	h.expect(5*time.Second, names...)
+	h.expectNothing(500 * time.Millisecond)
+	if s := h.w.Stats(); s.Delivered != 5 || s.Settling != 0 || s.Queued != 0 || s.Polling {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// A new file is delivered once, about one settle period after it appears,
+// and not again while it is held (no Done) even across rescans.
+func TestNewFileAfterSettleOnce(t *testing.T) {
+	opts := Options{Settle: 300 * time.Millisecond, Rescan: 100 * time.Millisecond}
+	h := newHarness(t, "", opts)
+	h.start(opts)
+	time.Sleep(50 * time.Millisecond)
+	wrote := h.write("new.jpg", "data")
+	d := h.expect(5*time.Second, "new.jpg")[0]
+	if lag := d.at.Sub(wrote); lag < opts.Settle {
+		t.Fatalf("delivered %v after writing, before the settle period %v", lag, opts.Settle)
+	} else if lag > opts.Settle+2*time.Second {
+		t.Fatalf("delivered only after %v", lag)
+	}
+	// Held: rescans do not deliver it again.
+	h.expectNothing(600 * time.Millisecond)
+
+	// Done without moving (like Forget after a failed claim): it comes back.
+	h.w.Forget("new.jpg")
+	h.expect(5*time.Second, "new.jpg")
+
+	// Claimed (moved away) and Done: not delivered again...
+	claimed := filepath.Join(t.TempDir(), "new.jpg")
+	if err := os.Rename(h.path("new.jpg"), claimed); err != nil {
+		t.Fatal(err)
+	}
+	h.w.Done("new.jpg")
+	h.expectNothing(600 * time.Millisecond)
+	// ...until a new file with that name appears.
+	h.write("new.jpg", "second")
+	h.expect(5*time.Second, "new.jpg")
+}
+
+// A NEW file with a delivered name, dropped before the daemon says Done, is
+// delivered after Done (the name was marked dirty by its events).
+func TestSameNameWhileHeld(t *testing.T) {
+	opts := Options{Settle: 100 * time.Millisecond, Rescan: time.Minute}
+	h := newHarness(t, "", opts)
+	h.start(opts)
+	h.write("f.jpg", "one")
+	h.expect(5*time.Second, "f.jpg")
+	os.Rename(h.path("f.jpg"), filepath.Join(t.TempDir(), "claimed")) // the claim
+	h.write("f.jpg", "two")                                           // the second drop
+	h.expectNothing(400 * time.Millisecond)                           // still held
+	h.w.Done("f.jpg")
+	h.expect(5*time.Second, "f.jpg")
+}
+
+// A writer that appends in place every 100ms for 1s must not be delivered
+// before it stops.
+func TestSlowWriterInPlace(t *testing.T) {
+	opts := Options{Settle: 300 * time.Millisecond, Rescan: 200 * time.Millisecond}
+	h := newHarness(t, "", opts)
+	h.start(opts)
+	f, err := os.OpenFile(h.path("slow.jpg"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last time.Time
+	for i := 0; i < 11; i++ {
+		if _, err := f.Write([]byte(strings.Repeat("x", 1000))); err != nil {
+			t.Fatal(err)
+		}
+		last = time.Now()
+		select {
+		case d := <-h.seen:
+			t.Fatalf("delivered %q at write %d, while it was still being written", d.name, i)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	f.Close()
+	d := h.expect(5*time.Second, "slow.jpg")[0]
+	if d.at.Sub(last) < opts.Settle-20*time.Millisecond {
+		t.Fatalf("delivered %v after the last write, settle is %v", d.at.Sub(last), opts.Settle)
+	}
+	fi, _ := os.Stat(h.path("slow.jpg"))
+	if fi.Size() != 11000 {
+		t.Fatalf("size %d", fi.Size())
+	}
+}
+
+// Dotfiles, .tmp and .part are ignored until renamed to a normal name; a file
+// renamed in from another folder is delivered.
+func TestIgnoredUntilRenamedAndRenameIn(t *testing.T) {
+	opts := Options{Settle: 100 * time.Millisecond, Rescan: 150 * time.Millisecond}
+	h := newHarness(t, "", opts)
+	h.start(opts)
+	for _, n := range []string{".a.jpg", "b.jpg.tmp", "c.jpg.part"} {
+		h.write(n, n)
+	}
+	h.expectNothing(600 * time.Millisecond) // several settle periods and rescans
+	for _, n := range []string{".a.jpg", "b.jpg.tmp", "c.jpg.part"} {
+		to := strings.TrimPrefix(strings.TrimSuffix(strings.TrimSuffix(n, ".tmp"), ".part"), ".")
+		if err := os.Rename(h.path(n), h.path(to)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := map[string]bool{}
+	for range 3 {
+		d, ok := h.next(5 * time.Second)
+		if !ok {
+			t.Fatalf("got only %v", got)
+		}
+		got[d.name] = true
+	}
+	if !got["a.jpg"] || !got["b.jpg"] || !got["c.jpg"] {
+		t.Fatalf("got %v", got)
+	}
+	// Rename in from a sibling folder (same filesystem), as cameras that
+	// write elsewhere and move the finished frame do.
+	other := filepath.Join(filepath.Dir(h.inbox), "staging")
+	os.Mkdir(other, 0o750)
+	os.WriteFile(filepath.Join(other, "moved.png"), []byte("png"), 0o644)
+	if err := os.Rename(filepath.Join(other, "moved.png"), h.path("moved.png")); err != nil {
+		t.Fatal(err)
+	}
+	h.expect(5*time.Second, "moved.png")
+}
+
+// Symlinks, fifos and directories are delivered at once, without settling.
+func TestNonRegularImmediate(t *testing.T) {
+	opts := Options{Settle: 3 * time.Second, Rescan: time.Minute}
+	h := newHarness(t, "", opts)
+	h.start(opts)
+	time.Sleep(50 * time.Millisecond)
+	start := time.Now()
+	os.Symlink("/etc/hostname", h.path("link.jpg"))
+	unix.Mkfifo(h.path("pipe.jpg"), 0o644)
+	os.Mkdir(h.path("dir.jpg"), 0o755)
+	got := map[string]bool{}
+	for range 3 {
+		d, ok := h.next(2 * time.Second)
+		if !ok {
+			t.Fatalf("non-regular entries not delivered before the settle period: %v", got)
+		}
+		got[d.name] = true
+	}
+	if time.Since(start) >= opts.Settle {
+		t.Fatal("waited for settle")
+	}
+	if !got["link.jpg"] || !got["pipe.jpg"] || !got["dir.jpg"] {
+		t.Fatalf("got %v", got)
+	}
+}
+
+// Where inotify cannot be set up the watcher polls with its rescans.
+func TestPollingFallback(t *testing.T) {
+	orig := newFSWatcher
+	newFSWatcher = func() (*fsnotify.Watcher, error) { return nil, errors.New("inotify: too many instances") }
+	defer func() { newFSWatcher = orig }()
+	opts := Options{Settle: 100 * time.Millisecond, Rescan: 150 * time.Millisecond}
+	h := newHarness(t, "", opts)
+	h.write("old.jpg", "x")
+	h.start(opts)
+	h.expect(5*time.Second, "old.jpg")
+	h.write("new.jpg", "y")
+	h.expect(5*time.Second, "new.jpg")
+	if !h.w.Stats().Polling {
+		t.Fatal("stats do not say polling")
+	}
+	h.logMu.Lock()
+	defer h.logMu.Unlock()
+	if len(h.logs) == 0 || !strings.Contains(strings.Join(h.logs, "\n"), "polling") {
+		t.Fatalf("fallback not logged: %v", h.logs)
+	}
+}
+
+// A large backlog plus a producer faster than the consumer: nothing is lost
+// or delivered twice, and the observation set and queue stay within their
+// caps (the rest waits in the folder for the next scan).
+func TestBoundedBacklog(t *testing.T) {
+	const (
+		backlog  = 1000
+		live     = 1000
+		capSet   = 100
+		capQueue = 10
+	)
+	opts := Options{Settle: 50 * time.Millisecond, Rescan: 300 * time.Millisecond, QueueSize: capQueue, MaxSettling: capSet}
+	h := newHarness(t, "", opts)
+	for i := 0; i < backlog; i++ {
+		h.write(fmt.Sprintf("backlog-%04d.jpg", i), "b")
+	}
+	claimed := filepath.Join(filepath.Dir(h.inbox), "work")
+	os.Mkdir(claimed, 0o750)
+	h.startWith(opts, true)
+
+	go func() { // producer: ~1000 files in well under a second, tmp-then-rename for half
+		for i := 0; i < live; i++ {
+			name := fmt.Sprintf("live-%04d.jpg", i)
+			if i%2 == 0 {
+				os.WriteFile(h.path("."+name+".tmp"), []byte("l"), 0o644)
+				os.Rename(h.path("."+name+".tmp"), h.path(name))
+			} else {
+				os.WriteFile(h.path(name), []byte("l"), 0o644)
+			}
+		}
+	}()
+
+	watchStats := make(chan Stats, 1)
+	stopStats := make(chan struct{})
+	go func() { // sample the bookkeeping while the test runs
+		var worst Stats
+		for {
+			s := h.w.Stats()
+			if s.Settling > worst.Settling {
+				worst.Settling = s.Settling
+			}
+			if s.Queued > worst.Queued {
+				worst.Queued = s.Queued
+			}
+			if s.Delivered > worst.Delivered {
+				worst.Delivered = s.Delivered
+			}
+			select {
+			case <-stopStats:
+				watchStats <- worst
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+
+	seen := map[string]int{}
+	deadline := time.After(90 * time.Second)
+	for len(seen) < backlog+live {
+		select {
+		case name := <-h.w.Ready():
+			d := delivery{name: name}
+			seen[d.name]++
+			if seen[d.name] > 1 {
+				t.Fatalf("%s delivered twice", d.name)
+			}
+			time.Sleep(time.Millisecond) // a consumer slower than the producer
+			if err := os.Rename(h.path(d.name), filepath.Join(claimed, d.name)); err != nil {
+				t.Fatalf("claim %s: %v", d.name, err)
+			}
+			h.w.Done(d.name)
+		case <-deadline:
+			t.Fatalf("only %d of %d delivered; stats %+v", len(seen), backlog+live, h.w.Stats())
+		}
+	}
+	close(stopStats)
+	worst := <-watchStats
+	final := h.w.Stats()
+	t.Logf("delivered %d; peak settling %d (cap %d), worst queued %d (cap %d), scans %d, missed %d",
+		len(seen), final.PeakSettling, capSet, worst.Queued, capQueue, final.Scans, final.Missed)
+	if final.PeakSettling > capSet || worst.Settling > capSet {
+		t.Fatalf("observation set grew to %d, cap %d", final.PeakSettling, capSet)
+	}
+	if worst.Queued > capQueue {
+		t.Fatalf("queue grew to %d, cap %d", worst.Queued, capQueue)
+	}
+	if worst.Delivered > 2 {
+		t.Fatalf("%d names held at once by a one-at-a-time consumer", worst.Delivered)
+	}
+	if final.Missed == 0 {
+		t.Fatal("the cap never applied; the test does not test the bound")
+	}
+	select {
+	case name := <-h.w.Ready():
+		t.Fatalf("extra delivery of %s", name)
+	case <-time.After(500 * time.Millisecond):
+	}
+	es, _ := os.ReadDir(h.inbox)
+	if len(es) != 0 {
+		t.Fatalf("%d files left in inbox", len(es))
+	}
+}
+
+func TestRunTwice(t *testing.T) {
+	w, err := New(t.TempDir(), Options{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- w.Run(ctx) }()
+	time.Sleep(50 * time.Millisecond)
+	if err := w.Run(ctx); err == nil {
+		t.Fatal("second Run accepted")
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := <-w.Ready(); ok {
+		t.Fatal("Ready not closed after Run")
+	}
+	w.Done("x") // must not block after Run returned
+}
