@@ -235,7 +235,7 @@ func TestSameNameWhileHeld(t *testing.T) {
 // A writer that appends in place every 100ms for 1s must not be delivered
 // before it stops.
 func TestSlowWriterInPlace(t *testing.T) {
-	opts := Options{Settle: 300 * time.Millisecond, Rescan: 200 * time.Millisecond}
+	opts := Options{Settle: 400 * time.Millisecond, Rescan: 200 * time.Millisecond}
 	h := newHarness(t, "", opts)
 	h.start(opts)
 	f, err := os.OpenFile(h.path("slow.jpg"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
