@@ -1,0 +1,304 @@
+package deblur
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+)
+
+// Options choose the tiling and the seed.
+type Options struct {
+	// Tile is the edge of the square network input in pixels, a multiple of
+	// the model's pad multiple; 0 runs the whole padded frame at once. A frame
+	// axis shorter than Tile is not tiled: that axis's tile is the padded
+	// axis, so small frames never get padded up to the tile size.
+	Tile int
+	// Overlap is the minimum overlap between neighbouring tiles in pixels
+	// (0 <= Overlap <= Tile - pad multiple). Actual overlaps can be larger:
+	// tiles are spread evenly so the last one ends on the frame edge.
+	Overlap int
+	// Seed seeds the starting noise of the diffusion prior (StartingNoise).
+	Seed uint64
+}
+
+// Stats describe one Run. Prior and Transform are the time spent inside the
+// backend calls, summed over tiles; Total is the whole Run, so Overhead (pad,
+// tile copy, blend, crop, clamp) is what the daemon should see stay small.
+type Stats struct {
+	Tiles            int // network calls of each kind
+	TileW, TileH     int // shape of every network input (constant for a frame)
+	PaddedW, PaddedH int // frame size after reflect padding
+	Prior            time.Duration
+	Transform        time.Duration
+	Total            time.Duration
+	// NonFinite counts NaN/Inf output values (written as 0 or 1 after
+	// clamping). Non-zero means the engine misbehaved (e.g. FP16 overflow).
+	NonFinite int
+}
+
+// Overhead is the time of Run outside the network calls.
+func (s Stats) Overhead() time.Duration { return s.Total - s.Prior - s.Transform }
+
+// Pipeline runs frames through one Backend. It keeps its scratch buffers
+// (the tile tensor, the noise tensor, the tiling plan for the last frame
+// size) between frames, so steady-state Runs allocate only the output image.
+// A Pipeline is not safe for concurrent use; the backend is not either.
+//
+// Backends must not keep the input tensors after a call returns: the tile
+// tensor is refilled for the next tile.
+type Pipeline struct {
+	b     Backend
+	info  ModelInfo
+	opts  Options
+	noise []float32 // StartingNoise(opts.Seed, ...), the master copy
+
+	// Scratch, reused across tiles and frames.
+	blurT  Tensor
+	noiseT Tensor
+
+	// Plan for the last frame size seen.
+	w, h   int
+	px, py axisPlan
+	xmap   []int // padded x -> source x (reflect)
+	ymap   []int // padded y -> source y (reflect)
+}
+
+// NewPipeline checks opts against the backend's model and prepares the noise.
+func NewPipeline(b Backend, opts Options) (*Pipeline, error) {
+	info := b.Info()
+	if info.PriorTokens <= 0 || info.PriorChannels <= 0 {
+		return nil, fmt.Errorf("deblur: backend %s reports no prior shape (tokens %d, channels %d)",
+			b.Name(), info.PriorTokens, info.PriorChannels)
+	}
+	p := &Pipeline{b: b, info: info}
+	if err := p.SetOptions(opts); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// SetOptions changes the tiling or seed between frames (e.g. the throttle
+// policy shrinking tiles).
+func (p *Pipeline) SetOptions(opts Options) error {
+	m := p.padMultiple()
+	switch {
+	case opts.Tile < 0:
+		return fmt.Errorf("deblur: tile %d is negative", opts.Tile)
+	case opts.Tile > 0 && opts.Tile%m != 0:
+		return fmt.Errorf("deblur: tile %d is not a multiple of the model's pad multiple %d", opts.Tile, m)
+	case opts.Tile > 0 && (opts.Overlap < 0 || opts.Overlap > opts.Tile-m):
+		return fmt.Errorf("deblur: overlap %d outside 0..%d (tile %d minus pad multiple %d)",
+			opts.Overlap, opts.Tile-m, opts.Tile, m)
+	}
+	if p.noise == nil || opts.Seed != p.opts.Seed {
+		p.noise = StartingNoise(opts.Seed, p.info.PriorTokens*p.info.PriorChannels)
+	}
+	if opts.Tile != p.opts.Tile || opts.Overlap != p.opts.Overlap {
+		p.w, p.h = 0, 0 // drop the cached plan
+	}
+	p.opts = opts
+	return nil
+}
+
+// Options returns the current options.
+func (p *Pipeline) Options() Options { return p.opts }
+
+func (p *Pipeline) padMultiple() int {
+	if p.info.PadMultiple < 1 {
+		return 1
+	}
+	return p.info.PadMultiple
+}
+
+// Run is NewPipeline + Pipeline.Run for one-off use.
+func Run(ctx context.Context, b Backend, img Image, opts Options) (Image, Stats, error) {
+	p, err := NewPipeline(b, opts)
+	if err != nil {
+		return Image{}, Stats{}, err
+	}
+	return p.Run(ctx, img)
+}
+
+// plan (re)computes the tiling for a w x h frame.
+func (p *Pipeline) plan(w, h int) {
+	if w == p.w && h == p.h {
+		return
+	}
+	m := p.padMultiple()
+	pw, ph := PaddedSize(w, h, m)
+	p.px = planAxis(pw, p.opts.Tile, p.opts.Overlap, m)
+	p.py = planAxis(ph, p.opts.Tile, p.opts.Overlap, m)
+	p.xmap = reflectTable(pw, w)
+	p.ymap = reflectTable(ph, h)
+	p.w, p.h = w, h
+}
+
+// Run deblurs one frame: reflect-pad right/bottom to the pad multiple, cut
+// fixed-size overlapping tiles, run prior then transformer on each tile with
+// the same starting noise, blend, crop to the input size and clamp to [0,1].
+// The same input and seed give the same output bit for bit (given a
+// deterministic backend). The returned image is newly allocated; img is not
+// modified. ctx is checked between tiles and handed to the backend.
+func (p *Pipeline) Run(ctx context.Context, img Image) (Image, Stats, error) {
+	t0 := time.Now()
+	var st Stats
+	if err := img.Validate(); err != nil {
+		return Image{}, st, err
+	}
+	p.plan(img.W, img.H)
+	tw, th := p.px.tile, p.py.tile
+	st.TileW, st.TileH = tw, th
+	st.PaddedW, st.PaddedH = p.px.size, p.py.size
+	nx, ny := len(p.px.starts), len(p.py.starts)
+	total := nx * ny
+
+	if len(p.blurT.Data) != 3*tw*th {
+		p.blurT = NewTensor(1, 3, int64(th), int64(tw))
+	}
+	if p.noiseT.Len() != len(p.noise) || len(p.noiseT.Data) != len(p.noise) {
+		p.noiseT = NewTensor(1, int64(p.info.PriorTokens), int64(p.info.PriorChannels))
+	}
+	out := Image{W: img.W, H: img.H, Pix: make([]float32, len(img.Pix))}
+	want := []int64{1, 3, int64(th), int64(tw)}
+
+	for j, y0 := range p.py.starts {
+		for i, x0 := range p.px.starts {
+			k := j*nx + i + 1
+			where := func() string {
+				return fmt.Sprintf("deblur: %s: tile %d/%d at x=%d y=%d (%dx%d)", p.b.Name(), k, total, x0, y0, tw, th)
+			}
+			if err := ctx.Err(); err != nil {
+				return Image{}, st, fmt.Errorf("%s: %w", where(), err)
+			}
+			p.extract(img, x0, y0)
+			// A fresh copy per tile: every tile must start from the same
+			// noise even if a backend wrote into its input.
+			copy(p.noiseT.Data, p.noise)
+
+			t := time.Now()
+			prior, err := p.b.Prior(ctx, p.blurT, p.noiseT)
+			st.Prior += time.Since(t)
+			if err != nil {
+				return Image{}, st, fmt.Errorf("%s: prior: %w", where(), err)
+			}
+			if err := prior.Validate(); err != nil || len(prior.Data) != len(p.noise) {
+				return Image{}, st, fmt.Errorf("%s: prior returned shape %v (%d values), want [1 %d %d]",
+					where(), prior.Shape, len(prior.Data), p.info.PriorTokens, p.info.PriorChannels)
+			}
+
+			t = time.Now()
+			sharp, err := p.b.Transform(ctx, p.blurT, prior)
+			st.Transform += time.Since(t)
+			if err != nil {
+				return Image{}, st, fmt.Errorf("%s: transform: %w", where(), err)
+			}
+			if err := sharp.Validate(); err != nil || !sameShape(sharp.Shape, want) {
+				return Image{}, st, fmt.Errorf("%s: transform returned shape %v (%d values), want %v",
+					where(), sharp.Shape, len(sharp.Data), want)
+			}
+			st.NonFinite += p.blend(out, sharp.Data, i, j)
+			st.Tiles++
+		}
+	}
+	st.Total = time.Since(t0)
+	return out, st, nil
+}
+
+func sameShape(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// extract copies the tile at padded (x0, y0) into the tile tensor, reading
+// the unpadded frame through the reflect tables: rows and the in-frame part
+// of each row are plain copies, only the padded columns are gathered.
+func (p *Pipeline) extract(img Image, x0, y0 int) {
+	tw, th := p.px.tile, p.py.tile
+	w, n := img.W, img.W*img.H
+	inFrame := min(tw, w-x0) // x0 < w always: a tile cannot start inside the padding
+	dst := p.blurT.Data
+	for c := 0; c < 3; c++ {
+		plane := img.Pix[c*n : (c+1)*n]
+		for ty := 0; ty < th; ty++ {
+			src := plane[p.ymap[y0+ty]*w : p.ymap[y0+ty]*w+w]
+			row := dst[(c*th+ty)*tw : (c*th+ty+1)*tw]
+			copy(row[:inFrame], src[x0:x0+inFrame])
+			for tx := inFrame; tx < tw; tx++ {
+				row[tx] = src[p.xmap[x0+tx]]
+			}
+		}
+	}
+}
+
+// blend adds tile (i, j)'s output, weighted, into the cropped output. Rows
+// and columns in the padding are skipped: they are cropped anyway.
+//
+// It also clamps, in the same pass, every pixel this tile is the last to
+// touch: tiles run row-major, so pixel (x, y) is final after the tile whose
+// start is the greatest one <= x in the last tile row whose start is <= y.
+// That saves a separate pass over the whole frame.
+func (p *Pipeline) blend(out Image, sharp []float32, i, j int) (nonFinite int) {
+	tw, th := p.px.tile, p.py.tile
+	x0, y0 := p.px.starts[i], p.py.starts[j]
+	wx, wy := p.px.norm[i], p.py.norm[j]
+	w, n := out.W, out.W*out.H
+	cols := min(tw, w-x0)
+	rows := min(th, out.H-y0)
+	wx = wx[:cols]
+	// Columns [0, finalCols) and rows [0, finalRows) of this tile get no
+	// later contribution.
+	finalCols, finalRows := cols, rows
+	if i+1 < len(p.px.starts) {
+		finalCols = min(cols, p.px.starts[i+1]-x0)
+	}
+	if j+1 < len(p.py.starts) {
+		finalRows = min(rows, p.py.starts[j+1]-y0)
+	}
+	for c := 0; c < 3; c++ {
+		for ty := 0; ty < rows; ty++ {
+			s := sharp[(c*th+ty)*tw : (c*th+ty)*tw+cols]
+			o := out.Pix[c*n+(y0+ty)*w+x0 : c*n+(y0+ty)*w+x0+cols]
+			a := wy[ty]
+			s, wx := s[:len(o)], wx[:len(o)] // lets the compiler drop bounds checks
+			for tx := range o {
+				o[tx] += s[tx] * (a * wx[tx])
+			}
+			if ty < finalRows {
+				nonFinite += clampUnit(o[:finalCols])
+			}
+		}
+	}
+	return nonFinite
+}
+
+// clampUnit clamps to [0,1] in place (NaN -> 0, as the encoder would) and
+// counts the non-finite values it met.
+func clampUnit(v []float32) (nonFinite int) {
+	for i, x := range v {
+		switch {
+		case x >= 0 && x <= 1:
+		case x > 1:
+			if x > math.MaxFloat32 {
+				nonFinite++
+			}
+			v[i] = 1
+		case x < 0:
+			if x < -math.MaxFloat32 {
+				nonFinite++
+			}
+			v[i] = 0
+		default: // NaN
+			nonFinite++
+			v[i] = 0
+		}
+	}
+	return nonFinite
+}
