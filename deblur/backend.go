@@ -57,7 +57,9 @@ type ModelInfo struct {
 
 // Backend is one loaded model on one device. Implementations: ort (ONNX
 // Runtime, CPU) and trt (TensorRT). Calls are not required to be safe for
-// concurrent use; the pipeline serialises them.
+// concurrent use; the pipeline serialises them. A backend must not keep its
+// input tensors after a call returns: the pipeline refills them for the next
+// tile. The returned tensor belongs to the caller.
 type Backend interface {
 	// Name is a short label for logs and metrics ("onnxruntime", "tensorrt").
 	Name() string
