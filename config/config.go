@@ -1,0 +1,533 @@
+// Package config is the daemon's configuration: the TOML file an operator
+// edits, its defaults, strict decoding and validation that name the key and
+// the line of every mistake, and the comparison that tells a SIGHUP reload
+// which changes apply live and which need a restart.
+//
+// The documented defaults live twice, here (Default) and in config.toml at
+// the repository root; a test keeps the two equal.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	toml "github.com/pelletier/go-toml/v2"
+)
+
+// DefaultPath is where the packaged unit expects the configuration.
+const DefaultPath = "/etc/hidiffd/config.toml"
+
+// Config is the whole file. Field tags are the TOML key names; Keys below
+// lists every key once more with its reload behaviour.
+type Config struct {
+	Spool    Spool    `toml:"spool"`
+	Model    Model    `toml:"model"`
+	Backend  Backend  `toml:"backend"`
+	Output   Output   `toml:"output"`
+	Log      Log      `toml:"log"`
+	HTTP     HTTP     `toml:"http"`
+	Retry    Retry    `toml:"retry"`
+	Shutdown Shutdown `toml:"shutdown"`
+
+	// path is the file this came from ("" for Default()); positions maps a
+	// dotted key to where it was written, so later checks (a model folder
+	// that does not exist, say) can point at the line too.
+	path      string
+	positions map[string]position
+}
+
+// Spool is the state-folder tree and intake.
+type Spool struct {
+	Root          string   `toml:"root"`
+	KeepOriginals bool     `toml:"keep_originals"`
+	Settle        Duration `toml:"settle"`
+	Rescan        Duration `toml:"rescan"`
+	QueueSize     int      `toml:"queue_size"`
+	MaxPixels     int64    `toml:"max_pixels"`
+}
+
+// Model is the network and how it is applied.
+type Model struct {
+	Dir     string `toml:"dir"`
+	Seed    uint64 `toml:"seed"`
+	Tile    int    `toml:"tile"`
+	Overlap int    `toml:"overlap"`
+}
+
+// Backend picks the inference runtime.
+type Backend struct {
+	Kind               string `toml:"kind"`
+	OnnxruntimeLibrary string `toml:"onnxruntime_library"`
+	Threads            int    `toml:"threads"`
+}
+
+// Output controls encoding.
+type Output struct {
+	JPEGQuality int `toml:"jpeg_quality"`
+}
+
+// Log controls logging.
+type Log struct {
+	Level  string `toml:"level"`
+	Format string `toml:"format"`
+}
+
+// HTTP is the metrics and health endpoint.
+type HTTP struct {
+	Listen string `toml:"listen"`
+}
+
+// Retry is the backoff for transient output errors (disk full, read-only).
+type Retry struct {
+	InitialBackoff Duration `toml:"initial_backoff"`
+	MaxBackoff     Duration `toml:"max_backoff"`
+}
+
+// Shutdown bounds the drain on SIGTERM.
+type Shutdown struct {
+	DrainTimeout Duration `toml:"drain_timeout"`
+}
+
+// Duration is written as a string such as "2s" or "1m30s". Decoding only
+// keeps the text; Validate parses it, so a bad duration (or a bare number,
+// which go-toml would otherwise hand over without a position) is reported
+// with its key and line like every other mistake.
+type Duration struct {
+	time.Duration
+	text string
+	set  bool
+}
+
+// D makes a Duration from a time.Duration (for defaults and tests).
+func D(d time.Duration) Duration { return Duration{Duration: d} }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	d.text, d.set = string(b), true
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
+
+// Default is the configuration used for every key the file leaves out. Keep
+// config.toml in step (TestShippedConfigMatchesDefault).
+func Default() *Config {
+	return &Config{
+		Spool: Spool{
+			Root:          "/var/lib/hidiffd/spool",
+			KeepOriginals: true,
+			Settle:        D(time.Second),
+			Rescan:        D(10 * time.Second),
+			QueueSize:     16,
+			MaxPixels:     50_000_000,
+		},
+		Model: Model{
+			Dir:     "/usr/share/hidiffd/models/default",
+			Seed:    0,
+			Tile:    256,
+			Overlap: 32,
+		},
+		Backend:  Backend{Kind: "auto", OnnxruntimeLibrary: "", Threads: 0},
+		Output:   Output{JPEGQuality: 95},
+		Log:      Log{Level: "info", Format: "auto"},
+		HTTP:     HTTP{Listen: "127.0.0.1:9464"},
+		Retry:    Retry{InitialBackoff: D(time.Second), MaxBackoff: D(2 * time.Minute)},
+		Shutdown: Shutdown{DrainTimeout: D(30 * time.Second)},
+	}
+}
+
+// Error is one configuration mistake: the key, the value as written, where,
+// and what is wrong.
+type Error struct {
+	File   string
+	Line   int // 0 when the key is not in the file (a default, or a whole-file error)
+	Key    string
+	Value  string
+	Reason string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	if e.File != "" {
+		b.WriteString(e.File)
+		if e.Line > 0 {
+			fmt.Fprintf(&b, ":%d", e.Line)
+		}
+		b.WriteString(": ")
+	} else if e.Line > 0 {
+		fmt.Fprintf(&b, "line %d: ", e.Line)
+	}
+	if e.Key != "" {
+		b.WriteString(e.Key)
+		if e.Value != "" {
+			b.WriteString(" = " + e.Value)
+		}
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Reason)
+	return b.String()
+}
+
+// Errors is every mistake found in one file; all are reported at once so an
+// operator fixes the file in one round.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	parts := make([]string, len(es))
+	for i, e := range es {
+		parts[i] = e.Error()
+	}
+	return strings.Join(parts, "\n")
+}
+
+// Load reads, strictly decodes and validates a file. Relative paths inside it
+// are taken relative to the file's folder, so a development config next to a
+// checkout works from any working directory.
+func Load(path string) (*Config, error) {
+	doc, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		abs = path
+	}
+	return Parse(doc, abs)
+}
+
+// Parse decodes doc (named path in messages; relative paths resolve against
+// its folder) over the defaults and validates the result.
+func Parse(doc []byte, path string) (*Config, error) {
+	cfg := Default()
+	cfg.path = path
+	pos, perr := index(doc)
+	cfg.positions = pos
+
+	dec := toml.NewDecoder(bytes.NewReader(doc))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(cfg); err != nil {
+		return nil, cfg.decodeError(doc, err)
+	}
+	if perr != nil { // the decoder accepted what our indexer did not: still say so
+		return nil, &Error{File: path, Reason: perr.Error()}
+	}
+	if err := cfg.resolvePaths(); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// Path is the file the configuration came from ("" for defaults).
+func (c *Config) Path() string { return c.path }
+
+// Errorf builds an Error for key with the position and text recorded when
+// the file was read; the daemon uses it for checks that need the machine
+// (a model folder that is missing, a library that does not load).
+func (c *Config) Errorf(key, format string, args ...any) *Error {
+	e := &Error{File: c.path, Key: key, Reason: fmt.Sprintf(format, args...)}
+	if p, ok := c.positions[key]; ok {
+		e.Line, e.Value = p.line, p.value
+	} else if v, ok := c.lookup(key); ok {
+		e.Value = v + " (default)"
+	}
+	return e
+}
+
+func (c *Config) decodeError(doc []byte, err error) error {
+	var strict *toml.StrictMissingError
+	if errors.As(err, &strict) {
+		out := make(Errors, 0, len(strict.Errors))
+		for i := range strict.Errors {
+			de := &strict.Errors[i]
+			line, _ := de.Position()
+			key := strings.Join(de.Key(), ".")
+			e := &Error{File: c.path, Line: line, Key: key, Value: valueOnLine(doc, line), Reason: "unknown key" + suggest(key)}
+			if strings.HasPrefix(strings.TrimSpace(lineText(doc, line)), "[") {
+				e.Key, e.Reason = "["+key+"]", "unknown table"
+			}
+			out = append(out, e)
+		}
+		return out
+	}
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		line, _ := de.Position()
+		key := strings.Join(de.Key(), ".")
+		e := &Error{File: c.path, Line: line, Key: key, Reason: typeReason(de.Error(), key)}
+		if key != "" {
+			e.Value = valueOnLine(doc, line)
+		}
+		return e
+	}
+	return &Error{File: c.path, Reason: err.Error()}
+}
+
+// typeReason rewrites go-toml's Go-flavoured message ("cannot decode TOML
+// string into struct field ...Queue of type int") into the words an
+// operator needs: what the key wants.
+func typeReason(msg, key string) string {
+	msg = strings.TrimPrefix(msg, "toml: ")
+	if !strings.HasPrefix(msg, "cannot decode TOML ") {
+		return msg
+	}
+	got := strings.Fields(strings.TrimPrefix(msg, "cannot decode TOML "))
+	want := "a different type"
+	if k, ok := keyByName(key); ok {
+		want = k.kind
+	}
+	if len(got) > 0 {
+		return fmt.Sprintf("wrong type: want %s, got a TOML %s", want, got[0])
+	}
+	return "wrong type: want " + want
+}
+
+// suggest names a known key when an unknown one is a near miss of it in the
+// same table or sits in the wrong table.
+func suggest(key string) string {
+	leaf := key[strings.LastIndex(key, ".")+1:]
+	for _, k := range Keys {
+		if strings.HasSuffix(k.Name, "."+leaf) && k.Name != key {
+			return fmt.Sprintf(" (did you mean %s?)", k.Name)
+		}
+	}
+	return ""
+}
+
+func (c *Config) resolvePaths() error {
+	base := filepath.Dir(c.path)
+	for _, p := range []*string{&c.Spool.Root, &c.Model.Dir, &c.Backend.OnnxruntimeLibrary} {
+		if *p != "" && !filepath.IsAbs(*p) && c.path != "" {
+			*p = filepath.Join(base, *p)
+		}
+	}
+	return nil
+}
+
+// Validate checks ranges and formats and parses durations. Every problem is
+// returned, each naming its key.
+func (c *Config) Validate() error {
+	var errs Errors
+	bad := func(key, format string, args ...any) { errs = append(errs, c.Errorf(key, format, args...)) }
+
+	dur := func(key string, d *Duration, min, max time.Duration) {
+		if d.set {
+			v, err := time.ParseDuration(d.text)
+			if err != nil {
+				bad(key, "not a duration: write a string such as \"500ms\", \"2s\" or \"1m30s\"")
+				return
+			}
+			d.Duration, d.set = v, false
+		}
+		if d.Duration < min || d.Duration > max {
+			bad(key, "must be between %v and %v", min, max)
+		}
+	}
+	dur("spool.settle", &c.Spool.Settle, 10*time.Millisecond, 10*time.Minute)
+	dur("spool.rescan", &c.Spool.Rescan, 100*time.Millisecond, time.Hour)
+	dur("retry.initial_backoff", &c.Retry.InitialBackoff, 10*time.Millisecond, time.Hour)
+	dur("retry.max_backoff", &c.Retry.MaxBackoff, 10*time.Millisecond, 24*time.Hour)
+	dur("shutdown.drain_timeout", &c.Shutdown.DrainTimeout, 0, time.Hour)
+	if c.Retry.MaxBackoff.Duration < c.Retry.InitialBackoff.Duration {
+		bad("retry.max_backoff", "must not be shorter than retry.initial_backoff (%v)", c.Retry.InitialBackoff.Duration)
+	}
+
+	if c.Spool.Root == "" {
+		bad("spool.root", "must name a folder")
+	}
+	if c.Spool.QueueSize < 1 || c.Spool.QueueSize > 100_000 {
+		bad("spool.queue_size", "must be between 1 and 100000")
+	}
+	if c.Spool.MaxPixels < 1 || c.Spool.MaxPixels > 1_000_000_000 {
+		bad("spool.max_pixels", "must be between 1 and 1000000000")
+	}
+
+	if c.Model.Dir == "" {
+		bad("model.dir", "must name a folder")
+	}
+	if c.Model.Tile != 0 && (c.Model.Tile < 64 || c.Model.Tile > 4096 || c.Model.Tile%16 != 0) {
+		bad("model.tile", "must be 0 (whole image) or a multiple of 16 between 64 and 4096")
+	}
+	if c.Model.Overlap < 0 || (c.Model.Tile > 0 && c.Model.Overlap*2 >= c.Model.Tile) {
+		bad("model.overlap", "must be at least 0 and less than half of model.tile (%d)", c.Model.Tile)
+	}
+
+	switch c.Backend.Kind {
+	case "auto", "onnxruntime":
+	case "tensorrt":
+		bad("backend.kind", "TensorRT support is not built into this binary yet; use \"onnxruntime\" or \"auto\"")
+	default:
+		bad("backend.kind", "must be \"auto\", \"onnxruntime\" or \"tensorrt\"")
+	}
+	if c.Backend.Threads < 0 || c.Backend.Threads > 1024 {
+		bad("backend.threads", "must be between 0 (runtime default) and 1024")
+	}
+
+	if c.Output.JPEGQuality < 1 || c.Output.JPEGQuality > 100 {
+		bad("output.jpeg_quality", "must be between 1 and 100")
+	}
+
+	switch c.Log.Level {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "must be \"trace\", \"debug\", \"info\", \"warn\" or \"error\"")
+	}
+	switch c.Log.Format {
+	case "auto", "console", "json":
+	default:
+		bad("log.format", "must be \"auto\", \"console\" or \"json\"")
+	}
+
+	if c.HTTP.Listen != "" {
+		host, port, err := net.SplitHostPort(c.HTTP.Listen)
+		if err != nil {
+			bad("http.listen", "must be host:port (or \"\" for no HTTP server): %v", err)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			bad("http.listen", "port must be a number between 0 and 65535")
+		} else if host != "" && net.ParseIP(host) == nil && host != "localhost" {
+			bad("http.listen", "host must be an IP address or \"localhost\"")
+		}
+	}
+
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+// Key describes one configuration key: its dotted name, the type an operator
+// writes, whether a SIGHUP applies it without a restart, how to read it as
+// text (for diffs and messages) and how to copy it from one Config to
+// another (for WithLive).
+type Key struct {
+	Name string
+	kind string
+	Live bool
+	get  func(*Config) string
+	copy func(dst, src *Config)
+}
+
+// Keys is every key in the file. A test checks that config.toml documents
+// each of them.
+var Keys = []Key{
+	{"spool.root", "a string (folder)", false,
+		func(c *Config) string { return c.Spool.Root },
+		func(d, s *Config) { d.Spool.Root = s.Spool.Root }},
+	{"spool.keep_originals", "a boolean", false,
+		func(c *Config) string { return strconv.FormatBool(c.Spool.KeepOriginals) },
+		func(d, s *Config) { d.Spool.KeepOriginals = s.Spool.KeepOriginals }},
+	{"spool.settle", "a duration string such as \"1s\"", false,
+		func(c *Config) string { return c.Spool.Settle.String() },
+		func(d, s *Config) { d.Spool.Settle = s.Spool.Settle }},
+	{"spool.rescan", "a duration string such as \"10s\"", false,
+		func(c *Config) string { return c.Spool.Rescan.String() },
+		func(d, s *Config) { d.Spool.Rescan = s.Spool.Rescan }},
+	{"spool.queue_size", "an integer", false,
+		func(c *Config) string { return strconv.Itoa(c.Spool.QueueSize) },
+		func(d, s *Config) { d.Spool.QueueSize = s.Spool.QueueSize }},
+	{"spool.max_pixels", "an integer", true,
+		func(c *Config) string { return strconv.FormatInt(c.Spool.MaxPixels, 10) },
+		func(d, s *Config) { d.Spool.MaxPixels = s.Spool.MaxPixels }},
+	{"model.dir", "a string (folder)", false,
+		func(c *Config) string { return c.Model.Dir },
+		func(d, s *Config) { d.Model.Dir = s.Model.Dir }},
+	{"model.seed", "a non-negative integer", true,
+		func(c *Config) string { return strconv.FormatUint(c.Model.Seed, 10) },
+		func(d, s *Config) { d.Model.Seed = s.Model.Seed }},
+	{"model.tile", "an integer", true,
+		func(c *Config) string { return strconv.Itoa(c.Model.Tile) },
+		func(d, s *Config) { d.Model.Tile = s.Model.Tile }},
+	{"model.overlap", "an integer", true,
+		func(c *Config) string { return strconv.Itoa(c.Model.Overlap) },
+		func(d, s *Config) { d.Model.Overlap = s.Model.Overlap }},
+	{"backend.kind", "a string", false,
+		func(c *Config) string { return c.Backend.Kind },
+		func(d, s *Config) { d.Backend.Kind = s.Backend.Kind }},
+	{"backend.onnxruntime_library", "a string (file)", false,
+		func(c *Config) string { return c.Backend.OnnxruntimeLibrary },
+		func(d, s *Config) { d.Backend.OnnxruntimeLibrary = s.Backend.OnnxruntimeLibrary }},
+	{"backend.threads", "an integer", false,
+		func(c *Config) string { return strconv.Itoa(c.Backend.Threads) },
+		func(d, s *Config) { d.Backend.Threads = s.Backend.Threads }},
+	{"output.jpeg_quality", "an integer", true,
+		func(c *Config) string { return strconv.Itoa(c.Output.JPEGQuality) },
+		func(d, s *Config) { d.Output.JPEGQuality = s.Output.JPEGQuality }},
+	{"log.level", "a string", true,
+		func(c *Config) string { return c.Log.Level },
+		func(d, s *Config) { d.Log.Level = s.Log.Level }},
+	{"log.format", "a string", false,
+		func(c *Config) string { return c.Log.Format },
+		func(d, s *Config) { d.Log.Format = s.Log.Format }},
+	{"http.listen", "a string (host:port)", false,
+		func(c *Config) string { return c.HTTP.Listen },
+		func(d, s *Config) { d.HTTP.Listen = s.HTTP.Listen }},
+	{"retry.initial_backoff", "a duration string such as \"1s\"", true,
+		func(c *Config) string { return c.Retry.InitialBackoff.String() },
+		func(d, s *Config) { d.Retry.InitialBackoff = s.Retry.InitialBackoff }},
+	{"retry.max_backoff", "a duration string such as \"2m\"", true,
+		func(c *Config) string { return c.Retry.MaxBackoff.String() },
+		func(d, s *Config) { d.Retry.MaxBackoff = s.Retry.MaxBackoff }},
+	{"shutdown.drain_timeout", "a duration string such as \"30s\"", true,
+		func(c *Config) string { return c.Shutdown.DrainTimeout.String() },
+		func(d, s *Config) { d.Shutdown.DrainTimeout = s.Shutdown.DrainTimeout }},
+}
+
+func keyByName(name string) (Key, bool) {
+	for _, k := range Keys {
+		if k.Name == name {
+			return k, true
+		}
+	}
+	return Key{}, false
+}
+
+func (c *Config) lookup(name string) (string, bool) {
+	if k, ok := keyByName(name); ok {
+		return strconv.Quote(k.get(c)), true
+	}
+	return "", false
+}
+
+// Change is one key whose value differs between two configurations.
+type Change struct {
+	Key      string
+	Old, New string
+	Live     bool // applied by a reload; false: needs a restart
+}
+
+// Diff lists the keys whose values differ from old to c, in Keys order.
+func (c *Config) Diff(old *Config) []Change {
+	var out []Change
+	for _, k := range Keys {
+		o, n := k.get(old), k.get(c)
+		if o != n {
+			out = append(out, Change{Key: k.Name, Old: o, New: n, Live: k.Live})
+		}
+	}
+	return out
+}
+
+// WithLive is the configuration a reload runs with: c (the running one) with
+// every live key taken from next, and every restart-only key kept, so the
+// process never believes it runs with a spool root or model it has not
+// opened. Positions come from next, the file now on disk.
+func (c *Config) WithLive(next *Config) *Config {
+	out := *c
+	for _, k := range Keys {
+		if k.Live {
+			k.copy(&out, next)
+		}
+	}
+	out.path, out.positions = next.path, next.positions
+	return &out
+}

@@ -1,0 +1,254 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// mustFail parses doc and returns the error text, failing if it parsed.
+func mustFail(t *testing.T, doc string) string {
+	t.Helper()
+	_, err := Parse([]byte(doc), "/etc/hidiffd/test.toml")
+	if err == nil {
+		t.Fatalf("config parsed but should not have:\n%s", doc)
+	}
+	return err.Error()
+}
+
+func wantAll(t *testing.T, msg string, parts ...string) {
+	t.Helper()
+	for _, p := range parts {
+		if !strings.Contains(msg, p) {
+			t.Errorf("error %q does not contain %q", msg, p)
+		}
+	}
+}
+
+func TestUnknownKeyNamesKeyValueAndLine(t *testing.T) {
+	msg := mustFail(t, "[spool]\nroot = \"/x\"\n\nqueue_sise = 4\n")
+	wantAll(t, msg, "test.toml:4", "spool.queue_sise", "= 4", "unknown key")
+}
+
+func TestUnknownKeyInWrongTableSuggests(t *testing.T) {
+	msg := mustFail(t, "[model]\nqueue_size = 4\n")
+	wantAll(t, msg, ":2", "model.queue_size", "did you mean spool.queue_size")
+}
+
+func TestUnknownTable(t *testing.T) {
+	msg := mustFail(t, "[spool]\nroot = \"/x\"\n[gpu]\nid = 3\n")
+	wantAll(t, msg, ":3: [gpu]: unknown table")
+}
+
+func TestAllUnknownKeysReported(t *testing.T) {
+	msg := mustFail(t, "[spool]\nfoo = 1\n[log]\nbar = \"x\"\n")
+	wantAll(t, msg, "spool.foo", ":2", "log.bar", ":4")
+}
+
+func TestWrongTypeNamesKeyValueAndLine(t *testing.T) {
+	cases := []struct{ doc, key, line, value, want string }{
+		{"[spool]\nqueue_size = \"16\"\n", "spool.queue_size", ":2", `"16"`, "want an integer"},
+		{"[spool]\n\n\nkeep_originals = 1 # yes\n", "spool.keep_originals", ":4", "= 1", "want a boolean"},
+		{"[model]\ntile = 256.5\n", "model.tile", ":2", "256.5", "want an integer"},
+		{"[log]\nlevel = 3\n", "log.level", ":2", "= 3", "want a string"},
+		{"[model]\nseed = -1\n", "model.seed", ":2", "-1", ""},
+	}
+	for _, c := range cases {
+		msg := mustFail(t, c.doc)
+		wantAll(t, msg, c.key, c.line, c.value, c.want)
+	}
+}
+
+func TestBadDurationNamesKeyValueAndLine(t *testing.T) {
+	cases := []struct{ doc, key, line, value string }{
+		{"[spool]\nsettle = \"2 seconds\"\n", "spool.settle", ":2", `"2 seconds"`},
+		// A bare number has no unit; go-toml would hand "5" over silently.
+		{"[retry]\n\ninitial_backoff = 5\n", "retry.initial_backoff", ":3", "= 5"},
+		{"[shutdown]\ndrain_timeout = true\n", "shutdown.drain_timeout", ":2", "true"},
+	}
+	for _, c := range cases {
+		msg := mustFail(t, c.doc)
+		wantAll(t, msg, c.key, c.line, c.value, "not a duration")
+	}
+}
+
+func TestRangeErrorsNameKeyAndLine(t *testing.T) {
+	msg := mustFail(t, "[model]\ntile = 100\noverlap = 60\n[output]\njpeg_quality = 0\n[backend]\nkind = \"cuda\"\n")
+	wantAll(t, msg,
+		":2: model.tile = 100", ":3: model.overlap = 60",
+		":5: output.jpeg_quality = 0", `:7: backend.kind = "cuda"`)
+	msg = mustFail(t, "[retry]\ninitial_backoff = \"1m\"\nmax_backoff = \"2s\"\n")
+	wantAll(t, msg, ":3: retry.max_backoff", "shorter than retry.initial_backoff")
+	msg = mustFail(t, "[http]\nlisten = \"9464\"\n")
+	wantAll(t, msg, ":2: http.listen")
+}
+
+func TestTensorRTRefusedClearly(t *testing.T) {
+	msg := mustFail(t, "[backend]\nkind = \"tensorrt\"\n")
+	wantAll(t, msg, ":2", "backend.kind", "not built into this binary")
+}
+
+func TestSyntaxErrorHasLine(t *testing.T) {
+	msg := mustFail(t, "[spool]\nroot = \"/x\"\n[model\n")
+	wantAll(t, msg, "test.toml:3")
+}
+
+func TestErrorsAsTyped(t *testing.T) {
+	_, err := Parse([]byte("[spool]\nqueue_size = 0\n"), "x.toml")
+	var es Errors
+	if !errors.As(err, &es) || len(es) != 1 || es[0].Key != "spool.queue_size" || es[0].Line != 2 || es[0].Value != "0" {
+		t.Fatalf("got %#v", err)
+	}
+}
+
+func TestDurationsAndRelativePaths(t *testing.T) {
+	cfg, err := Parse([]byte("[spool]\nroot = \"spool\"\nsettle = \"250ms\"\n[retry]\nmax_backoff = \"1m30s\"\n"), "/srv/cam/hidiffd.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Spool.Root != "/srv/cam/spool" {
+		t.Errorf("root %q", cfg.Spool.Root)
+	}
+	if cfg.Spool.Settle.Duration != 250*time.Millisecond || cfg.Retry.MaxBackoff.Duration != 90*time.Second {
+		t.Errorf("durations %v %v", cfg.Spool.Settle, cfg.Retry.MaxBackoff)
+	}
+	if cfg.Spool.Rescan.Duration != 10*time.Second {
+		t.Errorf("default rescan %v", cfg.Spool.Rescan)
+	}
+}
+
+func TestErrorfUsesPosition(t *testing.T) {
+	cfg, err := Parse([]byte("# c\n[model]\ndir = \"/nope\"\n"), "/c.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := cfg.Errorf("model.dir", "no such folder").Error()
+	if got != `/c.toml:3: model.dir = "/nope": no such folder` {
+		t.Errorf("got %q", got)
+	}
+	got = cfg.Errorf("spool.root", "x").Error()
+	if !strings.Contains(got, "(default)") {
+		t.Errorf("got %q", got)
+	}
+}
+
+func TestDiffClassifiesLiveAndRestart(t *testing.T) {
+	old := Default()
+	n, err := Parse([]byte("[log]\nlevel = \"debug\"\n[spool]\nroot = \"/y\"\n[backend]\nthreads = 2\n"), "/c.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, c := range n.Diff(old) {
+		got[c.Key] = c.Live
+	}
+	want := map[string]bool{"log.level": true, "spool.root": false, "backend.threads": false}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("diff %v, want %v", got, want)
+	}
+}
+
+// TestShippedConfigMatchesDefault keeps config.toml and Default() in step and
+// checks that the file documents every key with a comment above it.
+func TestShippedConfigMatchesDefault(t *testing.T) {
+	path, _ := filepath.Abs("../config.toml")
+	doc, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Parse(doc, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cfg.Diff(Default()); len(d) != 0 {
+		t.Errorf("config.toml differs from Default(): %+v", d)
+	}
+	pos, _ := index(doc)
+	lines := strings.Split(string(doc), "\n")
+	for _, k := range Keys {
+		p, ok := pos[k.Name]
+		if !ok {
+			t.Errorf("config.toml does not document %s", k.Name)
+			continue
+		}
+		if p.line < 2 || !strings.HasPrefix(strings.TrimSpace(lines[p.line-2]), "#") {
+			t.Errorf("config.toml: %s has no comment above it", k.Name)
+		}
+		live := strings.Contains(commentAbove(lines, p.line), "[live]")
+		if live != k.Live {
+			t.Errorf("config.toml: %s marked [live]=%v, Keys says %v", k.Name, live, k.Live)
+		}
+	}
+	if len(pos) != len(Keys) {
+		t.Errorf("config.toml has %d keys, Keys has %d", len(pos), len(Keys))
+	}
+}
+
+var commentRe = regexp.MustCompile(`^\s*#`)
+
+func commentAbove(lines []string, line int) string {
+	var b strings.Builder
+	for i := line - 2; i >= 0 && commentRe.MatchString(lines[i]); i-- {
+		b.WriteString(lines[i])
+	}
+	return b.String()
+}
+
+// TestWithLiveCopiesExactlyTheLiveKeys changes every key at once and checks
+// that a reload takes the live ones and keeps the others, so the Live flags,
+// the copy functions and the [live] marks in config.toml cannot drift apart.
+func TestWithLiveCopiesExactlyTheLiveKeys(t *testing.T) {
+	running := Default()
+	doc := `
+[spool]
+root = "/other"
+keep_originals = false
+settle = "3s"
+rescan = "30s"
+queue_size = 3
+max_pixels = 1000
+[model]
+dir = "/m2"
+seed = 7
+tile = 512
+overlap = 16
+[backend]
+kind = "onnxruntime"
+onnxruntime_library = "/lib.so"
+threads = 3
+[output]
+jpeg_quality = 80
+[log]
+level = "debug"
+format = "json"
+[http]
+listen = ""
+[retry]
+initial_backoff = "2s"
+max_backoff = "5m"
+[shutdown]
+drain_timeout = "5s"
+`
+	next, err := Parse([]byte(doc), "/c.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := next.Diff(running); len(d) != len(Keys) {
+		t.Fatalf("test document changes %d keys, want all %d: %+v", len(d), len(Keys), d)
+	}
+	eff := running.WithLive(next)
+	for _, k := range Keys {
+		got, old, nw := k.get(eff), k.get(running), k.get(next)
+		if k.Live && got != nw {
+			t.Errorf("%s is live but kept %q (want %q)", k.Name, got, nw)
+		}
+		if !k.Live && got != old {
+			t.Errorf("%s needs a restart but changed to %q", k.Name, got)
+		}
+	}
+}

@@ -1,0 +1,595 @@
+// Package daemon wires hidiffd together and runs it: configuration, the
+// spool, the folder watcher, the model, the frame pipeline (decode -> network
+// -> encode), signals (SIGHUP reload, SIGTERM drain), sd_notify, logging and
+// the HTTP endpoint. The packages it wires know nothing of each other.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"hidiffd/config"
+	"hidiffd/deblur"
+	"hidiffd/ort"
+	"hidiffd/spool"
+	"hidiffd/watch"
+)
+
+// Intake is the folder watcher as the daemon uses it; *watch.Watcher is the
+// real one. Names come from Ready; Done is called for every name received.
+type Intake interface {
+	Run(ctx context.Context) error
+	Ready() <-chan string
+	Done(name string)
+}
+
+// Options are what Run needs besides the configuration file. The hooks are
+// for tests; production leaves them nil.
+type Options struct {
+	// ConfigPath is re-read on SIGHUP. Config, if set, is the already loaded
+	// configuration (the caller may have reported its errors already);
+	// otherwise Run loads ConfigPath.
+	ConfigPath string
+	Config     *config.Config
+	// Version goes into logs and hidiffd_build_info.
+	Version string
+	// LogOutput receives the log lines (default os.Stdout: journald).
+	LogOutput io.Writer
+
+	// OpenBackend replaces the backend selection (tests use a fake network).
+	OpenBackend func(cfg *config.Config) (deblur.Backend, error)
+	// NewIntake replaces the folder watcher.
+	NewIntake func(inbox string, cfg *config.Config, log watch.Logger) (Intake, error)
+	// Signals replaces os/signal delivery (tests send SIGHUP and SIGTERM
+	// in-process). Run then does not install signal handlers.
+	Signals <-chan os.Signal
+	// OnListen is called with the bound HTTP address (tests use port 0).
+	OnListen func(net.Addr)
+}
+
+// maxModelLoad bounds how long start-up keeps asking systemd for more time
+// (EXTEND_TIMEOUT_USEC) while the model loads: a load that hangs must still
+// end in a start timeout and a restart.
+const maxModelLoad = 10 * time.Minute
+
+// Daemon is one running instance. Create and run it with Run.
+type Daemon struct {
+	opts    Options
+	cfg     atomic.Pointer[config.Config] // effective configuration (live keys reloaded)
+	log     zerolog.Logger
+	notify  *Notifier
+	metrics *Metrics
+	health  Health
+
+	spool   *spool.Spool
+	backend deblur.Backend
+	intake  Intake
+	inbox   string                 // the spool's inbox/, known before the spool is open
+	queued  atomic.Pointer[Intake] // d.intake once set, for the metrics goroutine
+
+	backoff backoff
+	clocks  clocks
+
+	// Counters for STATUS= (the metrics hold the same, but reading a
+	// Prometheus counter back is clumsy).
+	processed, failed, retried atomic.Int64
+
+	stopOnce   sync.Once
+	drainTimer *time.Timer   // cancels the frame in flight when the drain takes too long
+	stop       chan struct{} // closed: drain (stop intake, finish the frame in flight)
+	cancelWork context.CancelFunc
+}
+
+// Run runs the daemon until SIGTERM/SIGINT (or ctx ends) and the drain is
+// complete. It returns nil after a clean drain and an error when start-up
+// fails (bad config, spool not writable, model missing, port in use).
+func Run(ctx context.Context, opts Options) error {
+	cfg := opts.Config
+	if cfg == nil {
+		var err error
+		if cfg, err = config.Load(opts.ConfigPath); err != nil {
+			return err
+		}
+	}
+	if opts.LogOutput == nil {
+		opts.LogOutput = os.Stdout
+	}
+	log, err := NewLogger(opts.LogOutput, cfg.Log.Level, cfg.Log.Format)
+	if err != nil {
+		return err
+	}
+	d := &Daemon{opts: opts, log: log, stop: make(chan struct{})}
+	d.cfg.Store(cfg)
+	d.notify, err = NewNotifier()
+	if err != nil {
+		log.Warn().Err(err).Msg("sd_notify disabled")
+	}
+	return d.run(ctx)
+}
+
+func (d *Daemon) run(ctx context.Context) (err error) {
+	cfg := d.cfg.Load()
+	log := d.log
+	log.Info().Str("version", d.opts.Version).Str("config", cfg.Path()).Int("pid", os.Getpid()).Msg("hidiffd starting")
+	d.health.SetNotReady("starting")
+
+	// Read by the HTTP handlers and STATUS= lines from other goroutines while
+	// start-up assigns d.spool and d.intake: these two never change.
+	d.inbox = filepath.Join(filepath.Clean(cfg.Spool.Root), spool.Inbox)
+	d.metrics = NewMetrics(d.opts.Version, d.queueDepth, d.backlog)
+
+	// Signals first: a SIGTERM during a long model load must stop the load
+	// cleanly rather than kill the process with the default action.
+	sigs := d.opts.Signals
+	if sigs == nil {
+		ch := make(chan os.Signal, 4)
+		signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+		defer signal.Stop(ch)
+		sigs = ch
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	workCtx, cancelWork := context.WithCancel(context.Background())
+	defer cancelWork()
+	d.cancelWork = cancelWork
+	startCtx, cancelStart := context.WithCancel(ctx) // cancelled by a signal during start-up
+	defer cancelStart()
+	sigDone := make(chan struct{})
+	go func() {
+		defer close(sigDone)
+		d.handleSignals(ctx, sigs, cancelStart)
+	}()
+	defer func() { cancel(); <-sigDone }()
+
+	if cfg.HTTP.Listen != "" {
+		addr, httpDone, err := serveHTTP(ctx, cfg.HTTP.Listen, d.health.Handler(d.metrics), log)
+		if err != nil {
+			return err
+		}
+		defer func() { cancel(); <-httpDone }()
+		log.Info().Str("addr", addr.String()).Msg("http listening (/metrics /healthz /readyz)")
+		if d.opts.OnListen != nil {
+			d.opts.OnListen(addr)
+		}
+	}
+
+	// Spool: create the folders, take the lock, re-queue work/.
+	d.setStatus("recovering spool %s", cfg.Spool.Root)
+	d.spool, err = spool.Open(cfg.Spool.Root, spool.Options{
+		KeepOriginals: cfg.Spool.KeepOriginals,
+		Lock:          true,
+		Log:           kvLogger(log.With().Str("component", "spool").Logger()),
+	})
+	if err != nil {
+		return cfg.Errorf("spool.root", "%v", err)
+	}
+	defer d.spool.Close()
+	requeued, err := d.spool.Recover()
+	if err != nil {
+		// Recover keeps going past single files; what it could not move
+		// stays where it is and is retried at the next start.
+		log.Error().Err(err).Msg("spool recovery incomplete")
+	}
+	log.Info().Str("root", d.spool.Root()).Int("requeued", requeued).Msg("spool recovered")
+
+	// Model.
+	d.backend, err = d.loadBackend(startCtx, cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := d.backend.Close(); cerr != nil {
+			log.Error().Err(cerr).Msg("closing backend")
+		}
+	}()
+	if startCtx.Err() != nil {
+		log.Info().Msg("stopped during start-up")
+		return nil
+	}
+	info := d.backend.Info()
+	d.metrics.BackendInfo.WithLabelValues(d.backend.Name(), info.Model, info.Preset, info.Version).Set(1)
+	pipe, err := deblur.NewPipeline(progressBackend{d.backend, &d.clocks.network}, pipelineOptions(cfg))
+	if err != nil {
+		return cfg.Errorf("model.tile", "%v", err)
+	}
+
+	// Intake.
+	wlog := kvLogger(log.With().Str("component", "watch").Logger())
+	if d.opts.NewIntake != nil {
+		d.intake, err = d.opts.NewIntake(d.inbox, cfg, wlog)
+	} else {
+		d.intake, err = watch.New(d.inbox, watch.Options{
+			Settle:    cfg.Spool.Settle.Duration,
+			Rescan:    cfg.Spool.Rescan.Duration,
+			QueueSize: cfg.Spool.QueueSize,
+		}, wlog)
+	}
+	if err != nil {
+		return err
+	}
+	d.queued.Store(&d.intake)
+	intakeCtx, stopIntake := context.WithCancel(context.Background())
+	defer stopIntake()
+	intakeDone := make(chan struct{})
+	go func() {
+		defer close(intakeDone)
+		if err := d.intake.Run(intakeCtx); err != nil {
+			log.Error().Err(err).Msg("intake stopped")
+		}
+	}()
+
+	// The frame pipeline: decode -> network -> encode, one goroutine each.
+	netCh := make(chan *frame)
+	encCh := make(chan *frame, 1)
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); d.decodeLoop(netCh) }()
+	go func() { defer wg.Done(); d.networkLoop(workCtx, pipe, netCh, encCh) }()
+	go func() { defer wg.Done(); d.encodeLoop(encCh) }()
+
+	d.health.SetReady()
+	d.metrics.Ready.Set(1)
+	d.notify.Ready(d.statusLine())
+	log.Info().Str("backend", d.backend.Name()).Str("model", info.Model).Str("preset", info.Preset).
+		Str("model_version", info.Version).Int("tile", cfg.Model.Tile).Msg("ready")
+
+	wdDone := make(chan struct{})
+	go func() { defer close(wdDone); d.housekeeping(ctx) }()
+
+	// Wait for the drain to start (signal or ctx), then for the pipeline.
+	select {
+	case <-d.stop:
+	case <-ctx.Done():
+		d.beginDrain("context cancelled")
+	}
+	stopIntake()
+	wg.Wait()
+	d.drainTimer.Stop()
+	<-intakeDone
+	cancel()
+	<-wdDone
+	d.notify.Status(d.statusWith("stopped"))
+	log.Info().Int64("processed", d.processed.Load()).Int64("failed", d.failed.Load()).
+		Int64("retried", d.retried.Load()).Msg("stopped")
+	return nil
+}
+
+// handleSignals turns SIGTERM/SIGINT into a drain (a second one cancels the
+// frame in flight at once) and SIGHUP into a reload.
+func (d *Daemon) handleSignals(ctx context.Context, sigs <-chan os.Signal, cancelStart context.CancelFunc) {
+	terms := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case s := <-sigs:
+			switch s {
+			case syscall.SIGHUP:
+				d.reload()
+			case syscall.SIGTERM, syscall.SIGINT, os.Interrupt:
+				terms++
+				cancelStart()
+				if terms == 1 {
+					d.beginDrain(s.String())
+				} else {
+					d.log.Warn().Str("signal", s.String()).Msg("second stop signal: cancelling the frame in flight")
+					d.cancelWork()
+				}
+			}
+		}
+	}
+}
+
+// beginDrain stops intake; the frame in the network finishes unless
+// shutdown.drain_timeout passes first, then it is cancelled and released.
+func (d *Daemon) beginDrain(why string) {
+	d.stopOnce.Do(func() {
+		timeout := d.cfg.Load().Shutdown.DrainTimeout.Duration
+		d.log.Info().Str("reason", why).Dur("drain_timeout", timeout).Msg("draining")
+		d.health.SetNotReady("draining")
+		if d.metrics != nil {
+			d.metrics.Ready.Set(0)
+		}
+		// The timer exists before d.stop closes: run reads it after <-d.stop.
+		d.drainTimer = time.AfterFunc(timeout, func() {
+			d.log.Warn().Msg("drain timeout: cancelling the frame in flight")
+			d.cancelWork()
+		})
+		close(d.stop)
+		d.notify.Stopping(d.statusWith("draining"))
+	})
+}
+
+func (d *Daemon) stopping() bool {
+	select {
+	case <-d.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// reload re-reads the configuration file (SIGHUP). Live keys apply at once;
+// the others are reported as needing a restart. A file that does not load is
+// reported and ignored.
+func (d *Daemon) reload() {
+	old := d.cfg.Load()
+	path := d.opts.ConfigPath
+	if path == "" {
+		path = old.Path()
+	}
+	next, err := config.Load(path)
+	if err != nil {
+		d.log.Error().Err(err).Str("config", path).Msg("reload failed; keeping the running configuration")
+		d.metrics.Reloads.WithLabelValues("error").Inc()
+		return
+	}
+	changes := next.Diff(old)
+	eff := old.WithLive(next)
+	if eff.Log.Level != old.Log.Level {
+		_ = SetLevel(eff.Log.Level) // validated by Load
+	}
+	d.cfg.Store(eff)
+	d.metrics.Reloads.WithLabelValues("ok").Inc()
+	var applied, restart []string
+	for _, c := range changes {
+		if c.Live {
+			applied = append(applied, c.Key)
+		} else {
+			restart = append(restart, c.Key)
+			d.log.Warn().Str("key", c.Key).Str("running", c.Old).Str("file", c.New).
+				Msg("changed key needs a restart to take effect")
+		}
+	}
+	d.log.Info().Str("config", path).Strs("applied", applied).Strs("needs_restart", restart).Msg("configuration reloaded")
+}
+
+// loadBackend opens the configured backend, keeping systemd patient while it
+// loads (EXTEND_TIMEOUT_USEC, plus watchdog pings in case the watchdog is
+// already armed) for at most maxModelLoad.
+func (d *Daemon) loadBackend(ctx context.Context, cfg *config.Config) (deblur.Backend, error) {
+	d.setStatus("loading model %s", cfg.Model.Dir)
+	d.health.SetNotReady("loading model")
+	const step = 10 * time.Second
+	d.notify.ExtendTimeout(3 * step)
+	loaded := make(chan struct{})
+	go func() {
+		t := time.NewTicker(step)
+		defer t.Stop()
+		deadline := time.Now().Add(maxModelLoad)
+		for {
+			select {
+			case <-loaded:
+				return
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				if now.After(deadline) {
+					d.log.Error().Dur("after", maxModelLoad).Msg("model still loading; no longer extending the start timeout")
+					return
+				}
+				d.notify.ExtendTimeout(3 * step)
+				d.notify.Watchdog()
+			}
+		}
+	}()
+	defer close(loaded)
+
+	t0 := time.Now()
+	open := d.opts.OpenBackend
+	if open == nil {
+		open = OpenBackend
+	}
+	b, err := open(cfg)
+	if err != nil {
+		return nil, err
+	}
+	d.log.Info().Str("backend", b.Name()).Str("dir", cfg.Model.Dir).Dur("took", time.Since(t0)).Msg("model loaded")
+	return b, nil
+}
+
+// OpenBackend opens the backend the configuration names. "auto" picks the
+// best one available; with TensorRT not built in, that is ONNX Runtime.
+func OpenBackend(cfg *config.Config) (deblur.Backend, error) {
+	switch cfg.Backend.Kind {
+	case "auto", "onnxruntime":
+	case "tensorrt":
+		return nil, cfg.Errorf("backend.kind", "TensorRT support is not built into this binary yet; use \"onnxruntime\" or \"auto\"")
+	default:
+		return nil, cfg.Errorf("backend.kind", "unknown backend")
+	}
+	if st, err := os.Stat(cfg.Model.Dir); err != nil {
+		return nil, cfg.Errorf("model.dir", "%v", err)
+	} else if !st.IsDir() {
+		return nil, cfg.Errorf("model.dir", "not a folder")
+	}
+	b, err := ort.Open(cfg.Model.Dir, ort.Options{
+		LibraryPath:    cfg.Backend.OnnxruntimeLibrary,
+		IntraOpThreads: cfg.Backend.Threads,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("backend onnxruntime (model.dir %s): %w", cfg.Model.Dir, err)
+	}
+	return b, nil
+}
+
+func pipelineOptions(cfg *config.Config) deblur.Options {
+	return deblur.Options{Tile: cfg.Model.Tile, Overlap: cfg.Model.Overlap, Seed: cfg.Model.Seed}
+}
+
+// queueDepth is for the hidiffd_queue_depth gauge: names the watcher holds
+// ready for the worker.
+func (d *Daemon) queueDepth() float64 {
+	p := d.queued.Load()
+	if p == nil {
+		return 0
+	}
+	if w, ok := (*p).(interface{ Stats() watch.Stats }); ok {
+		return float64(w.Stats().Queued)
+	}
+	return float64(len((*p).Ready()))
+}
+
+// backlog is for the hidiffd_backlog_files gauge.
+func (d *Daemon) backlog() float64 { return countDir(d.inbox) }
+
+// statusLine is the STATUS= text: the state, then the counts.
+func (d *Daemon) statusLine() string {
+	state := "idle"
+	switch {
+	case d.stopping():
+		state = "draining"
+	case !d.health.Ready():
+		state = "starting"
+	}
+	return d.statusWith(state)
+}
+
+func (d *Daemon) statusWith(state string) string {
+	s := fmt.Sprintf("%s; %d processed, %d failed, %d retried", state,
+		d.processed.Load(), d.failed.Load(), d.retried.Load())
+	s += fmt.Sprintf(", %d in inbox", int(d.backlog()))
+	if w := d.backoff.remaining(); w > 0 {
+		s += fmt.Sprintf(", output paused %s (retry backoff)", w.Round(time.Second))
+	}
+	return s
+}
+
+func (d *Daemon) setStatus(format string, args ...any) {
+	d.notify.Status(fmt.Sprintf(format, args...))
+}
+
+// housekeeping sends WATCHDOG=1 at half of WATCHDOG_USEC while the frame
+// loops are healthy, and refreshes STATUS= when something changed.
+func (d *Daemon) housekeeping(ctx context.Context) {
+	wd := WatchdogInterval()
+	period := 5 * time.Second
+	if wd > 0 && wd/2 < period {
+		period = wd / 2
+	}
+	t := time.NewTicker(period)
+	defer t.Stop()
+	lastStatus := ""
+	lastStatusAt := time.Time{}
+	for {
+		if wd > 0 {
+			if stalled := d.clocks.stalled(wd); stalled == "" {
+				d.notify.Watchdog()
+			} else {
+				// No ping: systemd restarts us after WatchdogSec. The frame
+				// in work/ is re-queued at start.
+				d.log.Error().Str("stage", stalled).Dur("watchdog", wd).Msg("frame loop made no progress; withholding watchdog ping")
+			}
+		}
+		if time.Since(lastStatusAt) >= 5*time.Second {
+			if s := d.statusLine(); s != lastStatus {
+				d.notify.Status(s)
+				lastStatus = s
+			}
+			lastStatusAt = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// clocks track, per frame loop, since when it has worked without progress
+// (0 = waiting for input, which is healthy).
+type clocks struct {
+	decode, network, encode stageClock
+}
+
+type stageClock struct{ since atomic.Int64 }
+
+func (c *stageClock) busy() { c.since.Store(time.Now().UnixNano()) }
+func (c *stageClock) idle() { c.since.Store(0) }
+
+// stalled names the first loop busy for longer than limit, or "".
+func (c *clocks) stalled(limit time.Duration) string {
+	now := time.Now().UnixNano()
+	for _, s := range []struct {
+		name string
+		c    *stageClock
+	}{{StageDecode, &c.decode}, {"network", &c.network}, {StageEncode, &c.encode}} {
+		if t := s.c.since.Load(); t != 0 && time.Duration(now-t) > limit {
+			return s.name
+		}
+	}
+	return ""
+}
+
+// backoff is the shared pause after a transient error: a full disk or a
+// read-only out/ affects every frame, so intake waits rather than cycling
+// frames between inbox/ and work/.
+type backoff struct {
+	mu    sync.Mutex
+	cur   time.Duration
+	until time.Time
+}
+
+// fail doubles the backoff (from initial, up to max) and returns it.
+func (b *backoff) fail(initial, max time.Duration) time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cur == 0 {
+		b.cur = initial
+	} else {
+		b.cur *= 2
+	}
+	if b.cur > max {
+		b.cur = max
+	}
+	b.until = time.Now().Add(b.cur)
+	return b.cur
+}
+
+func (b *backoff) ok() {
+	b.mu.Lock()
+	b.cur = 0
+	b.mu.Unlock()
+}
+
+func (b *backoff) remaining() time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return time.Until(b.until)
+}
+
+// kvLogger adapts zerolog to the func(level, msg, kv...) logger that spool
+// and watch take, so those packages do not depend on zerolog.
+func kvLogger(l zerolog.Logger) func(level, msg string, kv ...any) {
+	return func(level, msg string, kv ...any) {
+		var e *zerolog.Event
+		switch level {
+		case "debug":
+			e = l.Debug()
+		case "warn":
+			e = l.Warn()
+		case "error":
+			e = l.Error()
+		default:
+			e = l.Info()
+		}
+		e.Fields(kv).Msg(msg)
+	}
+}
+
+// errIsCancel reports a cancelled or timed-out context anywhere in err.
+func errIsCancel(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
