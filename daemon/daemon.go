@@ -223,10 +223,20 @@ func (d *Daemon) run(ctx context.Context) (err error) {
 	intakeCtx, stopIntake := context.WithCancel(context.Background())
 	defer stopIntake()
 	intakeDone := make(chan struct{})
+	var intakeErr atomic.Pointer[error]
 	go func() {
 		defer close(intakeDone)
-		if err := d.intake.Run(intakeCtx); err != nil {
-			log.Error().Err(err).Msg("intake stopped")
+		err := d.intake.Run(intakeCtx)
+		if intakeCtx.Err() == nil {
+			// The watcher gave up on its own: without intake the daemon
+			// would look healthy and do nothing. Drain and exit non-zero so
+			// systemd restarts it.
+			if err == nil {
+				err = errors.New("intake stopped unexpectedly")
+			}
+			intakeErr.Store(&err)
+			log.Error().Err(err).Msg("intake stopped; shutting down")
+			d.beginDrain("intake stopped")
 		}
 	}()
 
@@ -263,6 +273,9 @@ func (d *Daemon) run(ctx context.Context) (err error) {
 	d.notify.Status(d.statusWith("stopped"))
 	log.Info().Int64("processed", d.processed.Load()).Int64("failed", d.failed.Load()).
 		Int64("retried", d.retried.Load()).Msg("stopped")
+	if p := intakeErr.Load(); p != nil {
+		return fmt.Errorf("intake: %w", *p)
+	}
 	return nil
 }
 

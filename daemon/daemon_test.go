@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"hidiffd/config"
+	"hidiffd/deblur"
+	"hidiffd/watch"
 )
 
 // TestSdNotifySequence plays systemd: a notify socket, a watchdog, and the
@@ -83,10 +86,15 @@ func TestSdNotifySequence(t *testing.T) {
 	if !strings.Contains(all[stopping], "STATUS=draining; 1 processed, 0 failed") {
 		t.Errorf("STOPPING=1 should carry the counts: %q", all[stopping])
 	}
+	// Pings may go on while the drain runs (a stop not initiated by systemd
+	// leaves its watchdog armed), but the daemon never claims readiness.
 	for _, m := range all[stopping+1:] {
-		if m == "WATCHDOG=1" || strings.HasPrefix(m, "READY=1") {
+		if strings.HasPrefix(m, "READY=1") {
 			t.Errorf("after STOPPING=1: %q", m)
 		}
+	}
+	if last := all[len(all)-1]; !strings.HasPrefix(last, "STATUS=stopped; 1 processed") {
+		t.Errorf("last message %q, want the final STATUS", last)
 	}
 }
 
@@ -193,7 +201,9 @@ func TestBadImagesFailAndDaemonGoesOn(t *testing.T) {
 	})
 	// The daemon goes on: a good frame after the bad ones is processed.
 	in.drop("good3.jpg", good)
-	in.eventually(10*time.Second, "good3 processed", func() bool { return in.has("out", "good3.jpg") })
+	in.eventually(10*time.Second, "good3 processed", func() bool {
+		return in.has("done", "good3.jpg") && in.metric("hidiffd_images_processed_total") == "3"
+	})
 
 	for _, b := range bad {
 		data, err := os.ReadFile(filepath.Join(in.dir("failed"), b+".error.json"))
@@ -511,5 +521,38 @@ func TestSigtermDuringModelLoad(t *testing.T) {
 	joined := strings.Join(all, "|")
 	if strings.Contains(joined, "READY=1") || !strings.Contains(joined, "STOPPING=1") {
 		t.Errorf("messages: %q", all)
+	}
+}
+
+// stoppingIntake is a watcher that fails after start-up.
+type stoppingIntake struct{ ch chan string }
+
+func (s stoppingIntake) Run(ctx context.Context) error {
+	time.Sleep(100 * time.Millisecond)
+	close(s.ch)
+	return errors.New("inbox vanished")
+}
+func (s stoppingIntake) Ready() <-chan string { return s.ch }
+func (s stoppingIntake) Done(string)          {}
+
+// TestIntakeFailureExitsNonZero: a daemon without intake must not sit there
+// looking healthy; it drains and returns an error so systemd restarts it.
+func TestIntakeFailureExitsNonZero(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.toml")
+	os.WriteFile(path, []byte(testConfig("")), 0o644)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Run(context.Background(), Options{
+		Config: cfg, ConfigPath: path, LogOutput: &syncBuffer{}, Signals: make(chan os.Signal),
+		OpenBackend: func(*config.Config) (deblur.Backend, error) { return &fakeBackend{}, nil },
+		NewIntake: func(string, *config.Config, watch.Logger) (Intake, error) {
+			return stoppingIntake{ch: make(chan string)}, nil
+		},
+	})
+	if err == nil || !strings.Contains(err.Error(), "inbox vanished") {
+		t.Errorf("Run = %v", err)
 	}
 }
