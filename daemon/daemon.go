@@ -338,6 +338,12 @@ func (d *Daemon) stopping() bool {
 // the others are reported as needing a restart. A file that does not load is
 // reported and ignored.
 func (d *Daemon) reload() {
+	// Tell systemd only while running: READY=1 at the end of a reload during
+	// start-up would announce readiness before the model is loaded.
+	if d.health.Ready() && !d.stopping() {
+		d.notify.Reloading()
+		defer func() { d.notify.Ready(d.statusLine()) }()
+	}
 	old := d.cfg.Load()
 	path := d.opts.ConfigPath
 	if path == "" {

@@ -413,14 +413,26 @@ func assertClean(t *testing.T, in *instance) {
 // TestReloadAppliesLiveKeysAndReportsRestartKeys covers SIGHUP: live keys
 // change, restart-only keys are named in the log, a broken file is ignored.
 func TestReloadAppliesLiveKeysAndReportsRestartKeys(t *testing.T) {
+	sock, msgs := listenNotify(t, filepath.Join(t.TempDir(), "notify.sock"))
+	t.Setenv("NOTIFY_SOCKET", sock)
 	in := start(t, setup{toml: "[log]\nlevel = \"info\"\nformat = \"json\"\n"})
 	in.waitReady()
+	for m := recv(t, msgs); !strings.HasPrefix(m, "READY=1"); m = recv(t, msgs) {
+	}
 	doc := testConfig("[log]\nlevel = \"debug\"\nformat = \"json\"\n[spool]\nroot = \"elsewhere\"\nsettle = \"50ms\"\nrescan = \"200ms\"\nqueue_size = 4\n[output]\njpeg_quality = 70\n")
 	if err := os.WriteFile(in.cfgPath, []byte(doc), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	in.sigs <- syscall.SIGHUP
 	in.eventually(5*time.Second, "reload logged", func() bool { return len(in.logs.lines("configuration reloaded")) == 1 })
+	// systemd sees the reload begin and end (RELOADING=1 ... READY=1).
+	for m := recv(t, msgs); !strings.HasPrefix(m, "RELOADING=1\nMONOTONIC_USEC="); m = recv(t, msgs) {
+		if strings.HasPrefix(m, "READY=1") {
+			t.Fatalf("READY=1 before RELOADING=1")
+		}
+	}
+	for m := recv(t, msgs); !strings.HasPrefix(m, "READY=1"); m = recv(t, msgs) {
+	}
 	line := in.logs.lines("configuration reloaded")[0]
 	if got := line["applied"]; !equalList(got, "output.jpeg_quality", "log.level") {
 		t.Errorf("applied = %v", got)

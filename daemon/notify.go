@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Notifier speaks systemd's sd_notify protocol: one datagram per message to
@@ -76,6 +78,18 @@ func (n *Notifier) Status(status string) error { return n.Send("STATUS=" + statu
 // Stopping tells systemd the drain has begun.
 func (n *Notifier) Stopping(status string) error {
 	return n.Send("STOPPING=1\nSTATUS=" + status)
+}
+
+// Reloading tells systemd a configuration reload has begun; Ready ends it.
+// MONOTONIC_USEC lets Type=notify-reload (systemd 253+) match the reload to
+// its request; older versions ignore it.
+func (n *Notifier) Reloading() error {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return n.Send("RELOADING=1")
+	}
+	usec := ts.Sec*1_000_000 + ts.Nsec/1000
+	return n.Send("RELOADING=1\nMONOTONIC_USEC=" + strconv.FormatInt(usec, 10))
 }
 
 // Watchdog keeps the service's watchdog timer from firing.
