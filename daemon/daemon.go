@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -116,7 +117,20 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		log.Warn().Err(err).Msg("sd_notify disabled")
 	}
-	return d.run(ctx)
+	err = d.run(ctx)
+	if err != nil {
+		// `systemctl status` shows the last STATUS=: make it the reason.
+		d.notify.Status("failed: " + firstLine(err.Error()))
+		log.Error().Err(err).Msg("hidiffd stopped with an error")
+	}
+	return err
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " (...)"
+	}
+	return s
 }
 
 func (d *Daemon) run(ctx context.Context) (err error) {
@@ -185,6 +199,10 @@ func (d *Daemon) run(ctx context.Context) (err error) {
 	log.Info().Str("root", d.spool.Root()).Int("requeued", requeued).Msg("spool recovered")
 
 	// Model.
+	if startCtx.Err() != nil {
+		log.Info().Msg("stopped during start-up")
+		return nil
+	}
 	d.backend, err = d.loadBackend(startCtx, cfg)
 	if err != nil {
 		return err

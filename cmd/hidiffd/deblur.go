@@ -116,6 +116,7 @@ func runDeblur(ctx context.Context, args []string) int {
 		)
 	}
 
+	outAbs, _ := filepath.Abs(*outDir)
 	seen := map[string]string{}
 	failed := 0
 	for _, in := range files {
@@ -125,6 +126,11 @@ func runDeblur(ctx context.Context, args []string) int {
 		name := filepath.Base(in)
 		if prev, dup := seen[name]; dup {
 			reportFailure(bar, log, in, fmt.Errorf("skipped: %s has the same file name and was written to %s already", prev, filepath.Join(*outDir, name)))
+			failed++
+			continue
+		}
+		if inAbs, _ := filepath.Abs(in); filepath.Dir(inAbs) == outAbs {
+			reportFailure(bar, log, in, errors.New("skipped: --out is the input's own folder; the result would replace the original"))
 			failed++
 			continue
 		}
