@@ -150,6 +150,9 @@ func TestParity(t *testing.T) {
 	found := 0
 	for _, preset := range presets {
 		t.Run(preset, func(t *testing.T) {
+			if testing.Short() && preset != "s" {
+				t.Skip("-short: only the small preset")
+			}
 			dir := filepath.Join(root, preset)
 			if _, err := os.Stat(filepath.Join(dir, PriorFile)); err != nil {
 				t.Skipf("preset %q not exported in %s", preset, root)
