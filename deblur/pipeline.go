@@ -153,7 +153,9 @@ func (p *Pipeline) Run(ctx context.Context, img Image) (Image, Stats, error) {
 	nx, ny := len(p.px.starts), len(p.py.starts)
 	total := nx * ny
 
-	if len(p.blurT.Data) != 3*tw*th {
+	// Reuse the tile buffer only for the same shape: a 64x96 frame after a
+	// 96x64 one has the same element count but not the same tensor.
+	if len(p.blurT.Shape) != 4 || p.blurT.Shape[2] != int64(th) || p.blurT.Shape[3] != int64(tw) {
 		p.blurT = NewTensor(1, 3, int64(th), int64(tw))
 	}
 	if p.noiseT.Len() != len(p.noise) || len(p.noiseT.Data) != len(p.noise) {
