@@ -188,9 +188,10 @@ drain_timeout = "20s"
 
 	// Kill moments: most kills land while frames are being processed (after
 	// the restarted daemon has finished at least one more frame, plus a
-	// random delay), some during start-up (spool recovery, model loading).
+	// random delay), some 0-3s after a start (often during spool recovery or
+	// model loading).
 	for k := 1; k <= nKills; k++ {
-		what := "during start-up"
+		what := "at a random moment after start"
 		wait := time.Duration(rng.Intn(3000)) * time.Millisecond
 		if k == 1 || rng.Intn(5) != 0 {
 			what = "while processing"
