@@ -132,7 +132,7 @@ func Default() *Config {
 		Model: Model{
 			Dir:     "/usr/share/hidiffd/models/default",
 			Seed:    0,
-			Tile:    256,
+			Tile:    384,
 			Overlap: 32,
 		},
 		Backend:  Backend{Kind: "auto", OnnxruntimeLibrary: "", Threads: 0},

@@ -1,0 +1,58 @@
+# hidiffd — every set-up step and test in one place. See README.md.
+#
+#   make run    set up, build, and run the daemon on the shipped default model
+#   make test   set up, and run every Go and Python test
+#
+# Python is Debian's /usr/bin/python3 (python3-torch, python3-onnx,
+# python3-pytest); a pyenv or venv python3 on PATH would lack them.
+
+PYTHON ?= /usr/bin/python3
+GO     ?= go
+MODELS := build/models
+PRESETS := s gopro realblur
+ENGINE_SRC := $(wildcard engine_build/*.py engine_build/arch/*.py)
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+
+.PHONY: all deps setup ort models build test test-go test-python vet run bench clean
+
+all: build
+
+## Debian packages for the Python side and the tests (installs only what is missing).
+deps:
+	scripts/setup-deps.sh
+
+## ONNX Runtime's C library, from the onnxruntime-node npm tarball.
+ort:
+	scripts/setup-ort.sh
+
+setup: ort
+
+## Random-weight exports of every preset with parity fixtures, for the tests.
+models: deps $(foreach p,$(PRESETS),$(MODELS)/$(p)/fixtures/manifest.json)
+
+$(MODELS)/%/fixtures/manifest.json: $(ENGINE_SRC)
+	$(PYTHON) -m engine_build.export --preset $* --out $(MODELS)/$* --fixtures
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o build/hidiffd ./cmd/hidiffd
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+
+test-go: setup models
+	HIDIFFD_TEST_MODELS=$(CURDIR)/$(MODELS) $(GO) test -count=1 -timeout 40m ./...
+
+test-python: deps
+	$(PYTHON) -m pytest -q engine_build/tests
+
+test: vet test-go test-python
+
+run: setup build
+	scripts/run-local.sh
+
+bench: setup build models
+	scripts/bench.sh
+
+clean:
+	rm -rf build

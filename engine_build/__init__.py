@@ -1,0 +1,6 @@
+"""engine_build: the PyTorch side of hidiffd.
+
+The HI-Diff network (NeurIPS 2023) as released, strict loading of the official
+checkpoints, export to the ONNX contract of ../shared/DESIGN.md, a PyTorch
+reference for the Go daemon, and (later) training.
+"""
