@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -37,15 +38,9 @@ func init() {
 func runDeblur(ctx context.Context, args []string) int {
 	def := config.Default()
 	fs := newFlagSet(commands["deblur"])
-	modelDir := fs.String("model", "", "model folder (default: the shipped model, "+shippedModel+" next to the executable or in the working folder)")
+	mf := addModelFlags(fs)
 	outDir := fs.String("out", "deblurred", "folder for the results; each keeps its input's file name")
-	tile := fs.Int("tile", def.Model.Tile, "tile size in pixels (0: whole image at once)")
-	overlap := fs.Int("overlap", def.Model.Overlap, "overlap between tiles in pixels")
-	seed := fs.Uint64("seed", def.Model.Seed, "seed of the diffusion's starting noise")
-	threads := fs.Int("threads", 0, "ONNX Runtime threads (0: one per usable CPU)")
 	quality := fs.Int("quality", def.Output.JPEGQuality, "JPEG quality of JPEG outputs (1..100)")
-	maxPixels := fs.Int64("max-pixels", def.Spool.MaxPixels, "refuse images with more pixels than this")
-	lib := fs.String("onnxruntime-library", "", "libonnxruntime.so.1 to use (default: searched; hidiffd doctor shows which)")
 	inputs, st := parseFlags(fs, args)
 	if st >= 0 {
 		return st
@@ -69,13 +64,9 @@ func runDeblur(ctx context.Context, args []string) int {
 		fmt.Fprintln(os.Stderr, "hidiffd deblur: no JPEG or PNG files found")
 		return 1
 	}
-	if *modelDir == "" {
-		dir, tried := findModel()
-		if dir == "" {
-			fmt.Fprintf(os.Stderr, "hidiffd deblur: no model found (give --model DIR); looked in:\n  %s\n", strings.Join(tried, "\n  "))
-			return 1
-		}
-		*modelDir = dir
+	if err := mf.resolveModel(); err != nil {
+		fmt.Fprintf(os.Stderr, "hidiffd deblur: %v\n", err)
+		return 1
 	}
 	if err := os.MkdirAll(*outDir, 0o755); err != nil {
 		fmt.Fprintf(os.Stderr, "hidiffd deblur: --out: %v\n", err)
@@ -91,17 +82,12 @@ func runDeblur(ctx context.Context, args []string) int {
 		log, _ = daemon.NewLogger(os.Stdout, "info", "json")
 	}
 
-	b, err := ort.Open(*modelDir, ort.Options{LibraryPath: *lib, IntraOpThreads: *threads})
+	b, pipe, err := mf.open()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "hidiffd deblur: %v\n", err)
 		return 1
 	}
 	defer b.Close()
-	pipe, err := deblur.NewPipeline(b, deblur.Options{Tile: *tile, Overlap: *overlap, Seed: *seed})
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "hidiffd deblur: %v\n", err)
-		return 1
-	}
 
 	var bar *progressbar.ProgressBar
 	if tty {
@@ -139,7 +125,7 @@ func runDeblur(ctx context.Context, args []string) int {
 			bar.Describe(name)
 		}
 		r, err := deblurOne(ctx, pipe, in, filepath.Join(*outDir, name),
-			imageio.Limits{MaxPixels: *maxPixels}, imageio.EncodeOptions{Quality: *quality})
+			mf.limits(), imageio.EncodeOptions{Quality: *quality})
 		if err != nil {
 			reportFailure(bar, log, in, err)
 			failed++
@@ -170,6 +156,62 @@ func runDeblur(ctx context.Context, args []string) int {
 	}
 	return 0
 }
+
+// modelFlags are the model and backend flags the one-shot commands share
+// (deblur, eval), so that eval measures exactly what deblur writes: same
+// model default, backend, tiling, seed and limits.
+type modelFlags struct {
+	model     *string
+	tile      *int
+	overlap   *int
+	seed      *uint64
+	threads   *int
+	maxPixels *int64
+	lib       *string
+}
+
+func addModelFlags(fs *flag.FlagSet) *modelFlags {
+	def := config.Default()
+	return &modelFlags{
+		model:     fs.String("model", "", "model folder (default: the shipped model, "+shippedModel+" next to the executable or in the working folder)"),
+		tile:      fs.Int("tile", def.Model.Tile, "tile size in pixels (0: whole image at once)"),
+		overlap:   fs.Int("overlap", def.Model.Overlap, "overlap between tiles in pixels"),
+		seed:      fs.Uint64("seed", def.Model.Seed, "seed of the diffusion's starting noise"),
+		threads:   fs.Int("threads", 0, "ONNX Runtime threads (0: one per usable CPU)"),
+		maxPixels: fs.Int64("max-pixels", def.Spool.MaxPixels, "refuse images with more pixels than this"),
+		lib:       fs.String("onnxruntime-library", "", "libonnxruntime.so.1 to use (default: searched; hidiffd doctor shows which)"),
+	}
+}
+
+// resolveModel fills in the shipped model when --model was not given.
+func (f *modelFlags) resolveModel() error {
+	if *f.model != "" {
+		return nil
+	}
+	dir, tried := findModel()
+	if dir == "" {
+		return fmt.Errorf("no model found (give --model DIR); looked in:\n  %s", strings.Join(tried, "\n  "))
+	}
+	*f.model = dir
+	return nil
+}
+
+// open loads the backend and a pipeline over it; the caller closes the
+// backend.
+func (f *modelFlags) open() (*ort.Backend, *deblur.Pipeline, error) {
+	b, err := ort.Open(*f.model, ort.Options{LibraryPath: *f.lib, IntraOpThreads: *f.threads})
+	if err != nil {
+		return nil, nil, err
+	}
+	pipe, err := deblur.NewPipeline(b, deblur.Options{Tile: *f.tile, Overlap: *f.overlap, Seed: *f.seed})
+	if err != nil {
+		b.Close()
+		return nil, nil, err
+	}
+	return b, pipe, nil
+}
+
+func (f *modelFlags) limits() imageio.Limits { return imageio.Limits{MaxPixels: *f.maxPixels} }
 
 type oneResult struct {
 	out                   string
