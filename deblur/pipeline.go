@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 )
 
@@ -153,16 +154,16 @@ func (p *Pipeline) Run(ctx context.Context, img Image) (Image, Stats, error) {
 	nx, ny := len(p.px.starts), len(p.py.starts)
 	total := nx * ny
 
+	want := []int64{1, 3, int64(th), int64(tw)}
 	// Reuse the tile buffer only for the same shape: a 64x96 frame after a
 	// 96x64 one has the same element count but not the same tensor.
-	if len(p.blurT.Shape) != 4 || p.blurT.Shape[2] != int64(th) || p.blurT.Shape[3] != int64(tw) {
-		p.blurT = NewTensor(1, 3, int64(th), int64(tw))
+	if !slices.Equal(p.blurT.Shape, want) {
+		p.blurT = NewTensor(want...)
 	}
 	if p.noiseT.Len() != len(p.noise) || len(p.noiseT.Data) != len(p.noise) {
 		p.noiseT = NewTensor(1, int64(p.info.PriorTokens), int64(p.info.PriorChannels))
 	}
 	out := Image{W: img.W, H: img.H, Pix: make([]float32, len(img.Pix))}
-	want := []int64{1, 3, int64(th), int64(tw)}
 
 	for j, y0 := range p.py.starts {
 		for i, x0 := range p.px.starts {
@@ -195,7 +196,7 @@ func (p *Pipeline) Run(ctx context.Context, img Image) (Image, Stats, error) {
 			if err != nil {
 				return Image{}, st, fmt.Errorf("%s: transform: %w", where(), err)
 			}
-			if err := sharp.Validate(); err != nil || !sameShape(sharp.Shape, want) {
+			if err := sharp.Validate(); err != nil || !slices.Equal(sharp.Shape, want) {
 				return Image{}, st, fmt.Errorf("%s: transform returned shape %v (%d values), want %v",
 					where(), sharp.Shape, len(sharp.Data), want)
 			}
@@ -205,18 +206,6 @@ func (p *Pipeline) Run(ctx context.Context, img Image) (Image, Stats, error) {
 	}
 	st.Total = time.Since(t0)
 	return out, st, nil
-}
-
-func sameShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // extract copies the tile at padded (x0, y0) into the tile tensor, reading

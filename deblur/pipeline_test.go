@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -129,7 +130,7 @@ func TestTilesArePaddedWindowsOfConstantShape(t *testing.T) {
 		p, _ := NewPipeline(fb, Options{Tile: c.tile, Overlap: c.ov})
 		p.plan(c.w, c.h)
 		for k, b := range fb.blurs {
-			if !sameShape(b.Shape, []int64{1, 3, int64(c.th), int64(c.tw)}) {
+			if !slices.Equal(b.Shape, []int64{1, 3, int64(c.th), int64(c.tw)}) {
 				t.Fatalf("%+v: tile %d shape %v", c, k, b.Shape)
 			}
 			x0 := p.px.starts[k%len(p.px.starts)]

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -126,23 +127,11 @@ func TestPNGRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if again.BitDepth != c.depth || !equalF32(again.Pix, got.Pix) {
+			if again.BitDepth != c.depth || !slices.Equal(again.Pix, got.Pix) {
 				t.Fatal("PNG encode/decode round trip changed pixels")
 			}
 		})
 	}
-}
-
-func equalF32(a, b []float32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestJPEGDecodeMatchesStdlib(t *testing.T) {
