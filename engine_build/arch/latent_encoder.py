@@ -18,7 +18,28 @@ def _tokens(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(b, c, -1).transpose(1, 2)
 
 
-class LatentEncoderGELU(nn.Module):
+class _LatentEncoder(nn.Module):
+    """The forward pass both released variants share; subclasses build the
+    layers (the official attribute names, so checkpoints load strictly)."""
+
+    pixel_unshuffle: nn.Module
+    conv1: nn.Module
+    blocks: nn.ModuleList
+    conv2: nn.Module
+    pool: nn.Module
+    mlp: nn.Module
+    end: nn.Module
+
+    def forward(self, inp_img: torch.Tensor, gt: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = torch.cat([gt, inp_img], dim=1) if gt is not None else inp_img
+        x = self.conv1(self.pixel_unshuffle(x))
+        for block in self.blocks:
+            x = block(x) + x
+        x = _tokens(self.pool(self.conv2(x)))
+        return self.end(self.mlp(x))
+
+
+class LatentEncoderGELU(_LatentEncoder):
     """Official `latent_encoder_gelu`."""
 
     def __init__(self, in_chans: int = 6, embed_dim: int = 64, block_num: int = 4, stage: int = 1,
@@ -38,16 +59,8 @@ class LatentEncoderGELU(nn.Module):
         self.mlp = MLP(group * group, embed_dim, patch_expansion, channel_expansion)
         self.end = nn.Sequential(nn.Linear(embed_dim, embed_dim * 4), nn.GELU())
 
-    def forward(self, inp_img: torch.Tensor, gt: Optional[torch.Tensor] = None) -> torch.Tensor:
-        x = torch.cat([gt, inp_img], dim=1) if gt is not None else inp_img
-        x = self.conv1(self.pixel_unshuffle(x))
-        for block in self.blocks:
-            x = block(x) + x
-        x = _tokens(self.pool(self.conv2(x)))
-        return self.end(self.mlp(x))
 
-
-class LatentEncoderLReLU(nn.Module):
+class LatentEncoderLReLU(_LatentEncoder):
     """Official `latent_encoder_lrelu`."""
 
     def __init__(self, in_chans: int = 6, embed_dim: int = 64, block_num: int = 4, stage: int = 1,
@@ -70,11 +83,3 @@ class LatentEncoderLReLU(nn.Module):
         self.pool = AdaptiveAvgPool2d((group, group))
         self.mlp = MLP(group * group, embed_dim * 4, patch_expansion, channel_expansion)
         self.end = nn.Sequential(nn.Linear(embed_dim * 4, embed_dim * 4), nn.LeakyReLU(0.1, True))
-
-    def forward(self, inp_img: torch.Tensor, gt: Optional[torch.Tensor] = None) -> torch.Tensor:
-        x = torch.cat([gt, inp_img], dim=1) if gt is not None else inp_img
-        x = self.conv1(self.pixel_unshuffle(x))
-        for block in self.blocks:
-            x = block(x) + x
-        x = _tokens(self.pool(self.conv2(x)))
-        return self.end(self.mlp(x))
