@@ -58,3 +58,12 @@ def test_seeded_random_weights_repeat() -> None:
     c = build(presets.get("s"), seed=4).transformer.output.weight
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
+
+
+def test_macs_of_the_release_and_the_model_is_untouched() -> None:
+    from engine_build.macs import macs
+    m = build(presets.get("gopro"))
+    r = macs(m, 256, 256)
+    # The paper's number for HI-Diff GoPro at 256x256: about 142.6 G.
+    assert abs(r["total"] / 1e9 - 142.6) < 0.1
+    assert next(m.parameters()).device.type == "cpu"
