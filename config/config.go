@@ -35,6 +35,7 @@ type Config struct {
 	HTTP     HTTP     `toml:"http"`
 	Retry    Retry    `toml:"retry"`
 	Shutdown Shutdown `toml:"shutdown"`
+	GPU      GPU      `toml:"gpu"`
 
 	// path is the file this came from ("" for Default()); positions maps a
 	// dotted key to where it was written, so later checks (a model folder
@@ -95,6 +96,27 @@ type Shutdown struct {
 	DrainTimeout Duration `toml:"drain_timeout"`
 }
 
+// GPU is the telemetry monitor and the throttle policy (package gpu).
+type GPU struct {
+	Monitor             string   `toml:"monitor"`
+	Device              int      `toml:"device"`
+	Poll                Duration `toml:"poll"`
+	TempPauseC          int      `toml:"temp_pause_c"`
+	TempResumeC         int      `toml:"temp_resume_c"`
+	SlowdownMarginC     int      `toml:"slowdown_margin_c"`
+	MinFreeMiB          int      `toml:"min_free_mib"`
+	FreeHysteresisMiB   int      `toml:"free_hysteresis_mib"`
+	ShrinkFreeMiB       int      `toml:"shrink_free_mib"`
+	MinTile             int      `toml:"min_tile"`
+	MaxOtherUtilPercent int      `toml:"max_other_util_percent"`
+	MaxOtherMemoryMiB   int      `toml:"max_other_memory_mib"`
+	OnThermalEvent      string   `toml:"on_thermal_event"`
+	OnPowerEvent        string   `toml:"on_power_event"`
+	OnHWSlowdown        string   `toml:"on_hw_slowdown"`
+	SlowPause           Duration `toml:"slow_pause"`
+	ResumeHold          Duration `toml:"resume_hold"`
+}
+
 // Duration is written as a string such as "2s" or "1m30s". Decoding only
 // keeps the text; Validate parses it, so a bad duration (or a bare number,
 // which go-toml would otherwise hand over without a position) is reported
@@ -141,6 +163,14 @@ func Default() *Config {
 		HTTP:     HTTP{Listen: "127.0.0.1:9464"},
 		Retry:    Retry{InitialBackoff: D(time.Second), MaxBackoff: D(2 * time.Minute)},
 		Shutdown: Shutdown{DrainTimeout: D(30 * time.Second)},
+		GPU: GPU{
+			Monitor: "auto", Device: 0, Poll: D(time.Second),
+			TempPauseC: 85, TempResumeC: 75, SlowdownMarginC: 3,
+			MinFreeMiB: 512, FreeHysteresisMiB: 256, ShrinkFreeMiB: 2048, MinTile: 128,
+			MaxOtherUtilPercent: 0, MaxOtherMemoryMiB: 0,
+			OnThermalEvent: "wait", OnPowerEvent: "ignore", OnHWSlowdown: "wait",
+			SlowPause: D(250 * time.Millisecond), ResumeHold: D(5 * time.Second),
+		},
 	}
 }
 
@@ -338,6 +368,9 @@ func (c *Config) Validate() error {
 	dur("retry.initial_backoff", &c.Retry.InitialBackoff, 10*time.Millisecond, time.Hour)
 	dur("retry.max_backoff", &c.Retry.MaxBackoff, 10*time.Millisecond, 24*time.Hour)
 	dur("shutdown.drain_timeout", &c.Shutdown.DrainTimeout, 0, time.Hour)
+	dur("gpu.poll", &c.GPU.Poll, 100*time.Millisecond, time.Minute)
+	dur("gpu.slow_pause", &c.GPU.SlowPause, 10*time.Millisecond, time.Minute)
+	dur("gpu.resume_hold", &c.GPU.ResumeHold, 0, 10*time.Minute)
 	if c.Retry.MaxBackoff.Duration < c.Retry.InitialBackoff.Duration {
 		bad("retry.max_backoff", "must not be shorter than retry.initial_backoff (%v)", c.Retry.InitialBackoff.Duration)
 	}
@@ -399,10 +432,61 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	c.validateGPU(bad)
+
 	if len(errs) > 0 {
 		return errs
 	}
 	return nil
+}
+
+func (c *Config) validateGPU(bad func(key, format string, args ...any)) {
+	g := &c.GPU
+	switch g.Monitor {
+	case "auto", "nvml", "jetson", "none":
+	default:
+		bad("gpu.monitor", "must be \"auto\", \"nvml\", \"jetson\" or \"none\"")
+	}
+	if g.Device < 0 || g.Device > 63 {
+		bad("gpu.device", "must be between 0 and 63")
+	}
+	if g.TempPauseC < 40 || g.TempPauseC > 120 {
+		bad("gpu.temp_pause_c", "must be between 40 and 120")
+	}
+	if g.TempResumeC < 20 || g.TempResumeC >= g.TempPauseC {
+		bad("gpu.temp_resume_c", "must be at least 20 and below gpu.temp_pause_c (%d)", g.TempPauseC)
+	}
+	if g.SlowdownMarginC < 0 || g.SlowdownMarginC > 30 {
+		bad("gpu.slowdown_margin_c", "must be between 0 and 30")
+	}
+	const maxMiB = 1 << 20 // 1 TiB
+	if g.MinFreeMiB < 0 || g.MinFreeMiB > maxMiB {
+		bad("gpu.min_free_mib", "must be between 0 and %d", maxMiB)
+	}
+	if g.FreeHysteresisMiB < 0 || g.FreeHysteresisMiB > maxMiB {
+		bad("gpu.free_hysteresis_mib", "must be between 0 and %d", maxMiB)
+	}
+	if g.ShrinkFreeMiB != 0 && (g.ShrinkFreeMiB <= g.MinFreeMiB || g.ShrinkFreeMiB > maxMiB) {
+		bad("gpu.shrink_free_mib", "must be 0 (never shrink) or above gpu.min_free_mib (%d), at most %d", g.MinFreeMiB, maxMiB)
+	}
+	if g.MinTile < 64 || g.MinTile > 4096 || g.MinTile%16 != 0 {
+		bad("gpu.min_tile", "must be a multiple of 16 between 64 and 4096")
+	}
+	if g.MaxOtherUtilPercent < 0 || g.MaxOtherUtilPercent > 100 {
+		bad("gpu.max_other_util_percent", "must be between 0 (no limit) and 100")
+	}
+	if g.MaxOtherMemoryMiB < 0 || g.MaxOtherMemoryMiB > maxMiB {
+		bad("gpu.max_other_memory_mib", "must be between 0 (no limit) and %d", maxMiB)
+	}
+	for _, e := range []struct{ key, v string }{
+		{"gpu.on_thermal_event", g.OnThermalEvent}, {"gpu.on_power_event", g.OnPowerEvent}, {"gpu.on_hw_slowdown", g.OnHWSlowdown},
+	} {
+		switch e.v {
+		case "wait", "slow", "ignore":
+		default:
+			bad(e.key, "must be \"wait\", \"slow\" or \"ignore\"")
+		}
+	}
 }
 
 // Key describes one configuration key: its dotted name, the type an operator
@@ -480,6 +564,57 @@ var Keys = []Key{
 	{"shutdown.drain_timeout", "a duration string such as \"30s\"", true,
 		func(c *Config) string { return c.Shutdown.DrainTimeout.String() },
 		func(d, s *Config) { d.Shutdown.DrainTimeout = s.Shutdown.DrainTimeout }},
+	{"gpu.monitor", "a string", false,
+		func(c *Config) string { return c.GPU.Monitor },
+		func(d, s *Config) { d.GPU.Monitor = s.GPU.Monitor }},
+	{"gpu.device", "an integer", false,
+		func(c *Config) string { return strconv.Itoa(c.GPU.Device) },
+		func(d, s *Config) { d.GPU.Device = s.GPU.Device }},
+	{"gpu.poll", "a duration string such as \"1s\"", true,
+		func(c *Config) string { return c.GPU.Poll.String() },
+		func(d, s *Config) { d.GPU.Poll = s.GPU.Poll }},
+	{"gpu.temp_pause_c", "an integer", true,
+		func(c *Config) string { return strconv.Itoa(c.GPU.TempPauseC) },
+		func(d, s *Config) { d.GPU.TempPauseC = s.GPU.TempPauseC }},
+	{"gpu.temp_resume_c", "an integer", true,
+		func(c *Config) string { return strconv.Itoa(c.GPU.TempResumeC) },
+		func(d, s *Config) { d.GPU.TempResumeC = s.GPU.TempResumeC }},
+	{"gpu.slowdown_margin_c", "an integer", true,
+		func(c *Config) string { return strconv.Itoa(c.GPU.SlowdownMarginC) },
+		func(d, s *Config) { d.GPU.SlowdownMarginC = s.GPU.SlowdownMarginC }},
+	{"gpu.min_free_mib", "an integer", true,
+		func(c *Config) string { return strconv.Itoa(c.GPU.MinFreeMiB) },
+		func(d, s *Config) { d.GPU.MinFreeMiB = s.GPU.MinFreeMiB }},
+	{"gpu.free_hysteresis_mib", "an integer", true,
+		func(c *Config) string { return strconv.Itoa(c.GPU.FreeHysteresisMiB) },
+		func(d, s *Config) { d.GPU.FreeHysteresisMiB = s.GPU.FreeHysteresisMiB }},
+	{"gpu.shrink_free_mib", "an integer", true,
+		func(c *Config) string { return strconv.Itoa(c.GPU.ShrinkFreeMiB) },
+		func(d, s *Config) { d.GPU.ShrinkFreeMiB = s.GPU.ShrinkFreeMiB }},
+	{"gpu.min_tile", "an integer", true,
+		func(c *Config) string { return strconv.Itoa(c.GPU.MinTile) },
+		func(d, s *Config) { d.GPU.MinTile = s.GPU.MinTile }},
+	{"gpu.max_other_util_percent", "an integer", true,
+		func(c *Config) string { return strconv.Itoa(c.GPU.MaxOtherUtilPercent) },
+		func(d, s *Config) { d.GPU.MaxOtherUtilPercent = s.GPU.MaxOtherUtilPercent }},
+	{"gpu.max_other_memory_mib", "an integer", true,
+		func(c *Config) string { return strconv.Itoa(c.GPU.MaxOtherMemoryMiB) },
+		func(d, s *Config) { d.GPU.MaxOtherMemoryMiB = s.GPU.MaxOtherMemoryMiB }},
+	{"gpu.on_thermal_event", "a string", true,
+		func(c *Config) string { return c.GPU.OnThermalEvent },
+		func(d, s *Config) { d.GPU.OnThermalEvent = s.GPU.OnThermalEvent }},
+	{"gpu.on_power_event", "a string", true,
+		func(c *Config) string { return c.GPU.OnPowerEvent },
+		func(d, s *Config) { d.GPU.OnPowerEvent = s.GPU.OnPowerEvent }},
+	{"gpu.on_hw_slowdown", "a string", true,
+		func(c *Config) string { return c.GPU.OnHWSlowdown },
+		func(d, s *Config) { d.GPU.OnHWSlowdown = s.GPU.OnHWSlowdown }},
+	{"gpu.slow_pause", "a duration string such as \"250ms\"", true,
+		func(c *Config) string { return c.GPU.SlowPause.String() },
+		func(d, s *Config) { d.GPU.SlowPause = s.GPU.SlowPause }},
+	{"gpu.resume_hold", "a duration string such as \"5s\"", true,
+		func(c *Config) string { return c.GPU.ResumeHold.String() },
+		func(d, s *Config) { d.GPU.ResumeHold = s.GPU.ResumeHold }},
 }
 
 func keyByName(name string) (Key, bool) {

@@ -41,8 +41,8 @@ func TestUnknownKeyInWrongTableSuggests(t *testing.T) {
 }
 
 func TestUnknownTable(t *testing.T) {
-	msg := mustFail(t, "[spool]\nroot = \"/x\"\n[gpu]\nid = 3\n")
-	wantAll(t, msg, ":3: [gpu]: unknown table")
+	msg := mustFail(t, "[spool]\nroot = \"/x\"\n[camera]\nid = 3\n")
+	wantAll(t, msg, ":3: [camera]: unknown table")
 }
 
 func TestAllUnknownKeysReported(t *testing.T) {
@@ -233,6 +233,24 @@ initial_backoff = "2s"
 max_backoff = "5m"
 [shutdown]
 drain_timeout = "5s"
+[gpu]
+monitor = "none"
+device = 1
+poll = "2s"
+temp_pause_c = 80
+temp_resume_c = 70
+slowdown_margin_c = 5
+min_free_mib = 1024
+free_hysteresis_mib = 128
+shrink_free_mib = 4096
+min_tile = 64
+max_other_util_percent = 50
+max_other_memory_mib = 2048
+on_thermal_event = "slow"
+on_power_event = "wait"
+on_hw_slowdown = "ignore"
+slow_pause = "100ms"
+resume_hold = "10s"
 `
 	next, err := Parse([]byte(doc), "/c.toml")
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 
 	"hidiffd/config"
 	"hidiffd/deblur"
+	"hidiffd/gpu"
 	"hidiffd/ort"
 	"hidiffd/spool"
 	"hidiffd/watch"
@@ -53,6 +54,9 @@ type Options struct {
 	OpenBackend func(cfg *config.Config) (deblur.Backend, error)
 	// NewIntake replaces the folder watcher.
 	NewIntake func(inbox string, cfg *config.Config, log watch.Logger) (Intake, error)
+	// OpenMonitor replaces the GPU monitor selection (tests script the
+	// readings).
+	OpenMonitor func(cfg *config.Config) (gpu.Monitor, error)
 	// Signals replaces os/signal delivery (tests send SIGHUP and SIGTERM
 	// in-process). Run then does not install signal handlers.
 	Signals <-chan os.Signal
@@ -76,6 +80,7 @@ type Daemon struct {
 
 	spool   *spool.Spool
 	backend deblur.Backend
+	gpu     *gpuThrottle // GPU telemetry and the throttle gate
 	intake  Intake
 	inbox   string                 // the spool's inbox/, known before the spool is open
 	queued  atomic.Pointer[Intake] // d.intake once set, for the metrics goroutine
@@ -218,7 +223,18 @@ func (d *Daemon) run(ctx context.Context) (err error) {
 	}
 	info := d.backend.Info()
 	d.metrics.BackendInfo.WithLabelValues(d.backend.Name(), info.Model, info.Preset, info.Version).Set(1)
-	pipe, err := deblur.NewPipeline(progressBackend{d.backend, &d.clocks.network}, pipelineOptions(cfg))
+
+	// GPU telemetry and the throttle gate; its poller keeps /metrics
+	// current between frames and stops before the monitor closes.
+	if d.gpu, err = d.openGPU(cfg, d.backend); err != nil {
+		return err
+	}
+	gpuCtx, stopGPU := context.WithCancel(ctx)
+	gpuDone := make(chan struct{})
+	go func() { defer close(gpuDone); d.gpu.poll(gpuCtx) }()
+	defer func() { stopGPU(); <-gpuDone; d.gpu.close() }()
+
+	pipe, err := deblur.NewPipeline(progressBackend{d.backend, &d.clocks.network}, d.pipelineOptions(cfg))
 	if err != nil {
 		return cfg.Errorf("model.tile", "%v", err)
 	}
@@ -462,8 +478,11 @@ func OpenBackend(cfg *config.Config) (deblur.Backend, error) {
 	return b, nil
 }
 
-func pipelineOptions(cfg *config.Config) deblur.Options {
-	return deblur.Options{Tile: cfg.Model.Tile, Overlap: cfg.Model.Overlap, Seed: cfg.Model.Seed}
+// pipelineOptions are the live model keys plus the GPU gate and the
+// out-of-memory floor (gpu.min_tile).
+func (d *Daemon) pipelineOptions(cfg *config.Config) deblur.Options {
+	return deblur.Options{Tile: cfg.Model.Tile, Overlap: cfg.Model.Overlap, Seed: cfg.Model.Seed,
+		MinTile: cfg.GPU.MinTile, Gate: d.gpu.gateFor()}
 }
 
 // queueDepth is for the hidiffd_queue_depth gauge: names the watcher holds

@@ -151,7 +151,7 @@ func (d *Daemon) networkLoop(ctx context.Context, pipe *deblur.Pipeline, netCh <
 			continue
 		}
 		cfg := d.cfg.Load()
-		if err := pipe.SetOptions(pipelineOptions(cfg)); err != nil {
+		if err := pipe.SetOptions(d.pipelineOptions(cfg)); err != nil {
 			// Live tile/overlap change that this model cannot take: keep
 			// the previous options (validated at start) and say so.
 			d.log.Error().Err(err).Msg("model.tile/overlap from the reloaded config do not fit the model; keeping the previous ones")
@@ -159,8 +159,11 @@ func (d *Daemon) networkLoop(ctx context.Context, pipe *deblur.Pipeline, netCh <
 		d.clocks.network.busy()
 		out, st, err := d.runPipeline(ctx, pipe, f)
 		d.clocks.network.idle()
+		d.gpu.frameDone(st, err)
 		if err != nil {
 			switch {
+			case isDrainWait(err):
+				d.release(f.job, "drain began while it waited for the GPU")
 			case errIsCancel(err) || ctx.Err() != nil:
 				d.release(f.job, "cancelled in the network (drain timeout)")
 			default:

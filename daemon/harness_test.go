@@ -22,6 +22,7 @@ import (
 
 	"hidiffd/config"
 	"hidiffd/deblur"
+	"hidiffd/gpu"
 )
 
 // fakeBackend is a network that returns its input: the daemon's wiring is
@@ -111,6 +112,11 @@ type setup struct {
 	// observe /readyz before the model is loaded).
 	openBackend func() error
 	backend     *fakeBackend
+	// wrapBackend, if set, is what the daemon gets instead of backend
+	// (e.g. a fake that runs "on the GPU"); monitor replaces the GPU
+	// monitor.
+	wrapBackend func(*fakeBackend) deblur.Backend
+	monitor     gpu.Monitor
 }
 
 // start runs a daemon with a fresh spool, fast settle/rescan and HTTP on a
@@ -142,9 +148,15 @@ func start(t *testing.T, s setup) *instance {
 					return nil, err
 				}
 			}
+			if s.wrapBackend != nil {
+				return s.wrapBackend(in.backend), nil
+			}
 			return in.backend, nil
 		},
 		OnListen: func(a net.Addr) { in.addr <- a },
+	}
+	if s.monitor != nil {
+		opts.OpenMonitor = func(*config.Config) (gpu.Monitor, error) { return s.monitor, nil }
 	}
 	go func() { in.done <- Run(context.Background(), opts) }()
 	select {

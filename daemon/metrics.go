@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"hidiffd/gpu"
 	"hidiffd/watch"
 )
 
@@ -130,4 +131,84 @@ func countDir(dir string) float64 {
 			return float64(n)
 		}
 	}
+}
+
+// GPUMetrics are the throttle and out-of-memory metrics the network loop
+// updates; the readings themselves are gauges read at scrape time.
+type GPUMetrics struct {
+	Throttled        *prometheus.GaugeVec   // label reason: 1 while the network waits or slows for it
+	ThrottledSeconds *prometheus.CounterVec // label reason
+	TileLimit        prometheus.Gauge       // tile edge the policy allows; 0 = no limit
+	OOMRetries       prometheus.Counter
+}
+
+// RegisterGPU registers the GPU metrics. With telemetry (monitor not
+// "none"), the reading gauges call readings at scrape time; a reading the
+// GPU does not report is NaN.
+func (m *Metrics) RegisterGPU(monitor, device string, telemetry bool, readings func() gpu.Readings) *GPUMetrics {
+	g := &GPUMetrics{
+		Throttled: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "hidiffd_gpu_throttled",
+			Help: "1 while the network waits (or slows down) before a tile for this reason: temperature, memory, other_processes, clock_thermal, clock_power, clock_hw_slowdown.",
+		}, []string{"reason"}),
+		ThrottledSeconds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hidiffd_gpu_throttled_seconds_total",
+			Help: "Time the network spent waiting or slowed down by the GPU throttle policy, by reason.",
+		}, []string{"reason"}),
+		TileLimit: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "hidiffd_gpu_tile_limit_pixels",
+			Help: "Tile edge the GPU policy allows while memory is short (0: no limit), as of the last tile.",
+		}),
+		OOMRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hidiffd_gpu_oom_retries_total",
+			Help: "Frames run again with smaller tiles after the backend ran out of GPU memory.",
+		}),
+	}
+	m.Registry.MustRegister(g.Throttled, g.ThrottledSeconds, g.TileLimit, g.OOMRetries)
+	for _, r := range gpu.Reasons {
+		g.Throttled.WithLabelValues(r)
+		g.ThrottledSeconds.WithLabelValues(r)
+	}
+	if !telemetry {
+		return g
+	}
+	gauge := func(name, help string, labels prometheus.Labels, f func(gpu.Readings) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels},
+			func() float64 { return f(readings()) })
+	}
+	event := func(e gpu.ClockEvents) func(gpu.Readings) float64 {
+		return func(r gpu.Readings) float64 {
+			switch {
+			case !r.EventsKnown:
+				return gpu.Unknown
+			case r.Events&e != 0:
+				return 1
+			}
+			return 0
+		}
+	}
+	const utilHelp = "GPU utilisation in percent: kind gpu (kernels running), memory (memory busy), other_processes (SM share of other processes)."
+	const eventHelp = "1 while the GPU reports this clock-event (throttle) reason; NaN where it cannot tell (Jetson)."
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "hidiffd_gpu_info",
+			Help:        "The GPU telemetry source and device (value 1).",
+			ConstLabels: prometheus.Labels{"monitor": monitor, "device": device},
+		}, func() float64 { return 1 }),
+		gauge("hidiffd_gpu_temperature_celsius", "GPU temperature.", nil, func(r gpu.Readings) float64 { return r.TempC }),
+		gauge("hidiffd_gpu_slowdown_temperature_celsius", "Temperature at which the GPU slows itself down (NVML threshold or Jetson passive trip).", nil,
+			func(r gpu.Readings) float64 { return r.SlowdownC }),
+		gauge("hidiffd_gpu_memory_total_bytes", "GPU memory (on a Jetson: system memory, shared with the CPU).", nil, func(r gpu.Readings) float64 { return r.MemTotal }),
+		gauge("hidiffd_gpu_memory_free_bytes", "Free GPU memory (on a Jetson: MemAvailable).", nil, func(r gpu.Readings) float64 { return r.MemFree }),
+		gauge("hidiffd_gpu_memory_used_bytes", "Used GPU memory.", nil, func(r gpu.Readings) float64 { return r.MemUsed }),
+		gauge("hidiffd_gpu_memory_other_processes_bytes", "GPU memory held by other processes (NVML).", nil, func(r gpu.Readings) float64 { return r.OtherMemUsed }),
+		gauge("hidiffd_gpu_utilization_percent", utilHelp, prometheus.Labels{"kind": "gpu"}, func(r gpu.Readings) float64 { return r.GPUUtil }),
+		gauge("hidiffd_gpu_utilization_percent", utilHelp, prometheus.Labels{"kind": "memory"}, func(r gpu.Readings) float64 { return r.MemUtil }),
+		gauge("hidiffd_gpu_utilization_percent", utilHelp, prometheus.Labels{"kind": "other_processes"}, func(r gpu.Readings) float64 { return r.OtherUtil }),
+		gauge("hidiffd_gpu_power_watts", "GPU power draw (on a Jetson: the INA3221 rail that feeds the GPU).", nil, func(r gpu.Readings) float64 { return r.PowerW }),
+		gauge("hidiffd_gpu_clock_event", eventHelp, prometheus.Labels{"event": "thermal"}, event(gpu.EventThermal)),
+		gauge("hidiffd_gpu_clock_event", eventHelp, prometheus.Labels{"event": "power_cap"}, event(gpu.EventPowerCap)),
+		gauge("hidiffd_gpu_clock_event", eventHelp, prometheus.Labels{"event": "hw_slowdown"}, event(gpu.EventHWSlowdown)),
+	)
+	return g
 }

@@ -5,6 +5,7 @@ package deblur
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -74,3 +75,22 @@ type Backend interface {
 	// Close frees the backend; a second Close is harmless.
 	Close() error
 }
+
+// GPUBackend is implemented by backends whose network runs on a GPU
+// (TensorRT). The daemon asks the GPU throttle policy before each tile only
+// for these: a CPU backend is not held back by a hot or busy GPU it does not
+// use.
+type GPUBackend interface {
+	Backend
+	UsesGPU() bool
+}
+
+// ErrOutOfMemory is what a backend wraps (fmt.Errorf("...: %w",
+// ErrOutOfMemory)) when the device could not allocate for a call: a CUDA or
+// TensorRT allocation failure, not the host running out. The pipeline then
+// retries the frame with smaller tiles (Options.MinTile). ONNX Runtime on
+// the CPU rarely reports it; GPU backends will.
+var ErrOutOfMemory = errors.New("out of device memory")
+
+// IsOutOfMemory reports whether err is, or wraps, ErrOutOfMemory.
+func IsOutOfMemory(err error) bool { return errors.Is(err, ErrOutOfMemory) }

@@ -21,6 +21,22 @@ type Options struct {
 	Overlap int
 	// Seed seeds the starting noise of the diffusion prior (StartingNoise).
 	Seed uint64
+	// MinTile is the smallest tile edge an out-of-memory retry may use.
+	// When a backend call fails with ErrOutOfMemory, the frame is run again
+	// from the start with the tile edge halved (down to a multiple of the
+	// pad multiple), until it fits or the next halving would go below
+	// MinTile; then the error is returned. 0: no retry.
+	MinTile int
+	// Gate, if set, is asked before every tile with the edge the pipeline
+	// wants (Tile, or the padded frame's longer side when the frame is
+	// not tiled). It may block (the GPU is too hot, memory is taken) and
+	// returns the largest edge allowed now, or an error (ctx ended) that
+	// ends the Run. Only the answer before a frame's first tile plans the
+	// frame: a smaller edge mid-frame is left for the next frame, because
+	// switching shapes mid-frame would make the backend allocate for a
+	// second shape just when memory is short. Time spent in Gate is
+	// Stats.Gated.
+	Gate func(ctx context.Context, tileEdge int) (int, error)
 }
 
 // Stats describe one Run. Prior and Transform are the time spent inside the
@@ -36,10 +52,16 @@ type Stats struct {
 	// NonFinite counts NaN/Inf output values (written as 0 or 1 after
 	// clamping). Non-zero means the engine misbehaved (e.g. FP16 overflow).
 	NonFinite int
+	// OOMRetries counts runs of this frame repeated with smaller tiles
+	// after the backend ran out of device memory. Prior and Transform
+	// include the failed attempts' time; Tiles counts the last attempt.
+	OOMRetries int
+	// Gated is the time spent in Options.Gate (waiting for the GPU).
+	Gated time.Duration
 }
 
-// Overhead is the time of Run outside the network calls.
-func (s Stats) Overhead() time.Duration { return s.Total - s.Prior - s.Transform }
+// Overhead is the time of Run outside the network calls and the gate.
+func (s Stats) Overhead() time.Duration { return s.Total - s.Prior - s.Transform - s.Gated }
 
 // Pipeline runs frames through one Backend. It keeps its scratch buffers
 // (the tile tensor, the noise tensor, the tiling plan for the last frame
@@ -58,11 +80,12 @@ type Pipeline struct {
 	blurT  Tensor
 	noiseT Tensor
 
-	// Plan for the last frame size seen.
-	w, h   int
-	px, py axisPlan
-	xmap   []int // padded x -> source x (reflect)
-	ymap   []int // padded y -> source y (reflect)
+	// Plan for the last frame size and tiling seen.
+	w, h       int
+	ptile, pov int // the tile and overlap the plan was made for
+	px, py     axisPlan
+	xmap       []int // padded x -> source x (reflect)
+	ymap       []int // padded y -> source y (reflect)
 }
 
 // NewPipeline checks opts against the backend's model and prepares the noise.
@@ -121,44 +144,122 @@ func Run(ctx context.Context, b Backend, img Image, opts Options) (Image, Stats,
 	return p.Run(ctx, img)
 }
 
-// plan (re)computes the tiling for a w x h frame.
-func (p *Pipeline) plan(w, h int) {
-	if w == p.w && h == p.h {
+// plan (re)computes the tiling for a w x h frame with the options' tiling.
+func (p *Pipeline) plan(w, h int) { p.planTiles(w, h, p.opts.Tile, p.opts.Overlap) }
+
+// planTiles (re)computes the tiling for a w x h frame cut into tiles of
+// edge tile (0: untiled) overlapping by overlap.
+func (p *Pipeline) planTiles(w, h, tile, overlap int) {
+	if w == p.w && h == p.h && tile == p.ptile && overlap == p.pov {
 		return
 	}
 	m := p.padMultiple()
 	pw, ph := PaddedSize(w, h, m)
-	p.px = planAxis(pw, p.opts.Tile, p.opts.Overlap, m)
-	p.py = planAxis(ph, p.opts.Tile, p.opts.Overlap, m)
+	p.px = planAxis(pw, tile, overlap, m)
+	p.py = planAxis(ph, tile, overlap, m)
 	p.xmap = reflectTable(pw, w)
 	p.ymap = reflectTable(ph, h)
-	p.w, p.h = w, h
+	p.w, p.h, p.ptile, p.pov = w, h, tile, overlap
+}
+
+// wantEdge is the tile edge the options ask for on a w x h frame: Tile, or
+// the padded frame's longer side when the frame is not tiled (Tile 0, or a
+// frame no larger than a tile).
+func (p *Pipeline) wantEdge(w, h int) int {
+	pw, ph := PaddedSize(w, h, p.padMultiple())
+	whole := max(pw, ph)
+	if p.opts.Tile <= 0 || p.opts.Tile >= whole {
+		return whole
+	}
+	return p.opts.Tile
+}
+
+// tiling is the tile and overlap to plan with for edge: the options' own
+// when edge is what they ask for, else edge on the pad grid with the
+// overlap kept below half of it (as config requires of model.overlap).
+func (p *Pipeline) tiling(edge, want int) (tile, overlap int) {
+	if edge >= want {
+		return p.opts.Tile, p.opts.Overlap
+	}
+	m := p.padMultiple()
+	tile = max(edge/m*m, m)
+	overlap = min(p.opts.Overlap, max(tile/2-m, 0))
+	return tile, overlap
+}
+
+// gate asks Options.Gate, timing the wait.
+func (p *Pipeline) gate(ctx context.Context, want int, st *Stats) (int, error) {
+	if p.opts.Gate == nil {
+		return want, nil
+	}
+	t := time.Now()
+	edge, err := p.opts.Gate(ctx, want)
+	st.Gated += time.Since(t)
+	if err != nil {
+		return 0, fmt.Errorf("deblur: %s: waiting for the device: %w", p.b.Name(), err)
+	}
+	if edge <= 0 || edge > want {
+		edge = want
+	}
+	return edge, nil
 }
 
 // Run deblurs one frame: reflect-pad right/bottom to the pad multiple, cut
 // fixed-size overlapping tiles, run prior then transformer on each tile with
 // the same starting noise, blend, crop to the input size and clamp to [0,1].
 // The same input and seed give the same output bit for bit (given a
-// deterministic backend). The returned image is newly allocated; img is not
-// modified. ctx is checked between tiles and handed to the backend.
+// deterministic backend and the same tiling). The returned image is newly
+// allocated; img is not modified. ctx is checked between tiles and handed
+// to the backend. Options.Gate is asked before every tile; a backend out
+// of device memory makes the frame run again with smaller tiles, down to
+// Options.MinTile.
 func (p *Pipeline) Run(ctx context.Context, img Image) (Image, Stats, error) {
 	t0 := time.Now()
 	var st Stats
 	if err := img.Validate(); err != nil {
 		return Image{}, st, err
 	}
-	p.plan(img.W, img.H)
+	want := p.wantEdge(img.W, img.H)
+	edge, err := p.gate(ctx, want, &st)
+	if err != nil {
+		return Image{}, st, err
+	}
+	for {
+		out, err := p.attempt(ctx, img, edge, want, &st)
+		if err == nil || !IsOutOfMemory(err) {
+			st.Total = time.Since(t0)
+			return out, st, err
+		}
+		// Halve, on the pad grid, but try MinTile itself before giving up.
+		m := p.padMultiple()
+		floor := max((p.opts.MinTile+m-1)/m*m, m)
+		if p.opts.MinTile <= 0 || edge <= floor {
+			st.Total = time.Since(t0)
+			return Image{}, st, fmt.Errorf("%w (tile %d; no retry below the minimum tile %d)", err, edge, p.opts.MinTile)
+		}
+		st.OOMRetries++
+		edge = max(edge/2/m*m, floor)
+	}
+}
+
+// attempt runs the whole frame once with tiles of at most edge pixels.
+// Run asked the gate before the first attempt's first tile; every later
+// tile (and a retry's first) asks again here.
+func (p *Pipeline) attempt(ctx context.Context, img Image, edge, want int, st *Stats) (Image, error) {
+	tile, overlap := p.tiling(edge, want)
+	p.planTiles(img.W, img.H, tile, overlap)
 	tw, th := p.px.tile, p.py.tile
 	st.TileW, st.TileH = tw, th
 	st.PaddedW, st.PaddedH = p.px.size, p.py.size
 	nx, ny := len(p.px.starts), len(p.py.starts)
 	total := nx * ny
+	st.Tiles = 0
 
-	want := []int64{1, 3, int64(th), int64(tw)}
+	shape := []int64{1, 3, int64(th), int64(tw)}
 	// Reuse the tile buffer only for the same shape: a 64x96 frame after a
 	// 96x64 one has the same element count but not the same tensor.
-	if !slices.Equal(p.blurT.Shape, want) {
-		p.blurT = NewTensor(want...)
+	if !slices.Equal(p.blurT.Shape, shape) {
+		p.blurT = NewTensor(shape...)
 	}
 	if p.noiseT.Len() != len(p.noise) || len(p.noiseT.Data) != len(p.noise) {
 		p.noiseT = NewTensor(1, int64(p.info.PriorTokens), int64(p.info.PriorChannels))
@@ -172,7 +273,12 @@ func (p *Pipeline) Run(ctx context.Context, img Image) (Image, Stats, error) {
 				return fmt.Sprintf("deblur: %s: tile %d/%d at x=%d y=%d (%dx%d)", p.b.Name(), k, total, x0, y0, tw, th)
 			}
 			if err := ctx.Err(); err != nil {
-				return Image{}, st, fmt.Errorf("%s: %w", where(), err)
+				return Image{}, fmt.Errorf("%s: %w", where(), err)
+			}
+			if k > 1 || st.OOMRetries > 0 {
+				if _, err := p.gate(ctx, want, st); err != nil {
+					return Image{}, fmt.Errorf("%s: %w", where(), err)
+				}
 			}
 			p.extract(img, x0, y0)
 			// A fresh copy per tile: every tile must start from the same
@@ -183,10 +289,10 @@ func (p *Pipeline) Run(ctx context.Context, img Image) (Image, Stats, error) {
 			prior, err := p.b.Prior(ctx, p.blurT, p.noiseT)
 			st.Prior += time.Since(t)
 			if err != nil {
-				return Image{}, st, fmt.Errorf("%s: prior: %w", where(), err)
+				return Image{}, fmt.Errorf("%s: prior: %w", where(), err)
 			}
 			if err := prior.Validate(); err != nil || len(prior.Data) != len(p.noise) {
-				return Image{}, st, fmt.Errorf("%s: prior returned shape %v (%d values), want [1 %d %d]",
+				return Image{}, fmt.Errorf("%s: prior returned shape %v (%d values), want [1 %d %d]",
 					where(), prior.Shape, len(prior.Data), p.info.PriorTokens, p.info.PriorChannels)
 			}
 
@@ -194,18 +300,17 @@ func (p *Pipeline) Run(ctx context.Context, img Image) (Image, Stats, error) {
 			sharp, err := p.b.Transform(ctx, p.blurT, prior)
 			st.Transform += time.Since(t)
 			if err != nil {
-				return Image{}, st, fmt.Errorf("%s: transform: %w", where(), err)
+				return Image{}, fmt.Errorf("%s: transform: %w", where(), err)
 			}
-			if err := sharp.Validate(); err != nil || !slices.Equal(sharp.Shape, want) {
-				return Image{}, st, fmt.Errorf("%s: transform returned shape %v (%d values), want %v",
-					where(), sharp.Shape, len(sharp.Data), want)
+			if err := sharp.Validate(); err != nil || !slices.Equal(sharp.Shape, shape) {
+				return Image{}, fmt.Errorf("%s: transform returned shape %v (%d values), want %v",
+					where(), sharp.Shape, len(sharp.Data), shape)
 			}
 			st.NonFinite += p.blend(out, sharp.Data, i, j)
 			st.Tiles++
 		}
 	}
-	st.Total = time.Since(t0)
-	return out, st, nil
+	return out, nil
 }
 
 // extract copies the tile at padded (x0, y0) into the tile tensor, reading

@@ -95,6 +95,7 @@ func runDoctor(ctx context.Context, args []string) int {
 	// GPUs.
 	r.section("GPUs (informational: no backend here uses them yet)")
 	doctorGPU(r)
+	doctorGPUMonitor(ctx, r, cfg)
 
 	// Models.
 	r.section("model")
@@ -130,7 +131,8 @@ func runDoctor(ctx context.Context, args []string) int {
 
 func doctorGPU(r *doctorReport) {
 	// Desktop / data-centre driver: device nodes and the kernel module's
-	// version file. NVML would say more (memory, temperature); not wired yet.
+	// version file. The readings (NVML, Jetson sysfs) follow in their own
+	// section.
 	nodes, _ := filepath.Glob("/dev/nvidia*")
 	sort.Strings(nodes)
 	if len(nodes) > 0 {
@@ -165,7 +167,6 @@ func doctorGPU(r *doctorReport) {
 	} else {
 		r.info("not a Jetson (no /etc/nv_tegra_release)")
 	}
-	r.info("NVML: not used yet")
 }
 
 func doctorModel(r *doctorReport, dir, lib string, libOK bool) {
