@@ -13,7 +13,7 @@ PRESETS := s gopro realblur
 ENGINE_SRC := $(wildcard engine_build/*.py engine_build/arch/*.py)
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all deps setup ort models build test test-go test-python vet run bench clean
+.PHONY: all deps setup ort models build build-tensorrt test test-go test-python vet run bench clean
 
 all: build
 
@@ -35,6 +35,12 @@ $(MODELS)/%/fixtures/manifest.json: $(ENGINE_SRC)
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o build/hidiffd ./cmd/hidiffd
+
+## hidiffd with the TensorRT backend: TensorRT's headers from the compiler's
+## default path (JetPack, NVIDIA's apt packages) or TENSORRT_INCLUDE=DIR.
+build-tensorrt:
+	CGO_CXXFLAGS="$(if $(TENSORRT_INCLUDE),-isystem $(TENSORRT_INCLUDE)) $$CGO_CXXFLAGS" \
+		$(GO) build -tags tensorrt -ldflags "-X main.version=$(VERSION)" -o build/hidiffd ./cmd/hidiffd
 
 vet:
 	$(GO) vet ./...

@@ -67,6 +67,14 @@ type Backend struct {
 	Kind               string `toml:"kind"`
 	OnnxruntimeLibrary string `toml:"onnxruntime_library"`
 	Threads            int    `toml:"threads"`
+
+	// TensorRT (kind "tensorrt", or "auto" on a GPU).
+	TensorRTLibrary string   `toml:"tensorrt_library"`
+	EngineDir       string   `toml:"engine_dir"`
+	Precision       string   `toml:"precision"`
+	OnMissingEngine string   `toml:"on_missing_engine"`
+	BuildTimeout    Duration `toml:"build_timeout"`
+	WorkspaceMiB    int      `toml:"workspace_mib"`
 }
 
 // Output controls encoding.
@@ -157,7 +165,9 @@ func Default() *Config {
 			Tile:    384,
 			Overlap: 32,
 		},
-		Backend:  Backend{Kind: "auto", OnnxruntimeLibrary: "", Threads: 0},
+		Backend: Backend{Kind: "auto", OnnxruntimeLibrary: "", Threads: 0,
+			TensorRTLibrary: "", EngineDir: "/var/lib/hidiffd/engines", Precision: "fp16",
+			OnMissingEngine: "build", BuildTimeout: D(2 * time.Hour), WorkspaceMiB: 0},
 		Output:   Output{JPEGQuality: 95},
 		Log:      Log{Level: "info", Format: "auto"},
 		HTTP:     HTTP{Listen: "127.0.0.1:9464"},
@@ -336,7 +346,7 @@ func suggest(key string) string {
 
 func (c *Config) resolvePaths() error {
 	base := filepath.Dir(c.path)
-	for _, p := range []*string{&c.Spool.Root, &c.Model.Dir, &c.Backend.OnnxruntimeLibrary} {
+	for _, p := range []*string{&c.Spool.Root, &c.Model.Dir, &c.Backend.OnnxruntimeLibrary, &c.Backend.EngineDir} {
 		if *p != "" && !filepath.IsAbs(*p) && c.path != "" {
 			*p = filepath.Join(base, *p)
 		}
@@ -368,6 +378,7 @@ func (c *Config) Validate() error {
 	dur("retry.initial_backoff", &c.Retry.InitialBackoff, 10*time.Millisecond, time.Hour)
 	dur("retry.max_backoff", &c.Retry.MaxBackoff, 10*time.Millisecond, 24*time.Hour)
 	dur("shutdown.drain_timeout", &c.Shutdown.DrainTimeout, 0, time.Hour)
+	dur("backend.build_timeout", &c.Backend.BuildTimeout, time.Minute, 24*time.Hour)
 	dur("gpu.poll", &c.GPU.Poll, 100*time.Millisecond, time.Minute)
 	dur("gpu.slow_pause", &c.GPU.SlowPause, 10*time.Millisecond, time.Minute)
 	dur("gpu.resume_hold", &c.GPU.ResumeHold, 0, 10*time.Minute)
@@ -395,12 +406,29 @@ func (c *Config) Validate() error {
 		bad("model.overlap", "must be at least 0 and less than half of model.tile (%d)", c.Model.Tile)
 	}
 
+	// "tensorrt" is accepted here even in a binary built without it: the
+	// daemon refuses it at start, naming this key and line, with the
+	// rebuild instruction (this package does not know how it was built).
 	switch c.Backend.Kind {
-	case "auto", "onnxruntime":
-	case "tensorrt":
-		bad("backend.kind", "TensorRT support is not built into this binary yet; use \"onnxruntime\" or \"auto\"")
+	case "auto", "onnxruntime", "tensorrt":
 	default:
 		bad("backend.kind", "must be \"auto\", \"onnxruntime\" or \"tensorrt\"")
+	}
+	switch c.Backend.Precision {
+	case "fp16", "fp32":
+	default:
+		bad("backend.precision", "must be \"fp16\" or \"fp32\"")
+	}
+	switch c.Backend.OnMissingEngine {
+	case "build", "fallback":
+	default:
+		bad("backend.on_missing_engine", "must be \"build\" or \"fallback\"")
+	}
+	if c.Backend.EngineDir == "" {
+		bad("backend.engine_dir", "must name a folder")
+	}
+	if c.Backend.WorkspaceMiB < 0 || c.Backend.WorkspaceMiB > 1<<20 {
+		bad("backend.workspace_mib", "must be between 0 (TensorRT's default) and 1048576")
 	}
 	if c.Backend.Threads < 0 || c.Backend.Threads > 1024 {
 		bad("backend.threads", "must be between 0 (runtime default) and 1024")
@@ -543,6 +571,24 @@ var Keys = []Key{
 	{"backend.threads", "an integer", false,
 		func(c *Config) string { return strconv.Itoa(c.Backend.Threads) },
 		func(d, s *Config) { d.Backend.Threads = s.Backend.Threads }},
+	{"backend.tensorrt_library", "a string (file or ':'-separated files)", false,
+		func(c *Config) string { return c.Backend.TensorRTLibrary },
+		func(d, s *Config) { d.Backend.TensorRTLibrary = s.Backend.TensorRTLibrary }},
+	{"backend.engine_dir", "a string (folder)", false,
+		func(c *Config) string { return c.Backend.EngineDir },
+		func(d, s *Config) { d.Backend.EngineDir = s.Backend.EngineDir }},
+	{"backend.precision", "a string", false,
+		func(c *Config) string { return c.Backend.Precision },
+		func(d, s *Config) { d.Backend.Precision = s.Backend.Precision }},
+	{"backend.on_missing_engine", "a string", false,
+		func(c *Config) string { return c.Backend.OnMissingEngine },
+		func(d, s *Config) { d.Backend.OnMissingEngine = s.Backend.OnMissingEngine }},
+	{"backend.build_timeout", "a duration string such as \"2h\"", false,
+		func(c *Config) string { return c.Backend.BuildTimeout.String() },
+		func(d, s *Config) { d.Backend.BuildTimeout = s.Backend.BuildTimeout }},
+	{"backend.workspace_mib", "an integer", false,
+		func(c *Config) string { return strconv.Itoa(c.Backend.WorkspaceMiB) },
+		func(d, s *Config) { d.Backend.WorkspaceMiB = s.Backend.WorkspaceMiB }},
 	{"output.jpeg_quality", "an integer", true,
 		func(c *Config) string { return strconv.Itoa(c.Output.JPEGQuality) },
 		func(d, s *Config) { d.Output.JPEGQuality = s.Output.JPEGQuality }},

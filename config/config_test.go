@@ -88,9 +88,19 @@ func TestRangeErrorsNameKeyAndLine(t *testing.T) {
 	wantAll(t, msg, ":2: http.listen")
 }
 
-func TestTensorRTRefusedClearly(t *testing.T) {
-	msg := mustFail(t, "[backend]\nkind = \"tensorrt\"\n")
-	wantAll(t, msg, ":2", "backend.kind", "not built into this binary")
+// TensorRT is accepted by the file; a binary built without it refuses it at
+// start (daemon), where it is known how the binary was built.
+func TestTensorRTKeys(t *testing.T) {
+	c, err := Parse([]byte("[backend]\nkind = \"tensorrt\"\nengine_dir = \"eng\"\nprecision = \"fp32\"\non_missing_engine = \"fallback\"\nbuild_timeout = \"30m\"\n"), "/etc/h/c.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := c.Backend
+	if b.Kind != "tensorrt" || b.EngineDir != "/etc/h/eng" || b.Precision != "fp32" || b.OnMissingEngine != "fallback" || b.BuildTimeout.Duration != 30*time.Minute {
+		t.Errorf("backend = %+v", b)
+	}
+	msg := mustFail(t, "[backend]\nprecision = \"int8\"\non_missing_engine = \"ask\"\nbuild_timeout = \"1s\"\nworkspace_mib = -1\n")
+	wantAll(t, msg, ":2: backend.precision", ":3: backend.on_missing_engine", ":4: backend.build_timeout", ":5: backend.workspace_mib")
 }
 
 func TestSyntaxErrorHasLine(t *testing.T) {
@@ -221,6 +231,12 @@ overlap = 16
 kind = "onnxruntime"
 onnxruntime_library = "/lib.so"
 threads = 3
+tensorrt_library = "/trt.so"
+engine_dir = "/e2"
+precision = "fp32"
+on_missing_engine = "fallback"
+build_timeout = "10m"
+workspace_mib = 512
 [output]
 jpeg_quality = 80
 [log]

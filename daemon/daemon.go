@@ -88,6 +88,10 @@ type Daemon struct {
 	backoff backoff
 	clocks  clocks
 
+	// loadDeadline (unix nanoseconds) is how long loadBackend keeps asking
+	// systemd for more start-up time; an engine build pushes it out.
+	loadDeadline atomic.Int64
+
 	// Counters for STATUS= (the metrics hold the same, but reading a
 	// Prometheus counter back is clumsy).
 	processed, failed, retried atomic.Int64
@@ -143,6 +147,9 @@ func (d *Daemon) run(ctx context.Context) (err error) {
 	log := d.log
 	log.Info().Str("version", d.opts.Version).Str("config", cfg.Path()).Int("pid", os.Getpid()).Msg("hidiffd starting")
 	d.health.SetNotReady("starting")
+	if err := checkBackendBuilt(cfg); err != nil {
+		return err // before the spool and the port: nothing to undo
+	}
 
 	// Read by the HTTP handlers and STATUS= lines from other goroutines while
 	// start-up assigns d.spool and d.intake: these two never change.
@@ -417,11 +424,12 @@ func (d *Daemon) loadBackend(ctx context.Context, cfg *config.Config) (deblur.Ba
 	d.health.SetNotReady("loading model")
 	const step = 10 * time.Second
 	d.notify.ExtendTimeout(3 * step)
+	t0 := time.Now()
+	d.loadDeadline.Store(t0.Add(maxModelLoad).UnixNano())
 	loaded := make(chan struct{})
 	go func() {
 		t := time.NewTicker(step)
 		defer t.Stop()
-		deadline := time.Now().Add(maxModelLoad)
 		for {
 			select {
 			case <-loaded:
@@ -429,8 +437,8 @@ func (d *Daemon) loadBackend(ctx context.Context, cfg *config.Config) (deblur.Ba
 			case <-ctx.Done():
 				return
 			case now := <-t.C:
-				if now.After(deadline) {
-					d.log.Error().Dur("after", maxModelLoad).Msg("model still loading; no longer extending the start timeout")
+				if now.UnixNano() > d.loadDeadline.Load() {
+					d.log.Error().Dur("after", time.Since(t0)).Msg("model still loading; no longer extending the start timeout")
 					return
 				}
 				d.notify.ExtendTimeout(3 * step)
@@ -440,10 +448,9 @@ func (d *Daemon) loadBackend(ctx context.Context, cfg *config.Config) (deblur.Ba
 	}()
 	defer close(loaded)
 
-	t0 := time.Now()
 	open := d.opts.OpenBackend
 	if open == nil {
-		open = OpenBackend
+		open = func(cfg *config.Config) (deblur.Backend, error) { return d.openBackend(ctx, cfg) }
 	}
 	b, err := open(cfg)
 	if err != nil {
@@ -453,16 +460,11 @@ func (d *Daemon) loadBackend(ctx context.Context, cfg *config.Config) (deblur.Ba
 	return b, nil
 }
 
-// OpenBackend opens the backend the configuration names. "auto" picks the
-// best one available; with TensorRT not built in, that is ONNX Runtime.
+// OpenBackend opens ONNX Runtime on the CPU for cfg's model: what
+// backend.kind "onnxruntime" selects, and what "auto" and a TensorRT
+// fallback use. The daemon's whole selection, TensorRT included, is
+// openBackend (tensorrt.go).
 func OpenBackend(cfg *config.Config) (deblur.Backend, error) {
-	switch cfg.Backend.Kind {
-	case "auto", "onnxruntime":
-	case "tensorrt":
-		return nil, cfg.Errorf("backend.kind", "TensorRT support is not built into this binary yet; use \"onnxruntime\" or \"auto\"")
-	default:
-		return nil, cfg.Errorf("backend.kind", "unknown backend")
-	}
 	if st, err := os.Stat(cfg.Model.Dir); err != nil {
 		return nil, cfg.Errorf("model.dir", "%v", err)
 	} else if !st.IsDir() {

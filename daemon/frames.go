@@ -178,6 +178,10 @@ func (d *Daemon) networkLoop(ctx context.Context, pipe *deblur.Pipeline, netCh <
 			d.log.Warn().Str("name", f.job.Name).Int("values", st.NonFinite).
 				Msg("network produced NaN/Inf values (clamped); check the engine's precision")
 		}
+		if st.ConstantTiles > 0 {
+			d.log.Warn().Str("name", f.job.Name).Int("tiles", st.ConstantTiles).
+				Msg("network produced flat tiles from non-flat input; check the engine's precision")
+		}
 		encCh <- f
 	}
 }

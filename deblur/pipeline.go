@@ -52,6 +52,11 @@ type Stats struct {
 	// NonFinite counts NaN/Inf output values (written as 0 or 1 after
 	// clamping). Non-zero means the engine misbehaved (e.g. FP16 overflow).
 	NonFinite int
+	// ConstantTiles counts tiles whose transformer output was one value
+	// everywhere though the tile was not (ConstantOutput): another sign of
+	// an engine that overflowed. Guard recomputes such tiles before they
+	// get here; what is counted here got through.
+	ConstantTiles int
 	// OOMRetries counts runs of this frame repeated with smaller tiles
 	// after the backend ran out of device memory. Prior and Transform
 	// include the failed attempts' time; Tiles counts the last attempt.
@@ -305,6 +310,9 @@ func (p *Pipeline) attempt(ctx context.Context, img Image, edge, want int, st *S
 			if err := sharp.Validate(); err != nil || !slices.Equal(sharp.Shape, shape) {
 				return Image{}, fmt.Errorf("%s: transform returned shape %v (%d values), want %v",
 					where(), sharp.Shape, len(sharp.Data), shape)
+			}
+			if ConstantOutput(p.blurT.Data, sharp.Data) {
+				st.ConstantTiles++
 			}
 			st.NonFinite += p.blend(out, sharp.Data, i, j)
 			st.Tiles++

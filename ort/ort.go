@@ -9,9 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"maps"
-	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -82,40 +80,14 @@ func Open(modelDir string, opts Options) (*Backend, error) {
 		prior:       graph{spec: priorSpec, path: filepath.Join(modelDir, PriorFile)},
 		transformer: graph{spec: transformerSpec, path: filepath.Join(modelDir, TransformerFile)},
 	}
-	// Model files first, so that a wrong folder is reported as just that.
-	for _, g := range []*graph{&b.prior, &b.transformer} {
-		st, err := os.Stat(g.path)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			return nil, fmt.Errorf("ort: model file %s: no such file (export the model with engine_build, or `make models`)", g.path)
-		case err != nil:
-			return nil, fmt.Errorf("ort: model file %s: %w", g.path, err)
-		case !st.Mode().IsRegular():
-			return nil, fmt.Errorf("ort: model file %s: not a regular file", g.path)
-		}
-	}
-
-	// The contract and the metadata next: they need neither the library nor
-	// a session, and a wrong file should not cost a slow session build.
-	var ps priorShape
-	var metas [2]graphMeta
-	for i, g := range []*graph{&b.prior, &b.transformer} {
-		h, err := readHeader(g.path)
-		if err != nil {
-			return nil, fmt.Errorf("ort: %s: %w", g.path, err)
-		}
-		spec := g.spec
-		spec.file = g.path // name the file with its folder in messages
-		if err := checkIO(spec, h.inputs, h.outputs, &ps); err != nil {
-			return nil, fmt.Errorf("ort: %w", err)
-		}
-		metas[i] = graphMeta{file: g.path, kv: h.meta}
-		b.meta[i] = h.meta
-	}
-	var err error
-	if b.info, err = modelInfo(metas[0], metas[1], ps); err != nil {
+	// The contract and the metadata first (Inspect): they need neither the
+	// library nor a session, and a wrong file should not cost a slow
+	// session build.
+	m, err := Inspect(modelDir)
+	if err != nil {
 		return nil, fmt.Errorf("ort: %w", err)
 	}
+	b.info, b.meta = m.Info, m.Metadata
 
 	lib := opts.LibraryPath
 	if lib == "" {

@@ -89,11 +89,11 @@ func runDoctor(ctx context.Context, args []string) int {
 	} else {
 		r.ok("onnxruntime: library %s", lib)
 	}
-	r.info("tensorrt: not built in (this version has no TensorRT support; backend.kind = \"tensorrt\" is refused)")
-	r.info("selected: backend.kind = %q -> %s", cfg.Backend.Kind, map[bool]string{true: "onnxruntime", false: "none usable"}[libErr == nil])
+	trtOK := doctorTensorRT(r, cfg)
+	r.info("selected: backend.kind = %q -> %s", cfg.Backend.Kind, doctorSelected(cfg.Backend.Kind, trtOK, libErr == nil))
 
 	// GPUs.
-	r.section("GPUs (informational: no backend here uses them yet)")
+	r.section("GPUs")
 	doctorGPU(r)
 	doctorGPUMonitor(ctx, r, cfg)
 

@@ -170,7 +170,10 @@ func TestRunRefusesTensorRT(t *testing.T) {
 	cmd := exec.Command(hidiffdBin(t), "run", "--config", cfg)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	if code := exitCode(cmd.Run()); code != 1 || !strings.Contains(stderr.String(), "not built into this binary") {
+	// The file is valid; the binary, built without -tags tensorrt, refuses
+	// it at start, naming the key, its line and the remedy.
+	if code := exitCode(cmd.Run()); code != 1 || !strings.Contains(stderr.String(), "trt.toml:2: backend.kind") ||
+		!strings.Contains(stderr.String(), "rebuild with -tags tensorrt") {
 		t.Errorf("exit %d, stderr %s", code, stderr.String())
 	}
 }
