@@ -1,0 +1,145 @@
+"""Training: blur synthesis invariants, the split, exact resume, stage two,
+validation pairs. Tiny sizes so the file runs in well under a minute."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine_build import data, make_pairs, train
+
+TINY = ["--preset", "s", "--batch", "1", "--patch", "32", "--val-count", "1", "--val-patch", "32",
+        "--threads", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A miniature photo folder in the real layout (MANIFEST.tsv + files)."""
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    rows = ["path\twidth\theight\tsha256"]
+    for rel in ("bsds500/train/a.jpg", "bsds500/train/b.jpg", "urban100/c.jpg",
+                "bsds500/val/v1.jpg", "bsds500/val/v2.jpg"):
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        a = (rng.random((70, 90, 3)) * 255).astype(np.uint8)
+        Image.fromarray(a).save(p, quality=95)
+        rows.append(f"{rel}\t90\t70\t-")
+    (root / "MANIFEST.tsv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_kernel_normalised_and_nonnegative() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        k = data.random_kernel(rng)
+        assert k.shape == (data.KMAX, data.KMAX)
+        assert k.min() >= 0
+        assert abs(float(k.sum()) - 1.0) < 1e-5
+
+
+def test_linear_light_round_trip() -> None:
+    x = torch.linspace(0, 1, 1001)
+    assert torch.allclose(data.linear_to_srgb(data.srgb_to_linear(x)), x, atol=1e-5)
+
+
+def test_fft_convolution_matches_conv2d() -> None:
+    rng = np.random.default_rng(2)
+    k = data.random_kernel(rng)
+    x = torch.rand(3, 50, 61)
+    ref = torch.nn.functional.conv2d(x[None], torch.from_numpy(np.ascontiguousarray(k[::-1, ::-1]))
+                                     .expand(3, 1, *k.shape), groups=3)[0]
+    assert torch.allclose(data.convolve_valid(x, k), ref, atol=1e-5)
+
+
+def test_pairs_deterministic_for_seed() -> None:
+    photo = (np.random.default_rng(3).random((80, 80, 3)) * 255).astype(np.uint8)
+    a = data.random_pair(photo, 32, np.random.default_rng(7))
+    b = data.random_pair(photo, 32, np.random.default_rng(7))
+    c = data.random_pair(photo, 32, np.random.default_rng(8))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+
+
+def test_split_keeps_validation_out_of_training() -> None:
+    train_rel, val_rel = data.split(data.manifest())
+    assert len(val_rel) == 100 and all(p.startswith("bsds500/val/") for p in val_rel)
+    assert not set(train_rel) & set(val_rel)
+    assert not any("/val/" in p for p in train_rel)
+    assert len(train_rel) == 380
+
+
+def _weights(run: Path, stage: int) -> dict[str, torch.Tensor]:
+    ck = torch.load(run / f"stage{stage}" / "ckpt.pt", map_location="cpu")
+    return {**{"m." + k: v for k, v in ck["model"].items()}, **{"le." + k: v for k, v in ck["le"].items()}}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_exact_resume(tmp_path: Path, photos: Path, stage: int) -> None:
+    common = TINY + ["--photos", str(photos), "--stage", str(stage), "--iters", "4", "--val-every", "2"]
+    if stage == 2:
+        init = tmp_path / "init"
+        train.main(TINY + ["--photos", str(photos), "--stage", "1", "--iters", "1", "--run", str(init)])
+        common += ["--init", str(init / "stage1" / "ckpt.pt")]
+    a, b = tmp_path / "a", tmp_path / "b"
+    train.main(common + ["--run", str(a)])
+    train.main(common + ["--run", str(b), "--stop-after", "2"])
+    assert torch.load(b / f"stage{stage}" / "ckpt.pt")["iteration"] == 2
+    assert not _same(_weights(a, stage), _weights(b, stage))
+    train.main(common + ["--run", str(b)])
+    assert _same(_weights(a, stage), _weights(b, stage))
+    if stage == 2:
+        assert (a / "weights" / "net_g.pth").is_file() and (b / "weights" / "net_d.pth").is_file()
+
+
+def test_stage2_loss_runs_and_backpropagates() -> None:
+    m, le = train.stage_modules(train.presets.get("s"), 0)
+    train.warm_start_le_dm(m, le)
+    blur, sharp = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    opt = torch.optim.Adam(train.trainable(2, m, le), 1e-3)
+    losses = []
+    for _ in range(3):
+        loss = train.stage2_loss(m, le, blur, sharp, torch.zeros(2, 16, 256))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert m.prior.denoiser.parameters().__next__().grad is not None
+    assert all(p.grad is None for p in le.parameters())
+
+
+def test_schedules() -> None:
+    assert train.lr_at(0, 100, 2e-4) == pytest.approx(2e-4)
+    assert train.lr_at(100, 100, 2e-4) == pytest.approx(1e-6)
+    assert [train.patch_at(i, 9, [64, 96, 128]) for i in (0, 3, 6, 8)] == [64, 96, 128, 128]
+
+
+def test_make_pairs(tmp_path: Path, photos: Path) -> None:
+    out = tmp_path / "pairs"
+    make_pairs.main(["--out", str(out), "--count", "2", "--photos", str(photos)])
+    blur = sorted(p.name for p in (out / "blur").iterdir())
+    sharp = sorted(p.name for p in (out / "sharp").iterdir())
+    assert blur == sharp == ["v1.png", "v2.png"]
+    for n in blur:
+        with Image.open(out / "blur" / n) as b, Image.open(out / "sharp" / n) as s:
+            assert b.size == s.size == (90, 70)
+    first = (out / "blur" / "v1.png").read_bytes()
+    make_pairs.main(["--out", str(out), "--count", "2", "--photos", str(photos)])
+    assert (out / "blur" / "v1.png").read_bytes() == first
+
+
+def test_evaluate_metrics() -> None:
+    from engine_build import evaluate
+    x = torch.rand(1, 3, 24, 24)
+    assert evaluate.ssim(x, x) == pytest.approx(1.0)
+    assert evaluate.psnr(x, x) == float("inf")
+    assert evaluate.ssim(x, torch.rand(1, 3, 24, 24)) < 0.5
+    assert evaluate.psnr(x, (x + 0.1).clamp(0, 1)) == pytest.approx(20.0, abs=1.5)
