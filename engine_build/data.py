@@ -15,6 +15,7 @@ validation).
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-PHOTOS = Path("/work/shared/data/photos")
+# The photos live in the steering repo's shared/ folder, which sits beside
+# every checkout (here and in CI's fresh clone); HIDIFFD_PHOTOS overrides.
+PHOTOS = Path(os.environ.get("HIDIFFD_PHOTOS")
+              or Path(__file__).resolve().parents[2] / "shared" / "data" / "photos")
 KMAX = 31                 # largest kernel (odd); every kernel is embedded in KMAX x KMAX
 MARGIN = KMAX // 2        # context a "valid" convolution needs around a crop
 VAL_PREFIX = "bsds500/val/"
