@@ -206,35 +206,6 @@ func (b *Backend) Transform(ctx context.Context, blur, prior deblur.Tensor) (deb
 	return out, nil
 }
 
-// checkImage catches what ORT would report obscurely, or not at all: a
-// wrong rank or channel count, and H or W off the pad multiple (which the
-// graph may accept and answer with a misaligned, wrong image).
-func (b *Backend) checkImage(call, name string, t deblur.Tensor) error {
-	if len(t.Shape) != 4 || t.Shape[0] != 1 || t.Shape[1] != 3 || t.Shape[2] <= 0 || t.Shape[3] <= 0 {
-		return fmt.Errorf("ort: %s: %s has shape %v, expected [1 3 H W]", call, name, t.Shape)
-	}
-	if err := t.Validate(); err != nil {
-		return fmt.Errorf("ort: %s: %s: %w", call, name, err)
-	}
-	pad := int64(b.info.PadMultiple)
-	if pad > 1 && (t.Shape[2]%pad != 0 || t.Shape[3]%pad != 0) {
-		return fmt.Errorf("ort: %s: %s is %dx%d (HxW); both must be multiples of %d (pad the image first)",
-			call, name, t.Shape[2], t.Shape[3], pad)
-	}
-	return nil
-}
-
-func (b *Backend) checkPrior(call, name string, t deblur.Tensor) error {
-	tok, ch := int64(b.info.PriorTokens), int64(b.info.PriorChannels)
-	if len(t.Shape) != 3 || t.Shape[0] != 1 || t.Shape[1] != tok || t.Shape[2] != ch {
-		return fmt.Errorf("ort: %s: %s has shape %v, expected [1 %d %d]", call, name, t.Shape, tok, ch)
-	}
-	if err := t.Validate(); err != nil {
-		return fmt.Errorf("ort: %s: %s: %w", call, name, err)
-	}
-	return nil
-}
-
 // run feeds inputs to g and writes its one output into out. The ORT tensors
 // wrap the Go slices (no copies); they live only for the call.
 func (b *Backend) run(ctx context.Context, g *graph, inputs []deblur.Tensor, out deblur.Tensor) error {
@@ -324,4 +295,20 @@ func (b *Backend) Close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkImage and checkPrior put the shared contract checks of deblur.ModelInfo
+// in this backend's words.
+func (b *Backend) checkImage(call, name string, t deblur.Tensor) error {
+	if err := b.info.CheckImage(name, t); err != nil {
+		return fmt.Errorf("ort: %s: %w", call, err)
+	}
+	return nil
+}
+
+func (b *Backend) checkPrior(call, name string, t deblur.Tensor) error {
+	if err := b.info.CheckPrior(name, t); err != nil {
+		return fmt.Errorf("ort: %s: %w", call, err)
+	}
+	return nil
 }

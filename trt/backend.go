@@ -218,34 +218,6 @@ func isOOM(err error) bool {
 	return strings.Contains(msg, "out_of_memory") || strings.Contains(msg, "out of memory")
 }
 
-// checkImage and checkPrior catch what the engine would report less
-// clearly: the same checks as the ONNX Runtime backend.
-func (b *Backend) checkImage(call, name string, t deblur.Tensor) error {
-	if len(t.Shape) != 4 || t.Shape[0] != 1 || t.Shape[1] != 3 || t.Shape[2] <= 0 || t.Shape[3] <= 0 {
-		return fmt.Errorf("trt: %s: %s has shape %v, expected [1 3 H W]", call, name, t.Shape)
-	}
-	if err := t.Validate(); err != nil {
-		return fmt.Errorf("trt: %s: %s: %w", call, name, err)
-	}
-	pad := int64(b.info.PadMultiple)
-	if pad > 1 && (t.Shape[2]%pad != 0 || t.Shape[3]%pad != 0) {
-		return fmt.Errorf("trt: %s: %s is %dx%d (HxW); both must be multiples of %d (pad the image first)",
-			call, name, t.Shape[2], t.Shape[3], pad)
-	}
-	return nil
-}
-
-func (b *Backend) checkPrior(call, name string, t deblur.Tensor) error {
-	tok, ch := int64(b.info.PriorTokens), int64(b.info.PriorChannels)
-	if len(t.Shape) != 3 || t.Shape[0] != 1 || t.Shape[1] != tok || t.Shape[2] != ch {
-		return fmt.Errorf("trt: %s: %s has shape %v, expected [1 %d %d]", call, name, t.Shape, tok, ch)
-	}
-	if err := t.Validate(); err != nil {
-		return fmt.Errorf("trt: %s: %s: %w", call, name, err)
-	}
-	return nil
-}
-
 // Close frees both engines, the TensorRT runtime and the CUDA context. A
 // second Close does nothing; later calls return ErrClosed.
 func (b *Backend) Close() error {
@@ -267,4 +239,20 @@ func (b *Backend) Describe() string {
 		parts = append(parts, "zero-copy I/O")
 	}
 	return strings.Join(parts, ", ")
+}
+
+// checkImage and checkPrior put the shared contract checks of deblur.ModelInfo
+// in this backend's words.
+func (b *Backend) checkImage(call, name string, t deblur.Tensor) error {
+	if err := b.info.CheckImage(name, t); err != nil {
+		return fmt.Errorf("trt: %s: %w", call, err)
+	}
+	return nil
+}
+
+func (b *Backend) checkPrior(call, name string, t deblur.Tensor) error {
+	if err := b.info.CheckPrior(name, t); err != nil {
+		return fmt.Errorf("trt: %s: %w", call, err)
+	}
+	return nil
 }
