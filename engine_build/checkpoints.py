@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -15,6 +16,13 @@ FILES = ("net_g", "net_le_dm", "net_d")
 
 class CheckpointError(Exception):
     pass
+
+
+def load_pickle(path: Path) -> Any:
+    """torch.load of our own training checkpoints, which hold numpy and
+    Python random states besides tensors: PyTorch 2.6+ refuses those unless
+    weights_only=False (1.13, Debian's, knows the argument too)."""
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def _state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import presets
+from . import checkpoints, presets
 from .diffusion import build_le
 from .export import load_model
 from .infer import deblur, load_image, pad_to
@@ -62,7 +62,7 @@ def gt_prior_deblur(model: HIDiff, le: torch.nn.Module, blur: torch.Tensor, shar
 
 
 def load_stage1(preset: presets.Preset, ckpt: Path) -> tuple[HIDiff, torch.nn.Module]:
-    ck = torch.load(ckpt, map_location="cpu")
+    ck = checkpoints.load_pickle(ckpt)
     m = HIDiff(preset).eval()
     m.load_state_dict(ck["model"])
     le = build_le(preset, stage=1).eval()

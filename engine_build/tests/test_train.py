@@ -2,6 +2,7 @@
 validation pairs. Tiny sizes so the file runs in well under a minute."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from engine_build import data, make_pairs, train
+from engine_build import batches, checkpoints, data, make_pairs, train
 
 TINY = ["--preset", "s", "--batch", "1", "--patch", "32", "--val-count", "1", "--val-patch", "32",
         "--threads", "1", "--quiet"]
@@ -73,7 +74,7 @@ def test_split_keeps_validation_out_of_training() -> None:
 
 
 def _weights(run: Path, stage: int) -> dict[str, torch.Tensor]:
-    ck = torch.load(run / f"stage{stage}" / "ckpt.pt", map_location="cpu")
+    ck = checkpoints.load_pickle(run / f"stage{stage}" / "ckpt.pt")
     return {**{"m." + k: v for k, v in ck["model"].items()}, **{"le." + k: v for k, v in ck["le"].items()}}
 
 
@@ -91,12 +92,64 @@ def test_exact_resume(tmp_path: Path, photos: Path, stage: int) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     train.main(common + ["--run", str(a)])
     train.main(common + ["--run", str(b), "--stop-after", "2"])
-    assert torch.load(b / f"stage{stage}" / "ckpt.pt")["iteration"] == 2
+    assert checkpoints.load_pickle(b / f"stage{stage}" / "ckpt.pt")["iteration"] == 2
     assert not _same(_weights(a, stage), _weights(b, stage))
     train.main(common + ["--run", str(b)])
     assert _same(_weights(a, stage), _weights(b, stage))
+    assert _same(_weights(a, stage), {**{"m." + k: v for k, v in _final(a, stage)["model"].items()},
+                                      **{"le." + k: v for k, v in _final(a, stage)["le"].items()}})
     if stage == 2:
         assert (a / "weights" / "net_g.pth").is_file() and (b / "weights" / "net_d.pth").is_file()
+
+
+def _final(run: Path, stage: int) -> dict:
+    return checkpoints.load_pickle(run / f"stage{stage}" / "weights.pt")
+
+
+def test_stage1_continues_from_weights(tmp_path: Path, photos: Path) -> None:
+    """weights.pt (what the repository keeps) starts a new stage-one run."""
+    base = TINY + ["--photos", str(photos), "--stage", "1"]
+    train.main(base + ["--iters", "2", "--run", str(tmp_path / "a"), "--val-every", "0"])
+    w = _final(tmp_path / "a", 1)
+    assert "opt" not in w and w["iteration"] == 2
+    train.main(base + ["--iters", "1", "--run", str(tmp_path / "b"), "--val-every", "0",
+                       "--init", str(tmp_path / "a" / "stage1" / "weights.pt")])
+    log = [json.loads(ln) for ln in (tmp_path / "b" / "stage1" / "log.jsonl").read_text().splitlines()]
+    assert log[0] == {"event": "init", "from": str(tmp_path / "a" / "stage1" / "weights.pt"),
+                      "init_stage": 1, "init_iteration": 2}
+
+
+def test_time_budget_run_stops_and_anneals(tmp_path: Path, photos: Path) -> None:
+    train.main(TINY + ["--photos", str(photos), "--stage", "1", "--seconds", "0.5", "--run", str(tmp_path),
+                       "--val-every", "0", "--log-every", "1"])
+    log = [json.loads(ln) for ln in (tmp_path / "stage1" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["event"] == "done" and log[-1]["seconds"] >= 0.5
+    steps = [r for r in log if "loss" in r]
+    assert steps[0]["lr"] == pytest.approx(2e-4) and steps[-1]["lr"] < steps[0]["lr"]
+    assert (tmp_path / "stage1" / "weights.pt").is_file()
+
+
+def test_iters_or_seconds_required(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="exactly one of --iters"):
+        train.main(TINY + ["--stage", "1", "--run", str(tmp_path)])
+
+
+def test_worker_batches_equal_in_process_batches(photos: Path) -> None:
+    """Batch i is a pure function of (seed, stage, i): a worker pool makes
+    exactly what the training process would, in order, whatever the lookahead."""
+    rel, _ = data.split(data.manifest(photos))
+    patch_for = lambda i: 16 if i < 3 else 32  # noqa: E731
+    ref = batches.Source(photos, rel, 5, 1, 2, patch_for)
+    pool = batches.Source(photos, rel, 5, 1, 2, patch_for, workers=2)
+    try:
+        for i in range(5):
+            a, b = ref.get(i), pool.get(i)
+            assert a[0].shape[-1] == (16 if i < 3 else 32)
+            assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+        assert not torch.equal(ref.get(0)[0], ref.get(1)[0])
+        assert not torch.equal(batches.Source(photos, rel, 5, 2, 2, patch_for).get(0)[0], ref.get(0)[0])
+    finally:
+        pool.close()
 
 
 def test_stage2_loss_runs_and_backpropagates() -> None:
@@ -117,9 +170,13 @@ def test_stage2_loss_runs_and_backpropagates() -> None:
 
 
 def test_schedules() -> None:
-    assert train.lr_at(0, 100, 2e-4) == pytest.approx(2e-4)
-    assert train.lr_at(100, 100, 2e-4) == pytest.approx(1e-6)
-    assert [train.patch_at(i, 9, [64, 96, 128]) for i in (0, 3, 6, 8)] == [64, 96, 128, 128]
+    assert train.lr_at(0.0, 2e-4) == pytest.approx(2e-4)
+    assert train.lr_at(0.5, 2e-4) == pytest.approx((2e-4 + 1e-6) / 2)
+    assert train.lr_at(1.0, 2e-4) == pytest.approx(1e-6)
+    assert [train.patch_at(i / 9, [64, 96, 128]) for i in (0, 3, 6, 8)] == [64, 96, 128, 128]
+    assert [train.patch_at(f, [64, 96], [0.7, 0.3]) for f in (0.0, 0.69, 0.7, 1.0)] == [64, 64, 96, 96]
+    s = train.Schedule(0, 10.0)
+    assert s.progress(3, 5.0) == 0.5 and not s.done(3, 9.9) and s.done(1, 10.0)
 
 
 def test_make_pairs(tmp_path: Path, photos: Path) -> None:
