@@ -2,5 +2,5 @@
 
 The HI-Diff network (NeurIPS 2023) as released, strict loading of the official
 checkpoints, export to the ONNX contract of ../shared/DESIGN.md, a PyTorch
-reference for the Go daemon, and (later) training.
+reference for the Go daemon, and two-stage training (train.py).
 """

@@ -317,9 +317,10 @@ def run(a: argparse.Namespace) -> int:
                      "iteration": i, "elapsed": elapsed, "model": m.state_dict(), "le": le.state_dict(),
                      "opt": opt.state_dict(), "rng": rng_state(noise_gen), "args": vars(a)}, ckpt_path)
 
+    pace = 0.0   # seconds per step, a moving average (the first step, which waits for workers, left out)
+
     def patch_for(j: int) -> int:
         # a time-budget run forecasts iteration j's progress from the current pace
-        pace = elapsed / max(i, 1) if i > start else 0.0
         return patch_at(sched.progress(j, elapsed + (j - i) * pace), a.patch, a.patch_fractions)
 
     stop = Stop()
@@ -352,7 +353,10 @@ def run(a: argparse.Namespace) -> int:
             opt.step()
             losses.append(float(loss))      # also waits for the GPU, so the timing is real
             i += 1
-            elapsed += time.perf_counter() - t0
+            step = time.perf_counter() - t0
+            elapsed += step
+            if i > start + 1:
+                pace = step if pace == 0.0 else 0.9 * pace + 0.1 * step
             end = sched.done(i, elapsed) or i == a.stop_after
             if i % a.log_every == 0 or end:
                 now = time.perf_counter()
