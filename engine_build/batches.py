@@ -10,7 +10,6 @@ the same batches, and resuming needs no data-generator state.
 from __future__ import annotations
 
 import multiprocessing as mp
-from collections import OrderedDict
 from multiprocessing.pool import AsyncResult
 from pathlib import Path
 from typing import Callable
@@ -27,13 +26,8 @@ _photos: list[np.ndarray] = []          # a worker's own copy, read from disk at
 
 def make(photos: list[np.ndarray], seed: int, stage: int, i: int, batch: int, patch: int) -> Batch:
     """(blur, sharp) [batch,3,patch,patch] for iteration i."""
-    rng = np.random.default_rng([seed, stage, i])
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)   # small ops: one thread is faster than two on a busy box
-    try:
-        return data.random_batch(photos, batch, patch, rng)
-    finally:
-        torch.set_num_threads(old)
+    with data.threads(1):
+        return data.random_batch(photos, batch, patch, np.random.default_rng([seed, stage, i]))
 
 
 def _worker_init(root: str, rel: list[str]) -> None:
@@ -47,8 +41,8 @@ def _worker_make(seed: int, stage: int, i: int, batch: int, patch: int) -> Batch
 
 
 class Source:
-    """Hands out batch i; with workers > 0 keeps `ahead` future batches in
-    flight. `patch_for(i)` is asked when a batch is queued (in a time-budget
+    """Hands out batch i, asked for in order i, i+1, ...; with workers > 0
+    keeps `ahead` future batches in flight. `patch_for(i)` is asked when a batch is queued (in a time-budget
     run the patch size of a future iteration is only a forecast)."""
 
     def __init__(self, root: Path, rel: list[str], seed: int, stage: int, batch: int,
@@ -56,7 +50,7 @@ class Source:
         self.seed, self.stage, self.batch = seed, stage, batch
         self.patch_for = patch_for
         self.ahead = ahead or 2 * workers
-        self.pending: OrderedDict[int, AsyncResult[Batch]] = OrderedDict()
+        self.pending: dict[int, AsyncResult[Batch]] = {}
         self.photos: list[np.ndarray] = []
         self.pool = None
         if workers:
@@ -70,9 +64,6 @@ class Source:
     def get(self, i: int) -> Batch:
         if self.pool is None:
             return make(self.photos, self.seed, self.stage, i, self.batch, self.patch_for(i))
-        for j in list(self.pending):
-            if j < i:                       # skipped (never happens in the loop; keeps the dict bounded)
-                del self.pending[j]
         for j in range(i, i + self.ahead + 1):
             if j not in self.pending:
                 self.pending[j] = self.pool.apply_async(

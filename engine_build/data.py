@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import io
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -44,6 +46,18 @@ class BlurConfig:
     gauss_max: float = 0.01       # read-noise sigma (linear light)
     jpeg_min: int = 60
     jpeg_max: int = 95
+
+
+@contextmanager
+def threads(n: int) -> Iterator[None]:
+    """Small tensor ops (the blur synthesis) run 10x slower with 2 threads on
+    a busy 2-core box; run them single-threaded."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 # --- photos and split -------------------------------------------------------

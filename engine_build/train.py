@@ -41,9 +41,8 @@ import random  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Iterator  # noqa: E402
+from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -173,18 +172,6 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
-@contextmanager
-def threads(n: int) -> Iterator[None]:
-    """Small tensor ops (the blur synthesis) run 10x slower with 2 threads on
-    a busy 2-core box; run them single-threaded."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 # --- validation -------------------------------------------------------------
 
 def fixed_noise(b: int) -> torch.Tensor:
@@ -304,7 +291,7 @@ def run(a: argparse.Namespace) -> int:
         opt.load_state_dict(opt_state)
 
     train_rel, val_rel = data.split(data.manifest(Path(a.photos)))
-    with threads(1):
+    with data.threads(1):
         val = data.val_crops(data.load_photos(val_rel, Path(a.photos)), a.val_count, a.val_patch)
     if start == 0:
         emit({"event": "start", "stage": a.stage, "preset": a.preset, "iters": a.iters, "seconds": a.seconds,
@@ -312,10 +299,14 @@ def run(a: argparse.Namespace) -> int:
               "workers": a.workers, "params_trained": sum(p.numel() for p in params),
               "params_model": count_params(m), "train_photos": len(train_rel), "val_photos": len(val_rel)})
 
+    def weights(i: int) -> dict[str, Any]:
+        """What --init reads: weights.pt, and the core of ckpt.pt."""
+        return {"stage": a.stage, "preset": a.preset, "iteration": i, "elapsed": elapsed,
+                "model": m.state_dict(), "le": le.state_dict()}
+
     def checkpoint(i: int) -> None:
-        save_atomic({"stage": a.stage, "preset": a.preset, "iters": a.iters, "seconds": a.seconds,
-                     "iteration": i, "elapsed": elapsed, "model": m.state_dict(), "le": le.state_dict(),
-                     "opt": opt.state_dict(), "rng": rng_state(noise_gen), "args": vars(a)}, ckpt_path)
+        save_atomic({**weights(i), "iters": a.iters, "seconds": a.seconds, "opt": opt.state_dict(),
+                     "rng": rng_state(noise_gen), "args": vars(a)}, ckpt_path)
 
     pace = 0.0   # seconds per step, a moving average (the first step, which waits for workers, left out)
 
@@ -376,8 +367,7 @@ def run(a: argparse.Namespace) -> int:
     finally:
         source.close()
     if sched.done(i, elapsed):
-        save_atomic({"stage": a.stage, "preset": a.preset, "iteration": i, "elapsed": elapsed,
-                     "model": m.state_dict(), "le": le.state_dict()}, sdir / "weights.pt")
+        save_atomic(weights(i), sdir / "weights.pt")
         if a.stage == 2:
             sha = checkpoints.save_folder(m.cpu(), run_dir / "weights")
             emit({"event": "weights", "dir": str(run_dir / "weights"), "sha256": sha})
