@@ -69,21 +69,16 @@ const maxSmallMessage = 1 << 20
 // readHeader reads path's graph inputs (initializers excluded, as ORT does),
 // outputs and metadata_props.
 func readHeader(path string) (*onnxHeader, error) {
-	f, err := os.Open(path)
+	f, r, size, err := openProto(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	r := &pbReader{r: bufio.NewReaderSize(f, 64<<10)}
 	h := &onnxHeader{meta: map[string]string{}}
 	var ins []onnx.InputOutputInfo
 	initializers := map[string]bool{}
 	sawGraph := false
-	err = r.message(st.Size(), func(field, wire int, n int64) error {
+	err = r.message(size, func(field, wire int, n int64) error {
 		switch {
 		case field == modelGraph && wire == 2:
 			sawGraph = true
@@ -156,6 +151,21 @@ func readHeader(path string) (*onnxHeader, error) {
 
 // pbReader walks protobuf wire format from a stream, counting its position
 // so that nested messages can be bounded by length.
+// openProto opens an ONNX file for streaming: the file (to close), a
+// buffered protobuf reader on it, and its size (the top-level message's length).
+func openProto(path string) (*os.File, *pbReader, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, 0, err
+	}
+	return f, &pbReader{r: bufio.NewReaderSize(f, 64<<10)}, st.Size(), nil
+}
+
 type pbReader struct {
 	r   *bufio.Reader
 	pos int64

@@ -1,7 +1,6 @@
 package ort
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -110,18 +109,13 @@ const (
 // whose attributes may hold large tensors, are listed without reading
 // their attributes.
 func ReadNodes(path string) ([]Node, error) {
-	f, err := os.Open(path)
+	f, r, size, err := openProto(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	r := &pbReader{r: bufio.NewReaderSize(f, 64<<10)}
 	var nodes []Node
-	err = r.message(st.Size(), func(field, wire int, n int64) error {
+	err = r.message(size, func(field, wire int, n int64) error {
 		if field != modelGraph || wire != 2 {
 			return r.skip(wire, n)
 		}
