@@ -172,6 +172,28 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
+WEIGHTS_KEYS = ("stage", "preset", "iteration", "elapsed", "model", "le")
+
+
+def strip_checkpoint(ckpt: Path, out: Path) -> None:
+    """weights.pt from a ckpt.pt (drop Adam's moments and the random state):
+    what a stage stopped early (a device call's time limit) leaves to carry
+    on from, at a third of the size."""
+    ck = checkpoints.load_pickle(ckpt)
+    save_atomic({k: ck[k] for k in WEIGHTS_KEYS}, out)
+
+
+def save_official(weights: Path, folder: Path) -> str:
+    """The official checkpoint folder (net_g/net_le_dm/net_d.pth, what
+    export reads) from a stage-two weights.pt; returns its sha256."""
+    w = checkpoints.load_pickle(weights)
+    if w["stage"] != 2:
+        raise SystemExit(f"train: {weights} is from stage {w['stage']}; the model's folder needs stage 2")
+    m, _ = stage_modules(presets.get(w["preset"]), 0)
+    m.load_state_dict(w["model"])
+    return checkpoints.save_folder(m, folder)
+
+
 # --- validation -------------------------------------------------------------
 
 def fixed_noise(b: int) -> torch.Tensor:
@@ -300,7 +322,7 @@ def run(a: argparse.Namespace) -> int:
               "params_model": count_params(m), "train_photos": len(train_rel), "val_photos": len(val_rel)})
 
     def weights(i: int) -> dict[str, Any]:
-        """What --init reads: weights.pt, and the core of ckpt.pt."""
+        """What --init reads: weights.pt (WEIGHTS_KEYS), and the core of ckpt.pt."""
         return {"stage": a.stage, "preset": a.preset, "iteration": i, "elapsed": elapsed,
                 "model": m.state_dict(), "le": le.state_dict()}
 
@@ -318,6 +340,7 @@ def run(a: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     losses: list[float] = []
+    waited = 0.0     # seconds spent waiting for batches since the last log line (data-starved if large)
     t_mark = time.perf_counter()
     i = start
     source = batches.Source(Path(a.photos), train_rel, a.seed, a.stage, a.batch, patch_for, a.workers)
@@ -328,6 +351,7 @@ def run(a: argparse.Namespace) -> int:
             for g in opt.param_groups:
                 g["lr"] = lr
             blur, sharp = source.get(i)
+            waited += time.perf_counter() - t0
             patch = blur.shape[-1]
             blur, sharp = blur.to(device, non_blocking=True), sharp.to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
@@ -352,8 +376,9 @@ def run(a: argparse.Namespace) -> int:
             if i % a.log_every == 0 or end:
                 now = time.perf_counter()
                 emit({"iter": i, "loss": sum(losses) / len(losses), "lr": lr, "patch": patch,
-                      "seconds": round(elapsed, 1), "s_per_iter": round((now - t_mark) / len(losses), 3)})
-                losses, t_mark = [], now
+                      "seconds": round(elapsed, 1), "s_per_iter": round((now - t_mark) / len(losses), 3),
+                      "data_wait": round(waited / max(now - t_mark, 1e-9), 3)})
+                losses, waited, t_mark = [], 0.0, now
             if a.val_every and (i % a.val_every == 0 or sched.done(i, elapsed)):
                 tv = time.perf_counter()
                 emit({"iter": i, "seconds": round(elapsed, 1), **validate(a.stage, m, le, val, device),

@@ -2,8 +2,10 @@
 # GPU telemetry and throttle check for a machine with an NVIDIA GPU and its
 # driver (NVML), e.g. an H100/H200 with CUDA and PyTorch. Takes about 100 s.
 #
-#   scripts/gpu-check.sh build   # where Go is: build the two binaries into
-#                                # build/gpu-check/ (hidiffd, gpu.test)
+#   scripts/gpu-check.sh build   # where Go is: build the two binaries,
+#                                # stripped and gzipped (6 MB, so they fit a
+#                                # device call beside the training photos),
+#                                # into build/gpu-check/ (hidiffd.gz, gpu.test.gz)
 #   scripts/gpu-check.sh         # on the GPU machine (no Go, no network
 #                                # needed): run the check
 #
@@ -11,8 +13,10 @@
 # PyTorch load on the GPU (bf16 matmuls to heat it, plus memory taken in
 # steps of 10 % up to 80 % and given back), and beside it gpu.test's
 # TestGPUCheck, which prints the NVML readings and the throttle policy's
-# decisions once a second for HIDIFFD_GPU_CHECK_SECONDS (default 60). The
-# outputs go to $OUT/gpu-check/ when OUT is set, else build/gpu-check/out/.
+# decisions once a second for HIDIFFD_GPU_CHECK_SECONDS (default 60). With
+# GPU_CHECK_LOAD=none the script starts no load of its own: another job on
+# the GPU (training, say) is the load. The outputs go to $OUT/gpu-check/
+# when OUT is set (GPU_CHECK_RESULTS overrides), else build/gpu-check/out/.
 # Exit status: the check's (0 = every NVML read worked).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,26 +25,34 @@ SECONDS_CHECK=${HIDIFFD_GPU_CHECK_SECONDS:-60}
 PYTHON=${PYTHON:-python3}
 
 build() {
+	rm -rf "$BIN"
 	mkdir -p "$BIN"
 	# cgo: go-nvml calls the driver's library (dlopen'ed at run time).
-	CGO_ENABLED=1 go build -o "$BIN/hidiffd" ./cmd/hidiffd &&
-		CGO_ENABLED=1 go test -c -o "$BIN/gpu.test" ./gpu
+	local flags=(-trimpath -ldflags=-s\ -w)
+	export CGO_CFLAGS="${CGO_CFLAGS:-} -Wno-deprecated-declarations" # nvml.h marks old calls
+	CGO_ENABLED=1 go build "${flags[@]}" -o "$BIN/hidiffd" ./cmd/hidiffd &&
+		CGO_ENABLED=1 go test -c "${flags[@]}" -o "$BIN/gpu.test" ./gpu &&
+		gzip -9 "$BIN/hidiffd" "$BIN/gpu.test"
 }
 
 if [ "${1:-}" = build ]; then
 	build && ls -l "$BIN"
 	exit
 fi
-if [ ! -x "$BIN/hidiffd" ] || [ ! -x "$BIN/gpu.test" ]; then
+if [ ! -f "$BIN/hidiffd.gz" ] || [ ! -f "$BIN/gpu.test.gz" ]; then
 	if command -v go >/dev/null; then
 		build || exit 1
 	else
-		echo "gpu-check: $BIN/hidiffd and $BIN/gpu.test missing and no Go here: run '$0 build' first" >&2
+		echo "gpu-check: $BIN/hidiffd.gz and $BIN/gpu.test.gz missing and no Go here: run '$0 build' first" >&2
 		exit 2
 	fi
 fi
+EXE=$(mktemp -d)
+trap 'rm -rf "$EXE"' EXIT
+gunzip -c "$BIN/hidiffd.gz" >"$EXE/hidiffd" && gunzip -c "$BIN/gpu.test.gz" >"$EXE/gpu.test" &&
+	chmod +x "$EXE/hidiffd" "$EXE/gpu.test" || exit 1
 
-RES=${OUT:-$BIN/out}/gpu-check
+RES=${GPU_CHECK_RESULTS:-${OUT:-$BIN/out}/gpu-check}
 mkdir -p "$RES"
 echo "gpu-check: results in $RES"
 
@@ -53,7 +65,7 @@ echo "gpu-check: results in $RES"
 } >"$RES/nvidia-smi-before.txt"
 
 echo "== hidiffd doctor"
-timeout 60 "$BIN/hidiffd" doctor 2>&1 | tee "$RES/doctor.txt"
+timeout 60 "$EXE/hidiffd" doctor 2>&1 | tee "$RES/doctor.txt"
 echo "(doctor exit $?; onnxruntime/model FAIL lines are expected where those were not copied)"
 
 # The load: another process using the GPU, as the policy should see it.
@@ -94,23 +106,30 @@ while (now := time.time() - t0) < dur:
         print(f"load: t={now:.0f}s holding {len(blocks)*10}%", flush=True)
 print("load: done", flush=True)
 PY
-"$PYTHON" "$RES/load.py" "$((SECONDS_CHECK + 5))" >"$RES/load.log" 2>&1 &
-LOAD=$!
-# Let the load reach the GPU (import torch, CUDA context) before measuring.
-for _ in $(seq 1 40); do
-	grep -q "load: ready\|load: no\|load: torch" "$RES/load.log" 2>/dev/null && break
-	kill -0 "$LOAD" 2>/dev/null || break
-	sleep 0.5
-done
+if [ "${GPU_CHECK_LOAD:-}" = none ]; then
+	echo "load: none started (GPU_CHECK_LOAD=none: another job is the load)" >"$RES/load.log"
+	LOAD=
+else
+	"$PYTHON" "$RES/load.py" "$((SECONDS_CHECK + 5))" >"$RES/load.log" 2>&1 &
+	LOAD=$!
+	# Let the load reach the GPU (import torch, CUDA context) before measuring.
+	for _ in $(seq 1 40); do
+		grep -q "load: ready\|load: no\|load: torch" "$RES/load.log" 2>/dev/null && break
+		kill -0 "$LOAD" 2>/dev/null || break
+		sleep 0.5
+	done
+fi
 head -3 "$RES/load.log"
 
 echo "== gpu check (${SECONDS_CHECK}s)"
 HIDIFFD_GPU_CHECK=1 HIDIFFD_GPU_CHECK_SECONDS="$SECONDS_CHECK" HIDIFFD_GPU_CHECK_OUT="$RES/check.jsonl" \
-	timeout $((SECONDS_CHECK + 60)) "$BIN/gpu.test" -test.run '^TestGPUCheck$' -test.v -test.count=1 \
+	timeout $((SECONDS_CHECK + 60)) "$EXE/gpu.test" -test.run '^TestGPUCheck$' -test.v -test.count=1 \
 	>"$RES/check.log" 2>&1
 STATUS=$?
-kill "$LOAD" 2>/dev/null
-wait "$LOAD" 2>/dev/null
+if [ -n "$LOAD" ]; then
+	kill "$LOAD" 2>/dev/null
+	wait "$LOAD" 2>/dev/null
+fi
 nvidia-smi -q -d TEMPERATURE,PERFORMANCE,POWER,MEMORY >"$RES/nvidia-smi-after.txt" 2>&1
 cat "$RES/load.log"
 grep -v '^{"decisions"' "$RES/check.log" | tail -25

@@ -7,16 +7,21 @@
 #
 #   scripts/gpu-train.sh prepare        # here: copy the photos into build/photos
 #                                       # (ignored) and check the call's size
-#   scripts/gpu-train.sh run            # there (device tool, carry build/photos,
+#   scripts/gpu-train.sh run            # there (scripts/device-call.sh runs it,
 #                                       # timeout_s 600): stage 1 then stage 2
 #   scripts/gpu-train.sh finish DIR     # here, DIR = the call's files: keep the
 #                                       # weights in training/s, export models/default,
 #                                       # measure with hidiffd eval
 #
-# Budget (seconds, environment): STAGE1_SECONDS (240) and STAGE2_SECONDS (180)
-# of steps; start-up, photo loading, validation and saving add about a minute.
-# The device tool's time is 15 minutes a session including the machine's
-# start, so leave the defaults unless a run showed the overhead is smaller.
+# Budget (seconds, environment): STAGE1_SECONDS (230) and STAGE2_SECONDS (200)
+# of steps; a smoke run of both stages on the GPU (a few iterations, a few
+# photos, ~20 s) comes first so that a broken CUDA path fails while there is
+# device time left to fix it and call again. Start-up, photo loading,
+# validation and saving add about a minute. DEADLINE (555) is the second of
+# the call by which training must have stopped: a stage still running then
+# gets SIGTERM, saves and stops, and its ckpt.pt becomes weights.pt. The
+# device tool's time is 15 minutes a session including the machine's start.
+# BATCH (32), LR (stage one, 1e-3), LR2 (stage two, 5e-4), WORKERS (14).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PHOTOS=build/photos
@@ -44,14 +49,45 @@ prepare() {
 		echo "gpu-train: too big for one device call" >&2
 		exit 1
 	fi
-	echo "gpu-train: now call the device tool with command 'scripts/gpu-train.sh run', carry [\"$PHOTOS\"], timeout_s 600"
+	echo "gpu-train: now call the device tool as scripts/device-call.sh says"
 }
 
-train_stage() { # stage seconds init
-	$PYTHON -m engine_build.train --stage "$1" --preset s --run "$RUN" --seconds "$2" --init "$3" \
-		--device "${DEVICE:-cuda}" --batch "${BATCH:-16}" --patch 128 192 256 --patch-fractions 0.4 0.3 0.3 \
-		--lr "${LR:-1e-3}" --clip 1.0 --workers "${WORKERS:-14}" --threads 2 \
-		--val-every 1000 --val-count 32 --save-every 500 --log-every 100 --photos "$PHOTOS" --quiet
+train_stage() { # stage seconds init lr
+	local left=$((${DEADLINE:-555} - SECONDS))
+	[ "$left" -gt 30 ] || { echo "gpu-train: no time left for stage $1" >&2; return 1; }
+	timeout -s TERM -k 60 "$left" \
+		$PYTHON -m engine_build.train --stage "$1" --preset s --run "$RUN" --seconds "$2" --init "$3" \
+		--device "${DEVICE:-cuda}" --batch "${BATCH:-32}" --patch 128 192 256 --patch-fractions 0.4 0.3 0.3 \
+		--lr "$4" --clip 1.0 --workers "${WORKERS:-14}" --threads 2 \
+		--val-every 1000 --val-count 32 --save-every 500 --log-every 100 --photos "$PHOTOS" --quiet || true
+	# stopped by the deadline: carry on from its last checkpoint, weights only
+	if [ ! -f "$RUN/stage$1/weights.pt" ] && [ -f "$RUN/stage$1/ckpt.pt" ]; then
+		$PYTHON -c 'import sys; from pathlib import Path; from engine_build import train
+train.strip_checkpoint(Path(sys.argv[1]), Path(sys.argv[2]))' "$RUN/stage$1/ckpt.pt" "$RUN/stage$1/weights.pt"
+	fi
+	tail -n 3 "$RUN/stage$1/log.jsonl"
+	[ -f "$RUN/stage$1/weights.pt" ]
+}
+
+smoke() { # both stages, 2 iterations each, on 6 photos, in one process
+	local dir photos
+	dir=$(mktemp -d)
+	photos=$dir/photos
+	mkdir -p "$photos"
+	{
+		head -n 1 "$PHOTOS/MANIFEST.tsv"
+		grep -v '^bsds500/val/' "$PHOTOS/MANIFEST.tsv" | sed -n '2,5p'
+		grep '^bsds500/val/' "$PHOTOS/MANIFEST.tsv" | head -n 2
+	} >"$photos/MANIFEST.tsv"
+	for d in "$PHOTOS"/*/; do ln -s "$(cd "$d" && pwd)" "$photos/$(basename "$d")"; done
+	$PYTHON -c 'import sys; from engine_build import train
+common = ["--preset", "s", "--run", sys.argv[1], "--iters", "2", "--device", sys.argv[3], "--batch", "2",
+          "--patch", "64", "--workers", "1", "--val-every", "2", "--val-count", "2", "--val-patch", "64",
+          "--photos", sys.argv[2], "--quiet"]
+train.main(["--stage", "1", *common])
+train.main(["--stage", "2", *common])
+print("gpu-train: smoke run of both stages passed")' "$dir/run" "$photos" "${DEVICE:-cuda}"
+	rm -rf "$dir"
 }
 
 run() {
@@ -59,14 +95,17 @@ run() {
 	export PYTHONUNBUFFERED=1
 	RUN=$OUT/run
 	if [ "${DEVICE:-cuda}" = cuda ]; then # DEVICE=cpu: a smoke test of this script without a GPU
-		$PYTHON -c 'import torch, PIL, numpy; assert torch.cuda.is_available(), "no CUDA device"; print("torch", torch.__version__, torch.cuda.get_device_name(0))'
+		$PYTHON -c 'import torch, PIL, numpy; assert torch.cuda.is_available(), "no CUDA device"; print("torch", torch.__version__, torch.cuda.get_device_name(0), "numpy", numpy.__version__)'
 		nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 	fi
 	[ -f "$PHOTOS/MANIFEST.tsv" ] || { echo "gpu-train: $PHOTOS missing: run '$0 prepare' here and carry it" >&2; exit 2; }
-	train_stage 1 "${STAGE1_SECONDS:-240}" "$INIT"
-	train_stage 2 "${STAGE2_SECONDS:-180}" "$RUN/stage1/weights.pt"
-	# ckpt.pt (with Adam's moments) is only needed to resume inside this call
-	rm -f "$RUN"/stage*/ckpt.pt
+	[ "${SMOKE:-1}" = 0 ] || smoke
+	train_stage 1 "${STAGE1_SECONDS:-230}" "$INIT" "${LR:-1e-3}"
+	train_stage 2 "${STAGE2_SECONDS:-200}" "$RUN/stage1/weights.pt" "${LR2:-5e-4}"
+	# What comes back is at most 8 files of 16 MiB: ckpt.pt (with Adam's
+	# moments) only served resuming inside this call, and finish makes the
+	# official folder (run/weights) again from stage2/weights.pt.
+	rm -rf "$RUN"/stage*/ckpt.pt "$RUN/weights"
 	ls -l "$RUN"/stage*
 }
 
@@ -74,13 +113,17 @@ finish() { # DIR
 	local dir="${1:?gpu-train finish: give the folder with the files of the device call}"
 	local run=$dir/run logs note
 	[ -f "$run/stage2/weights.pt" ] || { echo "gpu-train: $run/stage2/weights.pt missing" >&2; exit 2; }
+	export PYTHONPATH=.
 	logs=training/s/gpu-$(date -u +%Y%m%d-%H%M)
 	mkdir -p "$logs"
 	cp "$run"/stage1/log.jsonl "$logs"/stage1.log.jsonl
 	cp "$run"/stage2/log.jsonl "$logs"/stage2.log.jsonl
 	cp "$run"/stage2/weights.pt training/s/weights.pt
 	note=$(/usr/bin/python3 -c "$TRAINING_NOTE")
-	/usr/bin/python3 -m engine_build.export --preset s --weights "$run/weights" --out models/default \
+	rm -rf build/gpu-weights
+	/usr/bin/python3 -c 'import sys; from pathlib import Path; from engine_build import train
+print("weights sha256", train.save_official(Path(sys.argv[1]), Path(sys.argv[2])))' "$run/stage2/weights.pt" build/gpu-weights
+	/usr/bin/python3 -m engine_build.export --preset s --weights build/gpu-weights --out models/default \
 		--training-data "$note"
 	[ -d build/valpairs ] || /usr/bin/python3 -m engine_build.make_pairs --out build/valpairs
 	make build
