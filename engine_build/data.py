@@ -233,8 +233,14 @@ def random_pair(photo: np.ndarray, patch: int, rng: np.random.Generator,
 
 def random_batch(photos: list[np.ndarray], batch: int, patch: int, rng: np.random.Generator,
                  cfg: BlurConfig = BlurConfig()) -> tuple[torch.Tensor, torch.Tensor]:
-    """[batch,3,patch,patch] blur and sharp; photos drawn uniformly."""
-    pairs = [random_pair(photos[int(rng.integers(0, len(photos)))], patch, rng, cfg) for _ in range(batch)]
+    """[batch,3,patch,patch] blur and sharp; photos drawn uniformly from
+    those with room for the patch and its blur margin (a few photos are
+    smaller than a 192 px patch plus margins)."""
+    side = patch + 2 * MARGIN
+    fits = [p for p in photos if min(p.shape[:2]) >= side]
+    if not fits:
+        raise ValueError(f"no photo is at least {side} px on its short side (patch {patch} + blur margins)")
+    pairs = [random_pair(fits[int(rng.integers(0, len(fits)))], patch, rng, cfg) for _ in range(batch)]
     return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
 

@@ -366,7 +366,7 @@ def run(a: argparse.Namespace) -> int:
             if a.clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, a.clip)
             opt.step()
-            losses.append(float(loss))      # also waits for the GPU, so the timing is real
+            losses.append(float(loss.detach()))  # also waits for the GPU, so the timing is real
             i += 1
             step = time.perf_counter() - t0
             elapsed += step

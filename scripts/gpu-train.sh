@@ -57,7 +57,7 @@ train_stage() { # stage seconds init lr
 	[ "$left" -gt 30 ] || { echo "gpu-train: no time left for stage $1" >&2; return 1; }
 	timeout -s TERM -k 60 "$left" \
 		$PYTHON -m engine_build.train --stage "$1" --preset s --run "$RUN" --seconds "$2" --init "$3" \
-		--device "${DEVICE:-cuda}" --batch "${BATCH:-32}" --patch 128 192 256 --patch-fractions 0.4 0.3 0.3 \
+		--device "${DEVICE:-cuda}" --batch "${BATCH:-32}" --patch ${PATCHES:-128 192 256} --patch-fractions ${PATCH_FRACTIONS:-0.4 0.3 0.3} \
 		--lr "$4" --clip 1.0 --workers "${WORKERS:-14}" --threads 2 \
 		--val-every 1000 --val-count 32 --save-every 500 --log-every 100 --photos "$PHOTOS" --quiet || true
 	# stopped by the deadline: carry on from its last checkpoint, weights only

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from engine_build import batches, checkpoints, data, make_pairs, train
+from engine_build import batches, checkpoints, data, make_pairs, presets, train
 
 TINY = ["--preset", "s", "--batch", "1", "--patch", "32", "--val-count", "1", "--val-patch", "32",
         "--threads", "1", "--quiet"]
@@ -65,6 +65,19 @@ def test_pairs_deterministic_for_seed() -> None:
     assert not torch.equal(a[0], c[0])
 
 
+def test_batches_skip_photos_too_small_for_the_patch() -> None:
+    """A 240-px-tall photo (one of sun80's) cannot give a 256 px patch plus
+    blur margins: it is left out of such batches, not a crash (seen on the
+    GPU), and a patch no photo fits is refused by name."""
+    rng = np.random.default_rng(4)
+    small = np.zeros((90, 300, 3), np.uint8)                # short side 90 < 64 + 2 * MARGIN = 94
+    big = (rng.random((140, 140, 3)) * 255).astype(np.uint8)
+    blur, sharp = data.random_batch([small, big], 6, 64, np.random.default_rng(5))
+    assert tuple(sharp.shape) == (6, 3, 64, 64) and all(float(s.std()) > 0.1 for s in sharp)  # all from `big`
+    with pytest.raises(ValueError, match="no photo is at least 142 px"):
+        data.random_batch([small, big], 1, 112, np.random.default_rng(5))
+
+
 def test_split_keeps_validation_out_of_training() -> None:
     train_rel, val_rel = data.split(data.manifest())
     assert len(val_rel) == 100 and all(p.startswith("bsds500/val/") for p in val_rel)
@@ -117,6 +130,28 @@ def test_stage1_continues_from_weights(tmp_path: Path, photos: Path) -> None:
     log = [json.loads(ln) for ln in (tmp_path / "b" / "stage1" / "log.jsonl").read_text().splitlines()]
     assert log[0] == {"event": "init", "from": str(tmp_path / "a" / "stage1" / "weights.pt"),
                       "init_stage": 1, "init_iteration": 2}
+
+
+def test_stopped_stage_and_official_folder(tmp_path: Path, photos: Path) -> None:
+    """What the device call does with a stage stopped by its deadline
+    (ckpt.pt -> weights.pt, a third of the size) and what finish does with
+    the stage-two weights (the official folder that export reads)."""
+    run = tmp_path / "r"
+    train.main(TINY + ["--photos", str(photos), "--stage", "1", "--iters", "1", "--run", str(run)])
+    train.main(TINY + ["--photos", str(photos), "--stage", "2", "--iters", "3", "--stop-after", "2",
+                       "--run", str(run)])
+    ckpt, out = run / "stage2" / "ckpt.pt", tmp_path / "w.pt"
+    assert not (run / "stage2" / "weights.pt").exists()
+    train.strip_checkpoint(ckpt, out)
+    w, ck = checkpoints.load_pickle(out), checkpoints.load_pickle(ckpt)
+    assert set(w) == set(train.WEIGHTS_KEYS) and w["iteration"] == 2
+    assert _same(w["model"], ck["model"]) and _same(w["le"], ck["le"])
+    sha = train.save_official(out, tmp_path / "official")
+    m, _ = train.stage_modules(presets.get("s"), 9)
+    assert checkpoints.load_folder(m, tmp_path / "official") == sha
+    assert _same(m.state_dict(), ck["model"])
+    with pytest.raises(SystemExit, match="from stage 1"):
+        train.save_official(run / "stage1" / "weights.pt", tmp_path / "x")
 
 
 def test_time_budget_run_stops_and_anneals(tmp_path: Path, photos: Path) -> None:
