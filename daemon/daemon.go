@@ -522,6 +522,9 @@ func (d *Daemon) statusWith(state string) string {
 	if w := d.backoff.remaining(); w > 0 {
 		s += fmt.Sprintf(", output paused %s (retry backoff)", w.Round(time.Second))
 	}
+	if g := d.gpu.status(); g != "" {
+		s += ", " + g
+	}
 	return s
 }
 
@@ -551,7 +554,7 @@ func (d *Daemon) housekeeping(ctx context.Context) {
 				d.log.Error().Str("stage", stalled).Dur("watchdog", wd).Msg("frame loop made no progress; withholding watchdog ping")
 			}
 		}
-		if time.Since(lastStatusAt) >= 5*time.Second {
+		if time.Since(lastStatusAt) >= time.Second {
 			if s := d.statusLine(); s != lastStatus {
 				d.notify.Status(s)
 				lastStatus = s

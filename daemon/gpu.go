@@ -37,6 +37,7 @@ type gpuThrottle struct {
 	lastErr string // the last read error logged ("" = reads work)
 
 	latest atomic.Pointer[gpu.Readings] // for the metrics, read at scrape time
+	shown  atomic.Pointer[string]       // the throttle as STATUS= shows it ("" or nil = none)
 
 	// Network-loop only.
 	state    gpu.State
@@ -203,6 +204,11 @@ func (g *gpuThrottle) observe(dec gpu.Decision, r gpu.Readings, now time.Time) {
 		reason = dec.Reason
 	}
 	g.setThrottled(reason)
+	shown := ""
+	if dec.Action != gpu.Run {
+		shown = fmt.Sprintf("gpu: %s (%s: %s)", dec.Action, dec.Reason, dec.Detail)
+	}
+	g.shown.Store(&shown)
 	limit := 0.0
 	if dec.Action != gpu.Run {
 		limit = float64(dec.TileEdge)
@@ -231,6 +237,17 @@ func (g *gpuThrottle) observe(dec gpu.Decision, r gpu.Readings, now time.Time) {
 	g.prev, g.since = dec, now
 }
 
+// status is the throttle for STATUS= ("" when the GPU does not hold us back).
+func (g *gpuThrottle) status() string {
+	if g == nil {
+		return ""
+	}
+	if s := g.shown.Load(); s != nil {
+		return *s
+	}
+	return ""
+}
+
 // setThrottled makes the gauge of reason 1 and the previous one 0.
 func (g *gpuThrottle) setThrottled(reason string) {
 	if reason == g.throttle {
@@ -249,6 +266,7 @@ func (g *gpuThrottle) setThrottled(reason string) {
 // between tiles, and an idle daemon is not throttled.
 func (g *gpuThrottle) frameDone(st deblur.Stats, err error) {
 	g.setThrottled("")
+	g.shown.Store(new(string))
 	if st.OOMRetries > 0 {
 		g.m.OOMRetries.Add(float64(st.OOMRetries))
 		e := g.log.Warn().Int("retries", st.OOMRetries)

@@ -99,6 +99,19 @@ func TestGPUThrottleWaitsFeedsWatchdogAndResumes(t *testing.T) {
 	in.eventually(5*time.Second, "throttled for temperature", func() bool {
 		return in.metric(`hidiffd_gpu_throttled{reason="temperature"}`) == "1"
 	})
+	// `systemctl status` says why nothing comes out.
+	in.eventually(5*time.Second, "STATUS= names the throttle", func() bool {
+		for {
+			select {
+			case m := <-msgs:
+				if strings.HasPrefix(m, "STATUS=") && strings.Contains(m, ", gpu: wait (temperature: GPU at 90.0 C") {
+					return true
+				}
+			default:
+				return false
+			}
+		}
+	})
 	// Throttled waiting is progress: the pings go on well past the
 	// watchdog period.
 	for drained := false; !drained; {
