@@ -28,7 +28,11 @@ ort:
 setup: ort
 
 ## Random-weight exports of every preset with parity fixtures, for the tests.
-models: deps $(foreach p,$(PRESETS),$(MODELS)/$(p)/fixtures/manifest.json)
+models: deps $(foreach p,$(PRESETS),$(MODELS)/$(p)/fixtures/manifest.json) $(MODELS)/s-decomposed-ln/fixtures/manifest.json
+
+## s with layer norms as elementary ops (the export for TensorRT 8.5)
+$(MODELS)/s-decomposed-ln/fixtures/manifest.json: $(ENGINE_SRC)
+	$(PYTHON) -m engine_build.export --preset s --layernorm decomposed --out $(MODELS)/s-decomposed-ln --fixtures
 
 $(MODELS)/%/fixtures/manifest.json: $(ENGINE_SRC)
 	$(PYTHON) -m engine_build.export --preset $* --out $(MODELS)/$* --fixtures

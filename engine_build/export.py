@@ -1,6 +1,7 @@
 """Export a HI-Diff preset to the two ONNX graphs of the contract.
 
     python3 -m engine_build.export --preset gopro --weights DIR --out OUT [--fixtures]
+        [--layernorm decomposed]
 
 Without --weights the network gets seeded random weights (for tests). With
 --fixtures, parity fixtures (inputs and PyTorch outputs as raw float32) are
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from . import checkpoints, contract, presets
+from .arch.transformer import WithBiasLayerNorm
 from .model import HIDiff, build
 from .noise import starting_noise
 
@@ -96,6 +98,44 @@ def _pin_batch(g: onnx.ModelProto) -> None:
             dims[0].dim_value = 1
 
 
+class DecomposedLayerNorm(nn.Module):
+    """Layer norm over the last dim written out as ReduceMean, Sub, Mul,
+    ReduceMean, Add, Sqrt, Div, Mul, Add: TensorRT before 8.6 (JetPack 5,
+    the last JetPack for Xavier) has no importer for ONNX LayerNormalization.
+    trt/recipe.go finds this chain and keeps it in FP32."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone())
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = x - x.mean(-1, keepdim=True)
+        y = d / torch.sqrt((d * d).mean(-1, keepdim=True) + self.eps) * self.weight
+        return y if self.bias is None else y + self.bias
+
+
+def decompose_layernorms(m: nn.Module) -> int:
+    """Replace every fused layer norm (nn.LayerNorm over one dim, and the
+    Transformer's WithBiasLayerNorm) by DecomposedLayerNorm, in place;
+    returns how many. Same weights, same function (float rounding aside)."""
+    count = 0
+    for parent in list(m.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.LayerNorm):
+                if len(child.normalized_shape) != 1:
+                    raise ValueError(f"{name}: layer norm over {child.normalized_shape}, expected one dim")
+                new = DecomposedLayerNorm(child.weight, child.bias, child.eps)
+            elif isinstance(child, WithBiasLayerNorm):
+                new = DecomposedLayerNorm(child.weight, child.bias, 1e-5)
+            else:
+                continue
+            setattr(parent, name, new)
+            count += 1
+    return count
+
+
 def export(m: HIDiff, out: Path, weights_sha256: str, training_data: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     h, w = 64, 64
@@ -161,12 +201,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the random weights (without --weights)")
     ap.add_argument("--training-data", help="training-data note for the metadata")
     ap.add_argument("--fixtures", action="store_true", help="also write parity fixtures under OUT/fixtures")
+    ap.add_argument("--layernorm", choices=("fused", "decomposed"), default="fused",
+                    help="fused: ONNX LayerNormalization (TensorRT 8.6+, ONNX Runtime); decomposed: "
+                    "elementary ops, for TensorRT 8.5 (JetPack 5)")
     a = ap.parse_args(argv)
     try:
         m, sha, data = load_model(a.preset, a.weights, a.seed)
     except checkpoints.CheckpointError as e:
         print(f"export: {e}", file=sys.stderr)
         return 1
+    if a.layernorm == "decomposed":
+        print(f"export: {decompose_layernorms(m)} layer norms decomposed")
     out = Path(a.out)
     export(m, out, sha, a.training_data or data)
     if a.fixtures:

@@ -71,6 +71,15 @@ func Build(rt *Runtime, c Cache, m *ort.Model, s BuildSpec) (*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
+	nodes := map[string][]ort.Node{}
+	for _, path := range []string{m.PriorPath, m.TransformerPath} {
+		if nodes[path], err = ort.ReadNodes(path); err != nil {
+			return nil, err
+		}
+		if err := CheckParsable(rt.Device().TensorRT, path, nodes[path]); err != nil {
+			return nil, err
+		}
+	}
 	staged, err := c.Stage()
 	if err != nil {
 		return nil, err
@@ -105,13 +114,10 @@ func Build(rt *Runtime, c Cache, m *ort.Model, s BuildSpec) (*Entry, error) {
 
 	var names []string
 	if s.Precision == FP16 {
-		nodes, err := ort.ReadNodes(m.TransformerPath)
-		if err != nil {
-			return nil, err
-		}
-		var l2 int
-		names, l2 = FP32Nodes(nodes)
-		say("FP16 with FP32 pins: %d L2 normalisations found, %d node and tensor names pinned, plus every LayerNormalization and Softmax layer", l2, len(names))
+		var l2, ln int
+		names, l2, ln = FP32Nodes(nodes[m.TransformerPath])
+		say("FP16 with FP32 pins: %d L2 normalisations and %d decomposed layer norms found, %d node and tensor names pinned, plus every LayerNormalization and Softmax layer",
+			l2, ln, len(names))
 	}
 	say("building %s from %s: %s, profile %s (this takes minutes)", TransformerEngine, m.TransformerPath, strings.ToUpper(s.Precision), s.Profile)
 	t = time.Now()

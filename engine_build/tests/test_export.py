@@ -6,8 +6,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 
-from engine_build import export
+from engine_build import export, presets
+from engine_build.model import build
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +67,22 @@ def test_fixtures(exported: Path) -> None:
 def test_bad_weights_folder_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert export.main(["--preset", "s", "--weights", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
     assert "net_g.pth: missing" in capsys.readouterr().err
+
+
+def test_decomposed_layernorm_same_function_no_fused_nodes(tmp_path: Path) -> None:
+    """--layernorm decomposed (for TensorRT 8.5): every layer norm becomes
+    elementary ops with the same weights; the network's output is unchanged
+    up to float rounding, and the graphs hold no LayerNormalization."""
+    m = build(presets.get("s"), seed=3).eval()
+    blur = torch.rand(1, 3, 40, 56)
+    noise = torch.randn(1, 16, 256)
+    with torch.no_grad():
+        want = m(blur, noise)
+        n = export.decompose_layernorms(m)
+        got = m(blur, noise)
+    assert n > 0 and not any(isinstance(x, torch.nn.LayerNorm) for x in m.modules())
+    assert float((got - want).abs().max()) < 1e-5
+    assert export.main(["--preset", "s", "--out", str(tmp_path), "--layernorm", "decomposed"]) == 0
+    for graph in ("prior", "transformer"):
+        ops = [nd.op_type for nd in onnx.load(str(tmp_path / f"{graph}.onnx")).graph.node]
+        assert "LayerNormalization" not in ops and ops.count("Sqrt") > 0
