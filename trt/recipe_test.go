@@ -116,10 +116,10 @@ func TestCheckParsable(t *testing.T) {
 }
 
 // TestFP32NodesOnExport checks the recipe against a real export when one
-// is around (make models; HIDIFF_TEST_MODELS): every ReduceL2 of channel
+// is around (make models; HIDIFFD_TEST_MODELS): every ReduceL2 of channel
 // attention must be recognised as a full normalisation.
 func TestFP32NodesOnExport(t *testing.T) {
-	root := os.Getenv("HIDIFF_TEST_MODELS")
+	root := os.Getenv("HIDIFFD_TEST_MODELS")
 	if root == "" {
 		root = filepath.Join("..", "build", "models")
 	}
@@ -160,7 +160,7 @@ func TestFP32NodesOnExport(t *testing.T) {
 // TestFP32NodesOnDecomposedExport: in the TensorRT 8.5 export every Sqrt
 // belongs to a layer norm, and each is recognised and pinned whole.
 func TestFP32NodesOnDecomposedExport(t *testing.T) {
-	root := os.Getenv("HIDIFF_TEST_MODELS")
+	root := os.Getenv("HIDIFFD_TEST_MODELS")
 	if root == "" {
 		root = filepath.Join("..", "build", "models")
 	}
