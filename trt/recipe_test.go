@@ -119,22 +119,7 @@ func TestCheckParsable(t *testing.T) {
 // is around (make models; HIDIFFD_TEST_MODELS): every ReduceL2 of channel
 // attention must be recognised as a full normalisation.
 func TestFP32NodesOnExport(t *testing.T) {
-	root := os.Getenv("HIDIFFD_TEST_MODELS")
-	if root == "" {
-		root = filepath.Join("..", "build", "models")
-	}
-	path := filepath.Join(root, "s", "transformer.onnx")
-	if _, err := os.Stat(path); err != nil {
-		t.Skipf("no exported model at %s", path)
-	}
-	nodes, err := ort.ReadNodes(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	count := map[string]int{}
-	for _, n := range nodes {
-		count[n.OpType]++
-	}
+	_, nodes, count := exportedGraph(t, "s", "transformer.onnx")
 	names, l2, _ := FP32Nodes(nodes)
 	if count["ReduceL2"] == 0 || l2 != count["ReduceL2"] {
 		t.Errorf("recognised %d of %d ReduceL2 normalisations", l2, count["ReduceL2"])
@@ -160,23 +145,8 @@ func TestFP32NodesOnExport(t *testing.T) {
 // TestFP32NodesOnDecomposedExport: in the TensorRT 8.5 export every Sqrt
 // belongs to a layer norm, and each is recognised and pinned whole.
 func TestFP32NodesOnDecomposedExport(t *testing.T) {
-	root := os.Getenv("HIDIFFD_TEST_MODELS")
-	if root == "" {
-		root = filepath.Join("..", "build", "models")
-	}
 	for _, graph := range []string{"prior.onnx", "transformer.onnx"} {
-		path := filepath.Join(root, "s-decomposed-ln", graph)
-		if _, err := os.Stat(path); err != nil {
-			t.Skipf("no decomposed export at %s (make models)", path)
-		}
-		nodes, err := ort.ReadNodes(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		count := map[string]int{}
-		for _, n := range nodes {
-			count[n.OpType]++
-		}
+		path, nodes, count := exportedGraph(t, "s-decomposed-ln", graph)
 		if count["LayerNormalization"] != 0 || count["Sqrt"] == 0 {
 			t.Fatalf("%s: not a decomposed export: %v", graph, count)
 		}
@@ -191,4 +161,27 @@ func TestFP32NodesOnDecomposedExport(t *testing.T) {
 			t.Errorf("%s: first Sqrt not pinned", graph)
 		}
 	}
+}
+
+// exportedGraph reads graph from the export folder (make models, or
+// $HIDIFFD_TEST_MODELS), or skips: its path, nodes and op counts.
+func exportedGraph(t *testing.T, folder, graph string) (string, []ort.Node, map[string]int) {
+	t.Helper()
+	root := os.Getenv("HIDIFFD_TEST_MODELS")
+	if root == "" {
+		root = filepath.Join("..", "build", "models")
+	}
+	path := filepath.Join(root, folder, graph)
+	if _, err := os.Stat(path); err != nil {
+		t.Skipf("no export at %s (make models)", path)
+	}
+	nodes, err := ort.ReadNodes(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for _, n := range nodes {
+		count[n.OpType]++
+	}
+	return path, nodes, count
 }
