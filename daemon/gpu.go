@@ -204,15 +204,12 @@ func (g *gpuThrottle) observe(dec gpu.Decision, r gpu.Readings, now time.Time) {
 		reason = dec.Reason
 	}
 	g.setThrottled(reason)
-	shown := ""
+	shown, limit := "", 0.0
 	if dec.Action != gpu.Run {
 		shown = fmt.Sprintf("gpu: %s (%s: %s)", dec.Action, dec.Reason, dec.Detail)
-	}
-	g.shown.Store(&shown)
-	limit := 0.0
-	if dec.Action != gpu.Run {
 		limit = float64(dec.TileEdge)
 	}
+	g.shown.Store(&shown)
 	g.m.TileLimit.Set(limit)
 
 	// While running, the edge follows each frame's size (whole-frame
