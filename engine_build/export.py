@@ -123,15 +123,11 @@ def decompose_layernorms(m: nn.Module) -> int:
     count = 0
     for parent in list(m.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.LayerNorm):
-                if len(child.normalized_shape) != 1:
-                    raise ValueError(f"{name}: layer norm over {child.normalized_shape}, expected one dim")
-                new = DecomposedLayerNorm(child.weight, child.bias, child.eps)
-            elif isinstance(child, WithBiasLayerNorm):
-                new = DecomposedLayerNorm(child.weight, child.bias, 1e-5)
-            else:
+            if not isinstance(child, (nn.LayerNorm, WithBiasLayerNorm)):
                 continue
-            setattr(parent, name, new)
+            if isinstance(child, nn.LayerNorm) and len(child.normalized_shape) != 1:
+                raise ValueError(f"{name}: layer norm over {child.normalized_shape}, expected one dim")
+            setattr(parent, name, DecomposedLayerNorm(child.weight, child.bias, child.eps))
             count += 1
     return count
 

@@ -32,6 +32,8 @@ class BiasFreeLayerNorm(nn.Module):
 class WithBiasLayerNorm(nn.Module):
     """Restormer's WithBias_LayerNorm; identical to F.layer_norm(eps=1e-5)."""
 
+    eps = 1e-5
+
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
@@ -39,7 +41,7 @@ class WithBiasLayerNorm(nn.Module):
         self.dim = dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, (self.dim,), self.weight, self.bias, 1e-5)
+        return F.layer_norm(x, (self.dim,), self.weight, self.bias, self.eps)
 
 
 def _norm_body(dim: int, kind: str) -> nn.Module:
