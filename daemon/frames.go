@@ -78,10 +78,10 @@ func (d *Daemon) decodeLoop(netCh chan<- *frame) {
 func (d *Daemon) claimAndDecode(name string) *frame {
 	cfg := d.cfg.Load()
 	job, err := d.spool.Claim(name)
-	d.intake.Done(name) // claimed, gone or busy: the watcher may forget it
+	d.intake.Done(name) // claimed or gone: the watcher may forget it
 	switch {
 	case err == nil:
-	case errors.Is(err, spool.ErrGone): // also ErrBusy: found again by a later scan
+	case errors.Is(err, spool.ErrGone):
 		d.log.Debug().Str("name", name).Err(err).Msg("not claimed")
 		return nil
 	default:
@@ -219,9 +219,20 @@ func (d *Daemon) writeAndFinish(f *frame) {
 	})
 	encode := time.Since(t0)
 	if err != nil {
-		if spool.IsTransient(err) {
+		// An output that was published but not made durable goes again:
+		// the retry writes this frame's one output anew.
+		d.unpublish(f.job)
+		switch {
+		case errors.Is(err, spool.ErrOutputExists):
+			// Someone else's file took the name after the claim: the frame
+			// goes back and its next claim takes a free name. No backoff:
+			// nothing is wrong with the disk.
+			d.log.Warn().Str("name", f.job.Name).Err(err).Msg("output name taken by a file hidiffd did not write; frame returned to inbox/ to take another name")
+			d.releaseQuiet(f.job)
+			return
+		case spool.IsTransient(err):
 			d.retry(f.job, imageio.StageEncode, err)
-		} else {
+		default:
 			d.fail(f.job, imageio.StageEncode, imageio.AsError(err, imageio.StageEncode).Reason)
 		}
 		return
@@ -231,8 +242,9 @@ func (d *Daemon) writeAndFinish(f *frame) {
 			d.log.Warn().Str("name", f.job.Name).Err(err).Msg("output written but the original vanished from work/")
 			return
 		}
-		// The output is in out/; the original goes back to inbox/ and the
-		// retry rewrites the same output.
+		// The original is still in work/: take the output back, so that
+		// the retry writes this frame's one output again, and retry.
+		d.unpublish(f.job)
 		d.retry(f.job, "spool", err)
 		return
 	}
@@ -290,6 +302,15 @@ func (d *Daemon) retry(job *spool.Job, stage string, err error) {
 	d.log.Error().Str("name", job.Name).Str("stage", stage).Err(err).Dur("backoff", wait).
 		Msg("transient error; original returned to inbox/ for a retry")
 	d.releaseQuiet(job)
+}
+
+// unpublish removes a job's output before its original goes back to inbox/.
+// If that fails the retry leaves a second output under the next free name:
+// nothing is lost or replaced.
+func (d *Daemon) unpublish(job *spool.Job) {
+	if err := d.spool.Unpublish(job); err != nil {
+		d.log.Error().Str("name", job.Name).Err(err).Msg("could not take back the output of a frame that is retried")
+	}
 }
 
 // release returns a frame that was not processed to inbox/ (drain).

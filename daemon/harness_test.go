@@ -117,13 +117,19 @@ type setup struct {
 	// monitor.
 	wrapBackend func(*fakeBackend) deblur.Backend
 	monitor     gpu.Monitor
+	// dir, if set, is the folder holding the spool and the configuration
+	// (a restart on the spool of an earlier instance); default a new one.
+	dir string
 }
 
 // start runs a daemon with a fresh spool, fast settle/rescan and HTTP on a
 // free port, and waits until it is ready (unless the backend open blocks).
 func start(t *testing.T, s setup) *instance {
 	t.Helper()
-	dir := t.TempDir()
+	dir := s.dir
+	if dir == "" {
+		dir = t.TempDir()
+	}
 	in := &instance{
 		t: t, root: filepath.Join(dir, "spool"), cfgPath: filepath.Join(dir, "hidiffd.toml"),
 		backend: s.backend, logs: &syncBuffer{}, sigs: make(chan os.Signal, 4),

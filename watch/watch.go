@@ -171,8 +171,8 @@ func (w *Watcher) Done(name string) {
 }
 
 // Forget is Done for a name the daemon did not move (for example its claim
-// failed with spool.ErrBusy); the file, if still there, is found again by
-// the watcher's events or next scan.
+// failed); the file, if still there, is found again by the watcher's events
+// or next scan.
 func (w *Watcher) Forget(name string) { w.Done(name) }
 
 // Stats returns a snapshot of the watcher's bookkeeping.
