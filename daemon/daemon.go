@@ -62,6 +62,8 @@ type Options struct {
 	Signals <-chan os.Signal
 	// OnListen is called with the bound HTTP address (tests use port 0).
 	OnListen func(net.Addr)
+	// Clock replaces the system clock for the retry backoff (tests).
+	Clock Clock
 }
 
 // maxModelLoad bounds how long start-up keeps asking systemd for more time
@@ -121,6 +123,11 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	d := &Daemon{opts: opts, log: log, stop: make(chan struct{})}
+	if opts.Clock == nil {
+		opts.Clock = systemClock{}
+		d.opts.Clock = opts.Clock
+	}
+	d.backoff.clock = opts.Clock
 	d.cfg.Store(cfg)
 	d.notify, err = NewNotifier()
 	if err != nil {
@@ -598,6 +605,7 @@ func (c *clocks) stalled(limit time.Duration) string {
 // read-only out/ affects every frame, so intake waits rather than cycling
 // frames between inbox/ and work/.
 type backoff struct {
+	clock Clock
 	mu    sync.Mutex
 	cur   time.Duration
 	until time.Time
@@ -615,7 +623,7 @@ func (b *backoff) fail(initial, max time.Duration) time.Duration {
 	if b.cur > max {
 		b.cur = max
 	}
-	b.until = time.Now().Add(b.cur)
+	b.until = b.clock.Now().Add(b.cur)
 	return b.cur
 }
 
@@ -628,7 +636,7 @@ func (b *backoff) ok() {
 func (b *backoff) remaining() time.Duration {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return time.Until(b.until)
+	return b.until.Sub(b.clock.Now())
 }
 
 // kvLogger adapts zerolog to the func(level, msg, kv...) logger that spool

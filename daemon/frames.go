@@ -45,7 +45,7 @@ func (d *Daemon) decodeLoop(netCh chan<- *frame) {
 			select {
 			case <-d.stop:
 				return
-			case <-time.After(w):
+			case <-d.opts.Clock.After(w):
 			}
 		}
 		var name string
