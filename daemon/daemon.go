@@ -526,7 +526,7 @@ func (d *Daemon) statusWith(state string) string {
 	s := fmt.Sprintf("%s; %d processed, %d failed, %d retried", state,
 		d.processed.Load(), d.failed.Load(), d.retried.Load())
 	s += fmt.Sprintf(", %d in inbox", int(d.backlog()))
-	if w := d.backoff.remaining(); w > 0 {
+	if w, _ := d.backoff.paused(); w > 0 {
 		s += fmt.Sprintf(", output paused %s (retry backoff)", w.Round(time.Second))
 	}
 	if g := d.gpu.status(); g != "" {
@@ -599,44 +599,6 @@ func (c *clocks) stalled(limit time.Duration) string {
 		}
 	}
 	return ""
-}
-
-// backoff is the shared pause after a transient error: a full disk or a
-// read-only out/ affects every frame, so intake waits rather than cycling
-// frames between inbox/ and work/.
-type backoff struct {
-	clock Clock
-	mu    sync.Mutex
-	cur   time.Duration
-	until time.Time
-}
-
-// fail doubles the backoff (from initial, up to max) and returns it.
-func (b *backoff) fail(initial, max time.Duration) time.Duration {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.cur == 0 {
-		b.cur = initial
-	} else {
-		b.cur *= 2
-	}
-	if b.cur > max {
-		b.cur = max
-	}
-	b.until = b.clock.Now().Add(b.cur)
-	return b.cur
-}
-
-func (b *backoff) ok() {
-	b.mu.Lock()
-	b.cur = 0
-	b.mu.Unlock()
-}
-
-func (b *backoff) remaining() time.Duration {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.until.Sub(b.clock.Now())
 }
 
 // kvLogger adapts zerolog to the func(level, msg, kv...) logger that spool

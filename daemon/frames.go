@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"syscall"
@@ -35,28 +36,30 @@ const (
 
 // decodeLoop receives names from intake, claims and decodes them, and hands
 // decoded frames to the network loop. It runs ahead of the network by one
-// frame, so the network does not wait for JPEG decoding.
+// frame, so the network does not wait for JPEG decoding. It claims nothing
+// while the output side is paused (backoff), and holds back a frame that
+// came back for a retry until its own backoff has passed, taking other
+// frames meanwhile.
 func (d *Daemon) decodeLoop(netCh chan<- *frame) {
 	defer close(netCh)
 	ready := d.intake.Ready()
+	var held []string // delivered names not yet due for their retry
 	for {
-		// Transient trouble (disk full...) pauses intake for everyone.
-		if w := d.backoff.remaining(); w > 0 {
-			select {
-			case <-d.stop:
-				return
-			case <-d.opts.Clock.After(w):
-			}
-		}
-		var name string
-		var ok bool
-		select {
-		case <-d.stop:
+		if !d.waitPause("") {
 			return
-		case name, ok = <-ready:
-			if !ok {
-				return
-			}
+		}
+		name, ok := d.nextName(ready, &held)
+		if !ok {
+			return
+		}
+		// The pause may have begun while this loop waited for a name.
+		if !d.waitPause(name) {
+			return
+		}
+		if w := d.backoff.due(name); w > 0 {
+			d.log.Debug().Str("name", name).Dur("wait", w).Msg("frame held back until its retry backoff has passed")
+			held = append(held, name)
+			continue
 		}
 		d.clocks.decode.busy()
 		f := d.claimAndDecode(name)
@@ -73,6 +76,59 @@ func (d *Daemon) decodeLoop(netCh chan<- *frame) {
 	}
 }
 
+// waitPause waits while the output side is paused by the retry backoff; a
+// success elsewhere ends the wait early. name is the frame in hand, if any
+// (for the log). It returns false when the daemon drains.
+func (d *Daemon) waitPause(name string) bool {
+	for {
+		w, lifted := d.backoff.paused()
+		if w <= 0 {
+			return true
+		}
+		d.log.Debug().Str("name", name).Dur("wait", w).Msg("intake paused: the output side is failing (retry backoff)")
+		select {
+		case <-d.stop:
+			return false
+		case <-lifted:
+		case <-d.opts.Clock.After(w):
+		}
+	}
+}
+
+// nextName returns the next name to claim: a held name whose backoff has
+// passed, else a new one from intake, waiting for whichever comes first.
+// While as many names are held as the queue holds, it takes no new ones.
+func (d *Daemon) nextName(ready <-chan string, held *[]string) (string, bool) {
+	for {
+		var timer <-chan time.Time
+		if len(*held) > 0 {
+			soonest, wait := 0, time.Duration(0)
+			for i, n := range *held {
+				if w := d.backoff.due(n); i == 0 || w < wait {
+					soonest, wait = i, w
+				}
+			}
+			if wait <= 0 {
+				name := (*held)[soonest]
+				*held = append((*held)[:soonest], (*held)[soonest+1:]...)
+				return name, true
+			}
+			timer = d.opts.Clock.After(wait)
+		}
+		in := ready
+		if len(*held) >= max(d.cfg.Load().Spool.QueueSize, 1) {
+			in = nil
+		}
+		select {
+		case <-d.stop:
+			return "", false
+		case name, ok := <-in:
+			return name, ok
+		case <-timer:
+		}
+	}
+}
+
 // claimAndDecode claims name and decodes it; nil means the file was dealt
 // with here (gone, failed, released).
 func (d *Daemon) claimAndDecode(name string) *frame {
@@ -85,7 +141,7 @@ func (d *Daemon) claimAndDecode(name string) *frame {
 		d.log.Debug().Str("name", name).Err(err).Msg("not claimed")
 		return nil
 	default:
-		wait := d.backoff.fail(cfg.Retry.InitialBackoff.Duration, cfg.Retry.MaxBackoff.Duration)
+		wait := d.backoff.fail(name, cfg.Retry.InitialBackoff.Duration, cfg.Retry.MaxBackoff.Duration)
 		d.log.Error().Str("name", name).Err(err).Dur("backoff", wait).Msg("claim failed; pausing intake")
 		return nil
 	}
@@ -248,7 +304,7 @@ func (d *Daemon) writeAndFinish(f *frame) {
 		d.retry(f.job, "spool", err)
 		return
 	}
-	d.backoff.ok()
+	d.backoff.succeeded(f.job.Arrived, f.job.Name)
 	total := time.Since(f.start)
 	d.processed.Add(1)
 	d.metrics.Processed.Inc()
@@ -288,20 +344,29 @@ func (d *Daemon) fail(job *spool.Job, stage, reason string) {
 		d.retry(job, "spool", fmt.Errorf("moving to failed/ (%s: %s): %w", stage, reason, err))
 		return
 	}
+	d.backoff.forget(job.Arrived, job.Name)
 	d.failed.Add(1)
 	d.metrics.Failed.WithLabelValues(stage).Inc()
 	d.log.Warn().Str("name", job.Name).Str("stage", stage).Str("reason", reason).Msg("failed")
 }
 
-// retry releases a frame to inbox/ after a transient error and backs off.
+// retry releases a frame to inbox/ after a transient error and backs off:
+// intake pauses, and this frame is not claimed again before the backoff
+// logged here has passed.
 func (d *Daemon) retry(job *spool.Job, stage string, err error) {
 	cfg := d.cfg.Load()
-	wait := d.backoff.fail(cfg.Retry.InitialBackoff.Duration, cfg.Retry.MaxBackoff.Duration)
+	if job.Arrived != job.Name {
+		d.backoff.renamed(job.Arrived, job.Name) // its failures so far follow it
+	}
+	wait := d.backoff.fail(job.Name, cfg.Retry.InitialBackoff.Duration, cfg.Retry.MaxBackoff.Duration)
 	d.retried.Add(1)
 	d.metrics.Retried.Inc()
 	d.log.Error().Str("name", job.Name).Str("stage", stage).Err(err).Dur("backoff", wait).
 		Msg("transient error; original returned to inbox/ for a retry")
 	d.releaseQuiet(job)
+	if now := filepath.Base(job.Path); now != job.Name {
+		d.backoff.renamed(job.Name, now)
+	}
 }
 
 // unpublish removes a job's output before its original goes back to inbox/.

@@ -120,6 +120,8 @@ type setup struct {
 	// dir, if set, is the folder holding the spool and the configuration
 	// (a restart on the spool of an earlier instance); default a new one.
 	dir string
+	// clock, if set, drives the retry backoff.
+	clock Clock
 }
 
 // start runs a daemon with a fresh spool, fast settle/rescan and HTTP on a
@@ -160,6 +162,7 @@ func start(t *testing.T, s setup) *instance {
 			return in.backend, nil
 		},
 		OnListen: func(a net.Addr) { in.addr <- a },
+		Clock:    s.clock,
 	}
 	if s.monitor != nil {
 		opts.OpenMonitor = func(*config.Config) (gpu.Monitor, error) { return s.monitor, nil }
