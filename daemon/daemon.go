@@ -161,7 +161,13 @@ func (d *Daemon) run(ctx context.Context) (err error) {
 	// Read by the HTTP handlers and STATUS= lines from other goroutines while
 	// start-up assigns d.spool and d.intake: these two never change.
 	d.inbox = filepath.Join(filepath.Clean(cfg.Spool.Root), spool.Inbox)
-	d.metrics = NewMetrics(d.opts.Version, d.queueDepth, d.backlog)
+	d.metrics = NewMetrics(d.opts.Version, d.queueDepth, d.backlog, func() float64 {
+		if d.health.Serving() && !d.stopping() {
+			return 1
+		}
+		return 0
+	})
+	d.health.SetCheck(d.problem)
 
 	// Signals first: a SIGTERM during a long model load must stop the load
 	// cleanly rather than kill the process with the default action.
@@ -298,7 +304,6 @@ func (d *Daemon) run(ctx context.Context) (err error) {
 	go func() { defer wg.Done(); d.encodeLoop(encCh) }()
 
 	d.health.SetReady()
-	d.metrics.Ready.Set(1)
 	d.notify.Ready(d.statusLine())
 	log.Info().Str("backend", d.backend.Name()).Str("model", info.Model).Str("preset", info.Preset).
 		Str("model_version", info.Version).Int("tile", cfg.Model.Tile).Msg("ready")
@@ -360,9 +365,6 @@ func (d *Daemon) beginDrain(why string) {
 		timeout := d.cfg.Load().Shutdown.DrainTimeout.Duration
 		d.log.Info().Str("reason", why).Dur("drain_timeout", timeout).Msg("draining")
 		d.health.SetNotReady("draining")
-		if d.metrics != nil {
-			d.metrics.Ready.Set(0)
-		}
 		// The timer exists before d.stop closes: run reads it after <-d.stop.
 		d.drainTimer = time.AfterFunc(timeout, func() {
 			d.log.Warn().Msg("drain timeout: cancelling the frame in flight")
@@ -523,6 +525,9 @@ func (d *Daemon) statusLine() string {
 }
 
 func (d *Daemon) statusWith(state string) string {
+	if p := d.problem(); p != "" && state != "stopped" {
+		state += " (" + p + ")"
+	}
 	s := fmt.Sprintf("%s; %d processed, %d failed, %d retried", state,
 		d.processed.Load(), d.failed.Load(), d.retried.Load())
 	s += fmt.Sprintf(", %d in inbox", int(d.backlog()))
@@ -551,14 +556,30 @@ func (d *Daemon) housekeeping(ctx context.Context) {
 	defer t.Stop()
 	lastStatus := ""
 	lastStatusAt := time.Time{}
+	lastIntake := ""
 	for {
-		if wd > 0 {
-			if stalled := d.clocks.stalled(wd); stalled == "" {
-				d.notify.Watchdog()
+		intake := d.intakeProblem()
+		if intake != lastIntake {
+			if intake != "" {
+				d.log.Error().Str("reason", intake).Msg("not ready: no new frame can be found")
 			} else {
+				d.log.Info().Msg("intake works again; ready")
+			}
+			lastIntake = intake
+		}
+		if wd > 0 {
+			stalled := d.clocks.stalled(wd)
+			switch {
+			case stalled != "":
 				// No ping: systemd restarts us after WatchdogSec. The frame
 				// in work/ is re-queued at start.
 				d.log.Error().Str("stage", stalled).Dur("watchdog", wd).Msg("frame loop made no progress; withholding watchdog ping")
+			case intake != "":
+				// No ping either: a restart recreates a removed inbox/;
+				// what it cannot fix stays visible in STATUS= and /readyz.
+				d.log.Error().Str("reason", intake).Dur("watchdog", wd).Msg("intake is failing; withholding watchdog ping")
+			default:
+				d.notify.Watchdog()
 			}
 		}
 		if time.Since(lastStatusAt) >= time.Second {
@@ -574,6 +595,34 @@ func (d *Daemon) housekeeping(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// problem is what /healthz and the watchdog check: "" while the daemon can
+// do its job, else why it cannot (a restart may help).
+func (d *Daemon) problem() string {
+	if p := d.intakeProblem(); p != "" {
+		return p
+	}
+	if wd := WatchdogInterval(); wd > 0 {
+		if s := d.clocks.stalled(wd); s != "" {
+			return fmt.Sprintf("the %s loop has made no progress for over %v", s, wd)
+		}
+	}
+	return ""
+}
+
+// intakeProblem is why intake cannot find new frames ("" when it can).
+func (d *Daemon) intakeProblem() string {
+	p := d.queued.Load()
+	if p == nil {
+		return ""
+	}
+	if h, ok := (*p).(interface{ Health() error }); ok {
+		if err := h.Health(); err != nil {
+			return "intake: " + err.Error()
+		}
+	}
+	return ""
 }
 
 // clocks track, per frame loop, since when it has worked without progress

@@ -80,6 +80,10 @@ type Stats struct {
 	Overflows    uint64 // inotify queue overflows seen
 	Missed       uint64 // times a file was left to a later scan (observation set full)
 	Polling      bool   // true when inotify is not in use
+	// ScanError is why the last scan of the inbox failed ("" when it
+	// worked): the inbox was removed, replaced or made unreadable. While
+	// it is set no new file can be found; the scan is retried every second.
+	ScanError string
 }
 
 // Watcher watches one inbox folder. Create it with New, start Run, read
@@ -175,6 +179,16 @@ func (w *Watcher) Done(name string) {
 // or next scan.
 func (w *Watcher) Forget(name string) { w.Done(name) }
 
+// Health is nil while the watcher can scan the inbox, else why it cannot
+// (the inbox was removed, replaced by a file, made unreadable): the daemon
+// is then not ready, since no new frame can be found.
+func (w *Watcher) Health() error {
+	if e := w.Stats().ScanError; e != "" {
+		return fmt.Errorf("cannot scan the inbox: %s", e)
+	}
+	return nil
+}
+
 // Stats returns a snapshot of the watcher's bookkeeping.
 func (w *Watcher) Stats() Stats {
 	w.statsMu.Lock()
@@ -229,7 +243,7 @@ type loop struct {
 	nextDue  time.Time // earliest checkAt among settling entries (may be early)
 	missed   bool      // a file was left out since the last scan
 	lastScan time.Time
-	scanErr  bool // last scan failed (logged once until it works again)
+	scanErr  error // why the last scan failed (logged once until it works again)
 	stats    Stats
 }
 
@@ -264,11 +278,22 @@ func (w *Watcher) Run(ctx context.Context) error {
 		events, errs = fsw.Events, fsw.Errors
 	}
 	watchLost := false
+	// rescan scans the inbox, first watching it again if its watch was
+	// lost (the folder was removed or renamed and may be back).
+	rescan := func(now time.Time) {
+		if watchLost && fsw != nil {
+			if err := fsw.Add(w.inbox); err == nil {
+				watchLost = false
+				w.log("info", "inbox folder is back; watching it again", "dir", w.inbox)
+			}
+		}
+		l.scan(now)
+	}
 
 	l.scan(time.Now())
 
-	rescan := time.NewTicker(w.opts.Rescan)
-	defer rescan.Stop()
+	rescanTick := time.NewTicker(w.opts.Rescan)
+	defer rescanTick.Stop()
 	wake := time.NewTimer(time.Hour)
 	defer wake.Stop()
 
@@ -284,6 +309,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 		if l.missed && l.nSettle <= w.opts.MaxSettling/2 {
 			at := l.lastScan.Add(l.earlyGap())
+			if wakeAt.IsZero() || at.Before(wakeAt) {
+				wakeAt = at
+			}
+		}
+		if l.scanErr != nil {
+			at := l.lastScan.Add(l.scanRetry())
 			if wakeAt.IsZero() || at.Before(wakeAt) {
 				wakeAt = at
 			}
@@ -323,6 +354,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 				if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
 					watchLost = true
 					w.log("error", "inbox folder was removed or renamed; retrying at each rescan", "dir", w.inbox)
+					l.scan(time.Now()) // says at once whether the inbox is still there
 				}
 				break
 			}
@@ -339,18 +371,15 @@ func (w *Watcher) Run(ctx context.Context) error {
 			} else {
 				w.log("error", "inotify error", "error", err.Error())
 			}
-		case <-rescan.C:
-			if watchLost && fsw != nil {
-				if err := fsw.Add(w.inbox); err == nil {
-					watchLost = false
-					w.log("info", "inbox folder is back; watching it again", "dir", w.inbox)
-				}
-			}
-			l.scan(time.Now())
+		case <-rescanTick.C:
+			rescan(time.Now())
 		case <-wakeC:
 			now := time.Now()
 			l.check(now)
-			if l.missed && l.nSettle <= w.opts.MaxSettling/2 && now.Sub(l.lastScan) >= l.earlyGap() {
+			switch {
+			case l.scanErr != nil && now.Sub(l.lastScan) >= l.scanRetry():
+				rescan(now)
+			case l.missed && l.nSettle <= w.opts.MaxSettling/2 && now.Sub(l.lastScan) >= l.earlyGap():
 				l.scan(now)
 			}
 		case <-w.doneKick:
@@ -645,8 +674,8 @@ func (l *loop) scan(now time.Time) {
 	if l.missed {
 		l.stats.Missed++
 	}
-	if l.scanErr && !failed {
-		l.scanErr = false
+	if l.scanErr != nil && !failed {
+		l.scanErr = nil
 		l.w.log("info", "inbox is readable again", "dir", l.w.inbox)
 	}
 	for _, s := range *h {
@@ -655,16 +684,24 @@ func (l *loop) scan(now time.Time) {
 }
 
 func (l *loop) scanFailed(err error) {
-	if !l.scanErr {
-		l.w.log("error", "cannot scan the inbox", "dir", l.w.inbox, "error", err.Error())
+	if l.scanErr == nil {
+		l.w.log("error", "cannot scan the inbox; no new file can be found until it can (retried every second)",
+			"dir", l.w.inbox, "error", err.Error())
 	}
-	l.scanErr = true
+	l.scanErr = err
 }
+
+// scanRetry is how soon a failed scan is tried again.
+func (l *loop) scanRetry() time.Duration { return min(time.Second, l.w.opts.Rescan) }
 
 func (l *loop) publish(w *Watcher) {
 	l.stats.Settling = l.nSettle
 	l.stats.Queued = len(l.queue)
 	l.stats.Delivered = len(l.pending) - l.nSettle - len(l.queue)
+	l.stats.ScanError = ""
+	if l.scanErr != nil {
+		l.stats.ScanError = l.scanErr.Error()
+	}
 	w.statsMu.Lock()
 	w.stats = l.stats
 	w.statsMu.Unlock()

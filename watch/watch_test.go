@@ -474,3 +474,40 @@ func TestRunTwice(t *testing.T) {
 	}
 	w.Done("x") // must not block after Run returned
 }
+
+// TestHealthWhileInboxGone: removing the inbox makes Health say so at once
+// (the watch sees the removal), and a long rescan period does not delay the
+// recovery: a failed scan is retried every second. Files dropped into the
+// new inbox are found.
+func TestHealthWhileInboxGone(t *testing.T) {
+	opts := Options{Settle: 50 * time.Millisecond, Rescan: time.Hour}
+	h := newHarness(t, "", opts)
+	h.start(opts)
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitFor("the first scan", func() bool { return h.w.Stats().Scans > 0 })
+	if err := h.w.Health(); err != nil {
+		t.Fatalf("Health at start: %v", err)
+	}
+	if err := os.Remove(h.inbox); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("Health to report the missing inbox", func() bool {
+		err := h.w.Health()
+		return err != nil && strings.Contains(err.Error(), "no such file")
+	})
+	if err := os.Mkdir(h.inbox, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("Health to recover", func() bool { return h.w.Health() == nil })
+	h.write("after.jpg", "x")
+	h.expect(10*time.Second, "after.jpg")
+}
