@@ -1,6 +1,7 @@
 package ort
 
 import (
+	"hidiffd/internal/tinyonnx"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,7 +25,7 @@ func TestInspectReadsContractAndMetadata(t *testing.T) {
 	}
 
 	// The same refusals as Open, before any library is involved.
-	bad := writeTinyModel(t, func(p, tr *tinyGraph) { tr.inputs[0].name = "image" })
+	bad := writeTinyModel(t, func(p, tr *tinyGraph) { tr.Inputs[0].Name = "image" })
 	if _, err := Inspect(bad); err == nil || !strings.Contains(err.Error(), `input "blur" missing`) {
 		t.Errorf("renamed input: %v", err)
 	}
@@ -43,7 +44,7 @@ func TestReadNodes(t *testing.T) {
 	for _, n := range nodes {
 		ops = append(ops, n.OpType)
 	}
-	// tinyGraph.encode: a Cast per input, ReduceMean, Add, a Cast per output.
+	// tinyonnx.Graph.Encode: a Cast per input, ReduceMean, Add, a Cast per output.
 	if got := strings.Join(ops, ","); got != "Cast,Cast,ReduceMean,Add,Cast" {
 		t.Fatalf("ops = %s", got)
 	}
@@ -54,8 +55,8 @@ func TestReadNodes(t *testing.T) {
 
 	// An unnamed node gets the ONNX parser's layer name; a truncated file
 	// is an error that names it.
-	unnamed := pb(nil).str(1, "x").str(2, "y").str(4, "Relu")
-	model := pb(nil).varint(1, 8).bytes(7, pb(nil).bytes(1, unnamed))
+	unnamed := tinyonnx.PB(nil).Str(1, "x").Str(2, "y").Str(4, "Relu")
+	model := tinyonnx.PB(nil).Varint(1, 8).Bytes(7, tinyonnx.PB(nil).Bytes(1, unnamed))
 	p := filepath.Join(t.TempDir(), "x.onnx")
 	if err := os.WriteFile(p, model, 0o644); err != nil {
 		t.Fatal(err)
