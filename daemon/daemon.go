@@ -64,6 +64,9 @@ type Options struct {
 	OnListen func(net.Addr)
 	// Clock replaces the system clock for the retry backoff (tests).
 	Clock Clock
+	// SkipWarmup skips the tile run through the network at start (tests
+	// whose fake network counts or holds its calls).
+	SkipWarmup bool
 }
 
 // maxModelLoad bounds how long start-up keeps asking systemd for more time
@@ -89,6 +92,7 @@ type Daemon struct {
 
 	backoff backoff
 	clocks  clocks
+	mem     memBudget
 
 	// loadDeadline (unix nanoseconds) is how long loadBackend keeps asking
 	// systemd for more start-up time; an engine build pushes it out.
@@ -168,6 +172,7 @@ func (d *Daemon) run(ctx context.Context) (err error) {
 		return 0
 	})
 	d.health.SetCheck(d.problem)
+	d.registerMemoryMetrics()
 
 	// Signals first: a SIGTERM during a long model load must stop the load
 	// cleanly rather than kill the process with the default action.
@@ -257,6 +262,20 @@ func (d *Daemon) run(ctx context.Context) (err error) {
 	pipe, err := deblur.NewPipeline(progressBackend{d.backend, &d.clocks.network}, d.pipelineOptions(cfg))
 	if err != nil {
 		return cfg.Errorf("model.tile", "%v", err)
+	}
+	// One tile through the network: the runtime's working memory for it is
+	// allocated now (and kept), so it is measured below as the model's,
+	// not charged to the first frame; the first frame is faster too.
+	if !d.opts.SkipWarmup {
+		d.warmUp(startCtx, pipe, cfg)
+		if startCtx.Err() != nil {
+			log.Info().Msg("stopped during start-up")
+			return nil
+		}
+	}
+	// What the model and runtime hold now is outside the frames' budget.
+	if err := d.measureFixed(); err != nil {
+		return err
 	}
 
 	// Intake.
@@ -411,6 +430,12 @@ func (d *Daemon) reload() {
 		_ = SetLevel(eff.Log.Level) // validated by Load
 	}
 	d.cfg.Store(eff)
+	if eff.Limits.MemoryMiB != old.Limits.MemoryMiB {
+		if c := d.memCapacity(); c < 64<<20 {
+			d.log.Error().Int("limits.memory_mib", eff.Limits.MemoryMiB).Str("model_and_runtime", mib(d.mem.fixed)).
+				Msg("the new memory budget leaves almost nothing for frames: every frame will go to failed/")
+		}
+	}
 	d.metrics.Reloads.WithLabelValues("ok").Inc()
 	var applied, restart []string
 	for _, c := range changes {

@@ -25,6 +25,26 @@ type frame struct {
 	out    deblur.Image
 	stats  deblur.Stats
 	decode time.Duration
+
+	cost     int64 // estimated peak memory, charged to the budget
+	reserved bool  // cost is charged: freeFrame gives it back
+}
+
+// freeFrame gives a frame's memory back to the budget once it has left the
+// pipeline (written, failed or returned to inbox/).
+//
+// The garbage collector is run at each point where a frame's big buffers
+// become garbage (here, after decoding, after the network): a large
+// allocation that follows would otherwise be made before the collector
+// catches up, and the process would briefly hold both. The buffers hold no
+// pointers, so a collection costs about a millisecond.
+func (d *Daemon) freeFrame(f *frame) {
+	if f.reserved {
+		f.reserved = false
+		runtime.GC()
+		d.mem.release(f.cost)
+		d.remeasure()
+	}
 }
 
 // Failure stages recorded in error.json and the failed-total metric, besides
@@ -71,6 +91,7 @@ func (d *Daemon) decodeLoop(netCh chan<- *frame) {
 		case netCh <- f:
 		case <-d.stop:
 			d.release(f.job, "draining before the network started")
+			d.freeFrame(f)
 			return
 		}
 	}
@@ -145,26 +166,84 @@ func (d *Daemon) claimAndDecode(name string) *frame {
 		d.log.Error().Str("name", name).Err(err).Dur("backoff", wait).Msg("claim failed; pausing intake")
 		return nil
 	}
+	if job.Name != job.Arrived {
+		d.log.Info().Str("name", job.Arrived).Str("as", job.Name).Msg("frame claimed under a new name (see README: Names)")
+	}
 	f := &frame{job: job, start: time.Now()}
-	t0 := time.Now()
-	img, err := safeDecode(job.Path, imageio.Limits{MaxPixels: cfg.Spool.MaxPixels})
-	f.decode = time.Since(t0)
+	lim := imageio.Limits{MaxPixels: cfg.Spool.MaxPixels}
+	// The header says how much memory the frame will take: it must fit
+	// the budget before a single pixel is decoded.
+	info, err := imageio.Probe(job.Path, lim)
 	if err != nil {
-		ie := imageio.AsError(err, imageio.StageDecode)
-		switch {
-		case ie.Code == imageio.CodeNotFound:
-			// Removed from work/ behind our back: nothing left to move.
-			d.log.Warn().Str("name", name).Str("reason", ie.Reason).Msg("claimed file vanished")
-		case transientRead(err):
-			d.retry(job, ie.Stage, err)
-		default:
-			d.fail(job, ie.Stage, ie.Reason)
-		}
+		d.readFailed(job, err)
+		return nil
+	}
+	f.cost = frameCost(info, cfg.Model.Tile)
+	if capacity := d.memCapacity(); f.cost > capacity {
+		d.fail(job, imageio.StageProbe, fmt.Sprintf("too large for the memory budget: needs an estimated %s (%s), "+
+			"more than the %s that limits.memory_mib = %d leaves beside the %s the model and runtime hold",
+			mib(f.cost), describeCost(info, cfg.Model.Tile), mib(capacity), cfg.Limits.MemoryMiB, mib(d.mem.fixed)))
+		return nil
+	}
+	if !d.reserveMemory(job.Name, f.cost) {
+		d.release(job, "draining while it waited for memory")
+		return nil
+	}
+	f.reserved = true
+	t0 := time.Now()
+	img, err := safeDecode(job.Path, lim)
+	f.decode = time.Since(t0)
+	runtime.GC() // the file's bytes and the decoder's image, before the next big buffer
+	if err != nil {
+		d.freeFrame(f)
+		d.readFailed(job, err)
 		return nil
 	}
 	f.img = img
 	d.metrics.observe(StageDecode, f.decode)
 	return f
+}
+
+// readFailed deals with a claimed frame that could not be probed or
+// decoded: gone, a passing trouble of the machine (retry), or the file's
+// fault (failed/).
+func (d *Daemon) readFailed(job *spool.Job, err error) {
+	ie := imageio.AsError(err, imageio.StageDecode)
+	switch {
+	case ie.Code == imageio.CodeNotFound:
+		// Removed from work/ behind our back: nothing left to move.
+		d.log.Warn().Str("name", job.Name).Str("reason", ie.Reason).Msg("claimed file vanished")
+	case transientRead(err):
+		d.retry(job, ie.Stage, err)
+	default:
+		d.fail(job, ie.Stage, ie.Reason)
+	}
+}
+
+// reserveMemory charges a frame's estimate to the budget, waiting while the
+// frames ahead of it leave too little. It returns false if the daemon
+// drains meanwhile.
+func (d *Daemon) reserveMemory(name string, cost int64) bool {
+	logged := false
+	for {
+		ok, freed := d.mem.tryReserve(cost, d.memCapacity())
+		if ok {
+			return true
+		}
+		if !logged {
+			logged = true
+			d.log.Info().Str("name", name).Str("estimate", mib(cost)).Str("in_flight", mib(d.mem.reserved())).
+				Str("for_frames", mib(d.memCapacity())).
+				Msg("waiting for memory: the frames ahead leave too little of limits.memory_mib for this one")
+		}
+		d.clocks.decode.idle() // waiting on the other loops is not a stall
+		select {
+		case <-freed:
+		case <-d.stop:
+			return false
+		}
+		d.clocks.decode.busy()
+	}
 }
 
 // transientRead picks the read errors that are the machine's, not the
@@ -204,6 +283,7 @@ func (d *Daemon) networkLoop(ctx context.Context, pipe *deblur.Pipeline, netCh <
 		if d.stopping() {
 			// Decoded but not started: not "in flight"; back to inbox/.
 			d.release(f.job, "draining before the network started")
+			d.freeFrame(f)
 			continue
 		}
 		cfg := d.cfg.Load()
@@ -225,9 +305,11 @@ func (d *Daemon) networkLoop(ctx context.Context, pipe *deblur.Pipeline, netCh <
 			default:
 				d.fail(f.job, stagePipeline, err.Error())
 			}
+			d.freeFrame(f)
 			continue
 		}
 		f.out, f.stats, f.img.Pix = out, st, nil // drop the input pixels early
+		runtime.GC()                             // and collect them before the encoder's image
 		d.metrics.observe(StagePrior, st.Prior)
 		d.metrics.observe(StageTransformer, st.Transform)
 		if st.NonFinite > 0 {
@@ -258,6 +340,8 @@ func (d *Daemon) encodeLoop(encCh <-chan *frame) {
 	for f := range encCh {
 		d.clocks.encode.busy()
 		d.writeAndFinish(f)
+		f.img, f.out.Pix = nil, nil
+		d.freeFrame(f)
 		d.clocks.encode.idle()
 	}
 }
