@@ -446,6 +446,13 @@ func (d *Daemon) reload() {
 			d.log.Warn().Str("key", c.Key).Str("running", c.Old).Str("file", c.New).
 				Msg("changed key needs a restart to take effect")
 		}
+		if c.Key == "model.dir" {
+			// Only a restart loads it: say now if that restart would fail.
+			if _, err := ort.Inspect(next.Model.Dir); err != nil {
+				d.log.Error().Err(next.Errorf("model.dir", "%v", err)).
+					Msg("the reloaded model.dir cannot be loaded: a restart would fail; the running model stays")
+			}
+		}
 	}
 	d.log.Info().Str("config", path).Strs("applied", applied).Strs("needs_restart", restart).Msg("configuration reloaded")
 }

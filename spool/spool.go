@@ -161,6 +161,11 @@ func Open(root string, opts Options) (*Spool, error) {
 		return nil, errors.New("spool: empty root path")
 	}
 	root = filepath.Clean(root)
+	// Before anything is created: a spool inside another one's folders
+	// would have its files claimed, moved or failed by the other daemon.
+	if err := checkNotNested(root); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(root, dirMode); err != nil {
 		return nil, fmt.Errorf("spool: create root %s: %w", root, err)
 	}
@@ -205,6 +210,56 @@ func Open(root string, opts Options) (*Spool, error) {
 		s.dirs[state] = dir
 	}
 	return s, nil
+}
+
+// checkNotNested refuses a root inside another spool (an ancestor folder
+// holds a spool's lock file and its five folders) and a root whose state
+// folders hold another spool one level down.
+func checkNotNested(root string) error {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return fmt.Errorf("spool: %s: %w", root, err)
+	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = real
+	}
+	for dir := filepath.Dir(abs); ; dir = filepath.Dir(dir) {
+		if isSpool(dir) {
+			where, _ := filepath.Rel(dir, abs)
+			return fmt.Errorf("spool: %s is inside the spool %s (at %s): another daemon's spool would take, move or fail "+
+				"this one's files; choose a folder outside it", root, dir, where)
+		}
+		if parent := filepath.Dir(dir); parent == dir {
+			break
+		}
+	}
+	for _, state := range States {
+		entries, err := os.ReadDir(filepath.Join(abs, state))
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if e.IsDir() && isSpool(filepath.Join(abs, state, e.Name())) {
+				return fmt.Errorf("spool: %s holds another spool in %s/%s: this daemon would take, move or fail its files; "+
+					"move that spool out first", root, state, e.Name())
+			}
+		}
+	}
+	return nil
+}
+
+// isSpool reports whether dir is a spool root: the lock file and the five
+// state folders.
+func isSpool(dir string) bool {
+	if _, err := os.Lstat(filepath.Join(dir, lockName)); err != nil {
+		return false
+	}
+	for _, state := range States {
+		if fi, err := os.Stat(filepath.Join(dir, state)); err != nil || !fi.IsDir() {
+			return false
+		}
+	}
+	return true
 }
 
 // probeWritable creates and removes a dotfile: access(2) would say yes to

@@ -774,3 +774,28 @@ func TestLongNames(t *testing.T) {
 		}
 	}
 }
+
+// TestNestedSpoolRefused: a second spool root inside the first one's done/
+// (or any of its folders) is refused before a folder is created there, and
+// so is a root whose folders already hold a spool.
+func TestNestedSpoolRefused(t *testing.T) {
+	outer := openTest(t, Options{Lock: true})
+	inner := filepath.Join(outer.Dir(Done), "second")
+	_, err := Open(inner, Options{Lock: true})
+	if err == nil || !strings.Contains(err.Error(), "is inside the spool "+outer.Root()) {
+		t.Fatalf("nested root: %v", err)
+	}
+	if _, serr := os.Stat(inner); !errors.Is(serr, fs.ErrNotExist) {
+		t.Errorf("the refused root was created: %v", serr)
+	}
+	// The other way round: a spool already inside inbox/ of a new root.
+	root := filepath.Join(t.TempDir(), "outer")
+	in, err := Open(filepath.Join(root, Inbox, "sub"), Options{Lock: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.Close()
+	if _, err := Open(root, Options{}); err == nil || !strings.Contains(err.Error(), "holds another spool in inbox/sub") {
+		t.Fatalf("root holding a spool: %v", err)
+	}
+}
