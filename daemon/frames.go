@@ -348,7 +348,13 @@ func (d *Daemon) encodeLoop(encCh <-chan *frame) {
 
 func (d *Daemon) writeAndFinish(f *frame) {
 	cfg := d.cfg.Load()
-	out := &imageio.Image{W: f.out.W, H: f.out.H, Pix: f.out.Pix, Format: f.img.Format, BitDepth: f.img.BitDepth}
+	// The name decides the output's format (see imageio.OutputFormat).
+	format := imageio.OutputFormat(f.job.Name, f.img.Format)
+	if format != f.img.Format {
+		d.log.Info().Str("name", f.job.Name).Str("content", f.img.Format).Str("written_as", format).
+			Msg("the file's content does not match its name; the output is written in the format its name says")
+	}
+	out := &imageio.Image{W: f.out.W, H: f.out.H, Pix: f.out.Pix, Format: format, BitDepth: f.img.BitDepth}
 	t0 := time.Now()
 	err := d.spool.WriteOutput(f.job, func(file *os.File) error {
 		bw := bufio.NewWriterSize(file, 1<<20)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"image"
 	_ "image/jpeg"
+	_ "image/png"
 	"os"
 	"path/filepath"
 	"sort"
@@ -128,4 +129,30 @@ func TestSameNameFramesKeepEveryOutput(t *testing.T) {
 			t.Errorf("an output was replaced: %s", l)
 		}
 	}
+}
+
+// TestOutputFormatFollowsTheName: a PNG named .jpg is written as a JPEG
+// under that name, a JPEG named .png as a PNG: the name and the bytes of
+// an output always agree.
+func TestOutputFormatFollowsTheName(t *testing.T) {
+	in := start(t, setup{})
+	in.waitReady()
+	in.drop("p.jpg", testPNG(t, 40, 30))
+	in.drop("j.png", testJPEG(t, 40, 30))
+	in.eventually(10*time.Second, "both written", func() bool { return in.has("done", "p.jpg") && in.has("done", "j.png") })
+	for name, want := range map[string]string{"p.jpg": "jpeg", "j.png": "png"} {
+		f, err := os.Open(filepath.Join(in.dir("out"), name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, format, err := image.DecodeConfig(f)
+		f.Close()
+		if err != nil || format != want {
+			t.Errorf("out/%s is %q (%v), want %s", name, format, err, want)
+		}
+	}
+	if n := len(in.logs.lines("the file's content does not match its name; the output is written in the format its name says")); n != 2 {
+		t.Errorf("%d log lines about the mismatch, want 2", n)
+	}
+	in.stop()
 }

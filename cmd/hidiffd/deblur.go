@@ -239,7 +239,7 @@ func deblurOne(ctx context.Context, pipe *deblur.Pipeline, in, dst string, lim i
 	}
 	r.st = st
 	t1 := time.Now()
-	res := &imageio.Image{W: out.W, H: out.H, Pix: out.Pix, Format: img.Format, BitDepth: img.BitDepth}
+	res := &imageio.Image{W: out.W, H: out.H, Pix: out.Pix, Format: imageio.OutputFormat(dst, img.Format), BitDepth: img.BitDepth}
 	if err := writeAtomic(dst, func(w io.Writer) error { return imageio.Encode(w, res, eo) }); err != nil {
 		return r, err
 	}
