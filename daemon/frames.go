@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -154,6 +155,7 @@ func (d *Daemon) nextName(ready <-chan string, held *[]string) (string, bool) {
 // with here (gone, failed, released).
 func (d *Daemon) claimAndDecode(name string) *frame {
 	cfg := d.cfg.Load()
+	judged := d.judged(name)
 	job, err := d.spool.Claim(name)
 	d.intake.Done(name) // claimed or gone: the watcher may forget it
 	switch {
@@ -169,13 +171,24 @@ func (d *Daemon) claimAndDecode(name string) *frame {
 	if job.Name != job.Arrived {
 		d.log.Info().Str("name", job.Arrived).Str("as", job.Name).Msg("frame claimed under a new name (see README: Names)")
 	}
+	claimed, _ := os.Lstat(job.Path)
+	if judged != nil && claimed != nil && (claimed.Size() != judged.size || !claimed.ModTime().Equal(judged.mtime)) {
+		// Written to since intake judged it complete: a writer that paused
+		// for longer than spool.settle. Back to inbox/ to settle again.
+		d.log.Info().Str("name", job.Name).Int64("judged_size", judged.size).Int64("size", claimed.Size()).
+			Msg("file changed after intake judged it complete (still being written?); returned to inbox/ to settle again")
+		d.releaseQuiet(job)
+		return nil
+	}
 	f := &frame{job: job, start: time.Now()}
 	lim := imageio.Limits{MaxPixels: cfg.Spool.MaxPixels}
 	// The header says how much memory the frame will take: it must fit
 	// the budget before a single pixel is decoded.
 	info, err := imageio.Probe(job.Path, lim)
 	if err != nil {
-		d.readFailed(job, err)
+		if !d.stillWriting(job, claimed, err) {
+			d.readFailed(job, err)
+		}
 		return nil
 	}
 	f.cost = frameCost(info, cfg.Model.Tile)
@@ -196,12 +209,68 @@ func (d *Daemon) claimAndDecode(name string) *frame {
 	runtime.GC() // the file's bytes and the decoder's image, before the next big buffer
 	if err != nil {
 		d.freeFrame(f)
-		d.readFailed(job, err)
+		if !d.stillWriting(job, claimed, err) {
+			d.readFailed(job, err)
+		}
 		return nil
 	}
 	f.img = img
 	d.metrics.observe(StageDecode, f.decode)
 	return f
+}
+
+// judgedAt is what intake saw of a file when it judged it complete.
+type judgedAt struct {
+	size  int64
+	mtime time.Time
+}
+
+// judged asks intake what a file looked like when it was judged complete
+// (nil if intake does not say).
+func (d *Daemon) judged(name string) *judgedAt {
+	o, ok := d.intake.(interface {
+		Observed(string) (int64, time.Time, bool)
+	})
+	if !ok {
+		return nil
+	}
+	size, mtime, ok := o.Observed(name)
+	if !ok {
+		return nil
+	}
+	return &judgedAt{size, mtime}
+}
+
+// stillWriting gives a frame that looks cut short (empty, truncated,
+// corrupt) one more spool.settle: if it changes meanwhile, its writer had
+// only paused, and the frame goes back to inbox/ to settle again instead of
+// to failed/ (where the writer would go on writing). It reports whether it
+// put the frame back.
+func (d *Daemon) stillWriting(job *spool.Job, claimed os.FileInfo, err error) bool {
+	switch imageio.AsError(err, imageio.StageDecode).Code {
+	case imageio.CodeEmpty, imageio.CodeTruncated, imageio.CodeCorrupt:
+	default:
+		return false
+	}
+	if claimed == nil {
+		return false
+	}
+	settle := d.cfg.Load().Spool.Settle.Duration
+	d.log.Debug().Str("name", job.Name).Dur("settle", settle).Msg("frame looks cut short; waiting one settle period to see whether it is still being written")
+	d.clocks.decode.idle()
+	select {
+	case <-d.opts.Clock.After(settle):
+	case <-d.stop:
+	}
+	d.clocks.decode.busy()
+	now, serr := os.Lstat(job.Path)
+	if serr != nil || (now.Size() == claimed.Size() && now.ModTime().Equal(claimed.ModTime())) {
+		return false
+	}
+	d.log.Info().Str("name", job.Name).Int64("size_at_claim", claimed.Size()).Int64("size", now.Size()).
+		Msg("file is still being written; returned to inbox/ to settle again")
+	d.releaseQuiet(job)
+	return true
 }
 
 // readFailed deals with a claimed frame that could not be probed or
@@ -216,7 +285,11 @@ func (d *Daemon) readFailed(job *spool.Job, err error) {
 	case transientRead(err):
 		d.retry(job, ie.Stage, err)
 	default:
-		d.fail(job, ie.Stage, ie.Reason)
+		reason := ie.Reason
+		if ie.Code == imageio.CodeNotRegular && strings.HasSuffix(reason, "directory") {
+			reason += " (a folder is not a frame: put the images themselves into inbox/; it was moved here once nothing in it had changed for spool.settle)"
+		}
+		d.fail(job, ie.Stage, reason)
 	}
 }
 
