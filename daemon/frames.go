@@ -215,6 +215,9 @@ func (d *Daemon) claimAndDecode(name string) *frame {
 		return nil
 	}
 	f.img = img
+	for _, what := range img.Dropped {
+		d.log.Warn().Str("name", job.Name).Str("dropped", what).Msg("part of the image is not carried into the result")
+	}
 	d.metrics.observe(StageDecode, f.decode)
 	return f
 }

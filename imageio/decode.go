@@ -18,6 +18,9 @@ type Image struct {
 	Pix      []float32 // len 3*W*H
 	Format   string    // FormatJPEG or FormatPNG
 	BitDepth int       // 8 or 16 per channel
+	// Dropped says what of the file the result will not carry (alpha,
+	// animation frames, a PNG's eXIf orientation), one sentence each.
+	Dropped []string
 }
 
 // NewImage allocates a zeroed image.
@@ -106,5 +109,6 @@ func DecodeBytes(data []byte, lim Limits) (*Image, error) {
 	img, depth := toPlanar(src, info.Orientation)
 	img.Format = info.Format
 	img.BitDepth = depth
+	img.Dropped = dropped(data, info.Format, src)
 	return img, nil
 }

@@ -128,6 +128,14 @@ func runDeblur(ctx context.Context, args []string) int {
 		}
 		r, err := deblurOne(ctx, pipe, in, dst,
 			mf.limits(), imageio.EncodeOptions{Quality: *quality})
+		for _, what := range r.dropped {
+			if bar != nil {
+				bar.Clear()
+				fmt.Fprintf(os.Stderr, "%s: not carried into the result: %s\n", in, what)
+			} else {
+				log.Warn().Str("name", name).Str("path", in).Str("dropped", what).Msg("part of the image is not carried into the result")
+			}
+		}
 		if err != nil {
 			reportFailure(bar, log, in, err)
 			failed++
@@ -217,6 +225,7 @@ func (f *modelFlags) limits() imageio.Limits { return imageio.Limits{MaxPixels: 
 
 type oneResult struct {
 	out                   string
+	dropped               []string // what the result does not carry (imageio.Image.Dropped)
 	w, h                  int
 	st                    deblur.Stats
 	decode, encode, total time.Duration
@@ -232,7 +241,7 @@ func deblurOne(ctx context.Context, pipe *deblur.Pipeline, in, dst string, lim i
 		return r, err
 	}
 	r.decode = time.Since(t0)
-	r.w, r.h, r.out = img.W, img.H, dst
+	r.w, r.h, r.out, r.dropped = img.W, img.H, dst, img.Dropped
 	out, st, err := pipe.Run(ctx, deblur.Image{W: img.W, H: img.H, Pix: img.Pix})
 	if err != nil {
 		return r, err
