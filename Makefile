@@ -13,7 +13,7 @@ PRESETS := s gopro realblur
 ENGINE_SRC := $(wildcard engine_build/*.py engine_build/arch/*.py)
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all deps setup ort models build build-tensorrt test test-go test-python vet run bench clean
+.PHONY: all deps setup ort models build build-tensorrt test test-go test-python vet run bench fault-run clean
 
 all: build
 
@@ -63,6 +63,13 @@ run: setup build
 
 bench: setup build models
 	scripts/bench.sh
+
+## The long fault run (not part of `make test`: about ten minutes): the real
+## binary SIGKILLed 200 times over a mixed stream with same-name frames,
+## invariants checked after every kill (test/crash/fault_test.go). Knobs:
+## HIDIFFD_FAULT_FILES, HIDIFFD_FAULT_KILLS, HIDIFFD_FAULT_SEED.
+fault-run: setup models
+	HIDIFFD_TEST_MODELS=$(CURDIR)/$(MODELS) HIDIFFD_FAULT_RUN=1 $(GO) test -count=1 -timeout 90m -run '^TestFaultRun$$' -v ./test/crash/
 
 clean:
 	rm -rf build
