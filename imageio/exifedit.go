@@ -1,8 +1,10 @@
 package imageio
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"sort"
 )
 
@@ -51,6 +53,7 @@ type exifEdit struct {
 	bo      binary.ByteOrder
 	ifds    map[string]uint64 // offset of each IFD walked
 	visited map[uint64]string
+	tables  []span // IFD tables walked (they must not overlap)
 	kept    []span // bytes still referenced: IFD tables and their values
 	entries int    // entries kept in all IFDs walked
 	mnote   int    // maker note bytes (0: none)
@@ -108,8 +111,10 @@ func editEXIF(src []byte, applied int, software string) (*exifResult, error) {
 
 	if software != "" {
 		r.oldSoftware = e.rebuildIFD0(ifd0, software)
+	} else {
+		e.zeroStrayJPEGs()
+		e.trimTail()
 	}
-	e.trimTail()
 	r.tiff, r.problems, r.changes = e.t, e.problems, e.changes
 	return r, nil
 }
@@ -133,13 +138,20 @@ func (e *exifEdit) walk(name string, off uint64) error {
 	if end > size {
 		return fmt.Errorf("%s at offset %d: %d entries run past the end of the %d-byte EXIF block", name, off, n, size)
 	}
+	for _, tb := range e.tables {
+		if off < tb.b && tb.a < end {
+			return fmt.Errorf("%s at offset %d overlaps %s", name, off, e.visited[tb.a])
+		}
+	}
 	e.visited[off] = name
 	e.ifds[name] = off
+	e.tables = append(e.tables, span{off, end})
 	e.kept = append(e.kept, span{off, end})
 	var drop []uint64
 	for k := uint64(0); k < n; k++ {
 		p := off + 2 + 12*k
 		tag, typ, cnt := e.u16(p), e.u16(p+2), uint64(e.u32(p+4))
+		var val span // out-of-line value, kept with the entry
 		if typ >= 1 && typ <= 13 {
 			if vs := cnt * tiffTypeSize[typ]; vs > 4 {
 				vo := uint64(e.u32(p + 8))
@@ -148,10 +160,7 @@ func (e *exifEdit) walk(name string, off uint64) error {
 					drop = append(drop, p)
 					continue
 				}
-				e.kept = append(e.kept, span{vo, vo + vs})
-				if tag == tagMakerNote {
-					e.mnote = int(vs)
-				}
+				val = span{vo, vo + vs}
 			}
 		}
 		if sub, ok := subIFDs[name][tag]; ok {
@@ -164,6 +173,12 @@ func (e *exifEdit) walk(name string, off uint64) error {
 				e.problems = append(e.problems, fmt.Sprintf("EXIF %s dropped: %v", sub, err))
 				drop = append(drop, p)
 				continue
+			}
+		}
+		if val.b > 0 {
+			e.kept = append(e.kept, val)
+			if tag == tagMakerNote {
+				e.mnote = int(val.b - val.a)
 			}
 		}
 		e.entries++
@@ -182,6 +197,11 @@ func (e *exifEdit) removeEntries(off uint64, drop []uint64) {
 		copy(e.t[p:], e.t[p+12:end])
 		clear(e.t[end-12 : end])
 		e.bo.PutUint16(e.t[off:], uint16(n-1))
+		for i, k := range e.kept {
+			if k == (span{off, end}) {
+				e.kept[i].b = end - 12
+			}
+		}
 	}
 }
 
@@ -196,8 +216,12 @@ func (e *exifEdit) find(off uint64, tag uint16) (uint64, bool) {
 	return 0, false
 }
 
-// scalar reads a SHORT or LONG count-1 value held in the entry.
+// scalar reads a SHORT or LONG count-1 value held in the entry (0 for
+// any other entry).
 func (e *exifEdit) scalar(p uint64) uint32 {
+	if e.u32(p+4) != 1 {
+		return 0
+	}
 	switch e.u16(p + 2) {
 	case 3:
 		return uint32(e.u16(p + 8))
@@ -208,6 +232,9 @@ func (e *exifEdit) scalar(p uint64) uint32 {
 }
 
 func (e *exifEdit) setScalar(p uint64, v uint32) {
+	if e.u32(p+4) != 1 {
+		return
+	}
 	switch e.u16(p + 2) {
 	case 3:
 		e.bo.PutUint16(e.t[p+8:], uint16(v))
@@ -222,7 +249,7 @@ func (e *exifEdit) setScalar(p uint64, v uint32) {
 func (e *exifEdit) swap(off uint64, a, b uint16) {
 	pa, okA := e.find(off, a)
 	pb, okB := e.find(off, b)
-	if !okA || !okB {
+	if !okA || !okB || e.u32(pa+4) != 1 || e.u32(pb+4) != 1 {
 		return
 	}
 	va, vb := e.scalar(pa), e.scalar(pb)
@@ -308,6 +335,39 @@ func (e *exifEdit) dropIFD1(ifd0 uint64) int {
 	return bytes
 }
 
+// zeroStrayJPEGs zeroes embedded JPEG images (SOI to EOI) in the bytes no
+// kept structure references: a thumbnail whose IFD1 pointer was broken, or
+// a preview some writer left behind. Unreferenced, no reader shows them,
+// but they are still pictures of the blurry frame in the file.
+func (e *exifEdit) zeroStrayJPEGs() {
+	ks := slices.Clone(e.kept)
+	sort.Slice(ks, func(i, j int) bool { return ks[i].a < ks[j].a })
+	var pos uint64
+	gap := func(a, b uint64) {
+		for a+3 <= b {
+			i := bytes.Index(e.t[a:b], []byte{0xFF, 0xD8, 0xFF})
+			if i < 0 {
+				return
+			}
+			s := a + uint64(i)
+			end := b
+			if j := bytes.Index(e.t[s:b], []byte{0xFF, 0xD9}); j >= 0 {
+				end = s + uint64(j) + 2
+			}
+			clear(e.t[s:end])
+			e.changes = append(e.changes, fmt.Sprintf("EXIF unreferenced embedded JPEG zeroed (%d bytes at offset %d)", end-s, s))
+			a = end
+		}
+	}
+	for _, k := range ks {
+		if k.a > pos {
+			gap(pos, min(k.a, uint64(len(e.t))))
+		}
+		pos = max(pos, k.b)
+	}
+	gap(pos, uint64(len(e.t)))
+}
+
 func (e *exifEdit) overlapsKept(f span) bool {
 	for _, k := range e.kept {
 		if f.a < k.b && k.a < f.b {
@@ -326,26 +386,38 @@ func (e *exifEdit) rebuildIFD0(ifd0 uint64, software string) string {
 	type entry [12]byte
 	var ents []entry
 	old := ""
+	unused := []span{oldTable}
 	for k := uint64(0); k < n; k++ {
 		p := ifd0 + 2 + 12*k
 		var en entry
 		copy(en[:], e.t[p:p+12])
 		if e.u16(p) == tagSoftware {
 			old = e.ascii(p)
+			if typ, cnt := e.u16(p+2), uint64(e.u32(p+4)); typ >= 1 && typ <= 13 && cnt*tiffTypeSize[typ] > 4 {
+				vo := uint64(e.u32(p + 8))
+				unused = append(unused, span{vo, vo + cnt*tiffTypeSize[typ]})
+			}
 			continue
 		}
 		ents = append(ents, en)
 	}
-	// The old table is no longer referenced; take it out of the kept
-	// spans so the tail can be trimmed, and zero it.
-	kept := e.kept[:0]
-	for _, k := range e.kept {
-		if k != oldTable {
-			kept = append(kept, k)
+	// The old table and Software text are no longer referenced: take them
+	// out of the kept spans so the tail can be trimmed, and zero them
+	// where nothing else uses the bytes.
+	for _, u := range unused {
+		for i, k := range e.kept {
+			if k == u {
+				e.kept = append(e.kept[:i], e.kept[i+1:]...)
+				break
+			}
 		}
 	}
-	e.kept = kept
-	clear(e.t[oldTable.a:oldTable.b])
+	for _, u := range unused {
+		if !e.overlapsKept(u) {
+			clear(e.t[u.a:u.b])
+		}
+	}
+	e.zeroStrayJPEGs()
 	e.trimTail()
 	if len(e.t)%2 == 1 {
 		e.t = append(e.t, 0)
