@@ -85,6 +85,13 @@ func ExtractMetadata(data []byte) (*Metadata, error) {
 	}
 	sum := sha256.Sum256(data)
 	m := &Metadata{Format: format, Applied: 1, SourceSize: int64(len(data)), SourceSHA256: hex.EncodeToString(sum[:])}
+	defer func() {
+		// A bug here must cost the metadata, never the frame.
+		if r := recover(); r != nil {
+			*m = Metadata{Format: format, Applied: 1, SourceSize: m.SourceSize, SourceSHA256: m.SourceSHA256,
+				Problems: []string{fmt.Sprintf("all metadata dropped: the reader failed (%v)", r)}}
+		}
+	}()
 	if format == FormatJPEG {
 		m.readJPEG(data)
 	} else {

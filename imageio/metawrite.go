@@ -44,8 +44,19 @@ const (
 // (EXIF Software, the hidiffd XMP properties, PNG Software text), also when
 // the source had no metadata at all. src may be nil (no source metadata).
 // It never fails: what cannot be carried is in the report.
-func PrepareMetadata(src *Metadata, format string, prov *Provenance, keep bool) *OutputMetadata {
-	om := &OutputMetadata{format: format}
+func PrepareMetadata(src *Metadata, format string, prov *Provenance, keep bool) (om *OutputMetadata) {
+	if keep {
+		// A bug in the editors must cost the source's metadata, never the
+		// frame: fall back to the provenance alone.
+		defer func() {
+			if r := recover(); r != nil {
+				om = PrepareMetadata(src, format, prov, false)
+				om.Report.Omitted = nil
+				om.Report.Problems = []string{fmt.Sprintf("source metadata dropped: the editor failed (%v)", r)}
+			}
+		}()
+	}
+	om = &OutputMetadata{format: format}
 	r := &om.Report
 	if src == nil || !keep {
 		src = &Metadata{Applied: 1, SourceSHA256: srcSHA(src)}
