@@ -3,6 +3,7 @@ package daemon
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -130,12 +131,12 @@ func NewSidecar(name, output string, img *imageio.Image, prov *imageio.Provenanc
 }
 
 // Write writes the sidecar as indented JSON.
-func (sc *Sidecar) Write(f *os.File) error {
+func (sc *Sidecar) Write(w io.Writer) error {
 	b, err := json.MarshalIndent(sc, "", "  ")
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(append(b, '\n'))
+	_, err = w.Write(append(b, '\n'))
 	return err
 }
 

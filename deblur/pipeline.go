@@ -135,6 +135,9 @@ func (p *Pipeline) SetOptions(opts Options) error {
 // Options returns the current options.
 func (p *Pipeline) Options() Options { return p.opts }
 
+// Backend is the backend the pipeline runs.
+func (p *Pipeline) Backend() Backend { return p.b }
+
 func (p *Pipeline) padMultiple() int {
 	if p.info.PadMultiple < 1 {
 		return 1
