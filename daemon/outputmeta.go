@@ -132,12 +132,10 @@ func NewSidecar(name, output string, img *imageio.Image, prov *imageio.Provenanc
 
 // Write writes the sidecar as indented JSON.
 func (sc *Sidecar) Write(w io.Writer) error {
-	b, err := json.MarshalIndent(sc, "", "  ")
-	if err != nil {
-		return err
-	}
-	_, err = w.Write(append(b, '\n'))
-	return err
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // "6 -> 1", not "6 -\u003e 1"
+	enc.SetIndent("", "  ")
+	return enc.Encode(sc)
 }
 
 // encodeOptions is how the frame loop encodes f: the configured quality and
