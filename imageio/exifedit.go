@@ -96,9 +96,14 @@ func editEXIF(src []byte, applied int, software string) (*exifResult, error) {
 
 	if p, ok := e.find(ifd0, tagOrientation); ok {
 		r.orientation = int(e.scalar(p))
-		if applied > 1 && r.orientation != 1 {
+		switch {
+		case applied > 1 && r.orientation != 1:
 			e.setScalar(p, 1)
 			e.changes = append(e.changes, fmt.Sprintf("EXIF Orientation %d -> 1 (the pixels are rotated)", r.orientation))
+		case r.orientation < 1 || r.orientation > 8:
+			// Decoding took it as 1 (no rotation): say so.
+			e.setScalar(p, 1)
+			e.changes = append(e.changes, fmt.Sprintf("EXIF Orientation %d (not 1..8) -> 1", r.orientation))
 		}
 	}
 	if applied >= 5 && applied <= 8 {

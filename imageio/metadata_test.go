@@ -126,33 +126,63 @@ func makerNoteText(t []byte) (string, error) {
 }
 
 // exiftool runs exiftool's validator on a file when exiftool is installed
-// (scripts/setup-deps.sh installs it) and returns its tags as "Group:Tag" ->
-// value; it fails the test on any warning or error.
+// (scripts/setup-deps.sh installs it) and returns its tags as "[Group] Tag"
+// -> value; it fails the test on any warning or error.
 func exiftool(t *testing.T, data []byte, ext string) map[string]string {
+	t.Helper()
+	return exiftoolAll(t, map[string][]byte{"f." + ext: data})["f."+ext]
+}
+
+// exiftoolAll is exiftool for many files in one run (it is slow to start).
+func exiftoolAll(t *testing.T, files map[string][]byte) map[string]map[string]string {
 	t.Helper()
 	bin, err := exec.LookPath("exiftool")
 	if err != nil {
 		t.Log("exiftool not installed: skipping its validation")
 		return nil
 	}
-	p := filepath.Join(t.TempDir(), "f."+ext)
-	os.WriteFile(p, data, 0o644)
-	out, err := exec.Command(bin, "-a", "-u", "-G1", "-s", "-all", "-validate", "-warning", p).CombinedOutput()
+	dir := t.TempDir()
+	args := []string{"-a", "-u", "-G1", "-s", "-all", "-validate", "-warning"}
+	byPath := map[string]string{}
+	for name, data := range files {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, data, 0o644)
+		args = append(args, p)
+		byPath[p] = name
+	}
+	out, err := exec.Command(bin, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("exiftool: %v\n%s", err, out)
 	}
-	got := map[string]string{}
+	res := map[string]map[string]string{}
+	cur := ""
+	if len(files) == 1 {
+		for _, n := range byPath {
+			cur = n
+		}
+		res[cur] = map[string]string{}
+	}
 	for _, l := range strings.Split(string(out), "\n") {
-		k, v, ok := strings.Cut(l, ":")
-		if !ok {
+		if p, ok := strings.CutPrefix(l, "======== "); ok {
+			cur = byPath[p]
+			res[cur] = map[string]string{}
 			continue
 		}
-		got[strings.Join(strings.Fields(k), " ")] = strings.TrimSpace(v)
+		k, v, ok := strings.Cut(l, ":")
+		if !ok || cur == "" {
+			continue
+		}
+		res[cur][strings.Join(strings.Fields(k), " ")] = strings.TrimSpace(v)
 	}
-	if got["[ExifTool] Validate"] != "OK" {
-		t.Errorf("exiftool -validate:\n%s", out)
+	for name, tags := range res {
+		if tags["[ExifTool] Validate"] != "OK" {
+			t.Errorf("exiftool -validate %s: %s, %s", name, tags["[ExifTool] Validate"], tags["[ExifTool] Warning"])
+		}
 	}
-	return got
+	if len(res) != len(files) {
+		t.Errorf("exiftool read %d of %d files:\n%s", len(res), len(files), out)
+	}
+	return res
 }
 
 func cameraJPEG(bo binary.ByteOrder, o uint16, w, h int, extra ...[]byte) []byte {
@@ -275,6 +305,7 @@ func photoshopResources() []byte {
 // size is the output's, and the pixels are today's.
 func TestOrientationsOutputIsUpright(t *testing.T) {
 	const w, h = 40, 24
+	outs := map[string][]byte{}
 	for o := uint16(1); o <= 8; o++ {
 		t.Run(fmt.Sprint(o), func(t *testing.T) {
 			in := cameraJPEG(binary.BigEndian, o, w, h)
@@ -303,8 +334,13 @@ func TestOrientationsOutputIsUpright(t *testing.T) {
 			if (o != 1) != strings.Contains(changed, fmt.Sprintf("Orientation %d -> 1", o)) {
 				t.Errorf("report: %s", changed)
 			}
-			exiftool(t, out, "jpg")
+			outs[fmt.Sprintf("o%d.jpg", o)] = out
 		})
+	}
+	for name, tags := range exiftoolAll(t, outs) {
+		if tags["[IFD0] Orientation"] != "Horizontal (normal)" || tags["[IFD1] ThumbnailImage"] != "" {
+			t.Errorf("exiftool %s: orientation %q, thumbnail %q", name, tags["[IFD0] Orientation"], tags["[IFD1] ThumbnailImage"])
+		}
 	}
 }
 
@@ -444,4 +480,17 @@ func TestReprocessedOutput(t *testing.T) {
 		t.Errorf("second pass grew the file from %d to %d bytes", len(out1), len(out2))
 	}
 	exiftool(t, out2, "jpg")
+}
+
+// TestInvalidOrientationBecomesOne: an Orientation outside 1..8 is decoded
+// as 1 (no rotation), so the output says 1.
+func TestInvalidOrientationBecomesOne(t *testing.T) {
+	for _, o := range []uint16{0, 9, 300} {
+		in := metatest.JPEG(metatest.Picture(20, 10), 90, metatest.EXIFSegment(metatest.CameraEXIF(binary.BigEndian, o, 20, 10)))
+		out, plain, rep := process(t, in, testProv, true)
+		samePixels(t, out, plain)
+		if got := flatEXIF(t, out); got["IFD/Orientation"] != "[1]" || got["IFD/Exif/PixelXDimension"] != "[20]" {
+			t.Errorf("orientation %d: output %s, width %s (%q)", o, got["IFD/Orientation"], got["IFD/Exif/PixelXDimension"], rep.Changed)
+		}
+	}
 }
