@@ -207,17 +207,23 @@ func (d *Daemon) encodeLoop(encCh <-chan *frame) {
 }
 
 func (d *Daemon) writeAndFinish(f *frame) {
-	cfg := d.cfg.Load()
 	out := &imageio.Image{W: f.out.W, H: f.out.H, Pix: f.out.Pix, Format: f.img.Format, BitDepth: f.img.BitDepth}
 	t0 := time.Now()
+	eo, prov := d.encodeOptions(f)
 	err := d.spool.WriteOutput(f.job, func(file *os.File) error {
 		bw := bufio.NewWriterSize(file, 1<<20)
-		if err := safeEncode(bw, out, imageio.EncodeOptions{Quality: cfg.Output.JPEGQuality}); err != nil {
+		if err := safeEncode(bw, out, eo); err != nil {
 			return err
 		}
-		return bw.Flush()
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+		return d.outputWritten(file, f)
 	})
 	encode := time.Since(t0)
+	if err == nil {
+		err = d.writeSidecar(f, eo, prov, encode)
+	}
 	if err != nil {
 		if spool.IsTransient(err) {
 			d.retry(f.job, imageio.StageEncode, err)
@@ -253,6 +259,7 @@ func (d *Daemon) writeAndFinish(f *frame) {
 		Float64("transformer_ms", ms(f.stats.Transform)).
 		Float64("encode_ms", ms(encode)).
 		Float64("total_ms", ms(total)).
+		Dict("provenance", ProvenanceDict(prov)).
 		Msg("deblurred")
 }
 

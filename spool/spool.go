@@ -131,6 +131,8 @@ type Spool struct {
 type Job struct {
 	Name string
 	Path string
+	// Output is the output's file name in out/, set by WriteOutput.
+	Output string
 
 	written bool // WriteOutput succeeded; Finish may drop the original
 }
@@ -389,6 +391,44 @@ func (s *Spool) WriteOutput(j *Job, write func(f *os.File) error) error {
 		return transient(fmt.Errorf("spool: fsync out/: %w", err))
 	}
 	j.written = true
+	j.Output = filepath.Base(final)
+	return nil
+}
+
+// WriteBeside writes out/OUTPUT+suffix, a file that belongs to the job's
+// output (its NAME.json sidecar), after a successful WriteOutput and the
+// same way: a temporary dotfile filled by write, fsynced and renamed, then
+// out/ fsynced. Errors are classified like WriteOutput's.
+func (s *Spool) WriteBeside(j *Job, suffix string, write func(f *os.File) error) error {
+	if j == nil || !j.written || checkName(j.Output+suffix) != nil {
+		return ErrNoOutput
+	}
+	dir, name := s.dirs[Out], j.Output+suffix
+	f, tmp, err := createTemp(dir, name)
+	if err != nil {
+		return transient(fmt.Errorf("spool: create %s in out/: %w", name, err))
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("spool: write %s: %w", name, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return transient(fmt.Errorf("spool: fsync %s: %w", name, err))
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return transient(fmt.Errorf("spool: close %s: %w", name, err))
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		os.Remove(tmp)
+		return transient(fmt.Errorf("spool: publish %s: %w", name, err))
+	}
+	if err := syncDir(dir); err != nil {
+		return transient(fmt.Errorf("spool: fsync out/: %w", err))
+	}
 	return nil
 }
 
