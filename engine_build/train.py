@@ -1,7 +1,7 @@
 """Two-stage HI-Diff training, one schedule that continues across sessions.
 
-    python3 -m engine_build.train --stage 1|2 --preset s --run DIR --total T
-        (--iters N | --seconds S) [--lr L] [--warmup W] [--loss l1|charbonnier|psnr]
+    python3 -m engine_build.train --stage 1|2 --preset s --run DIR --total-mpx T
+        (--iters N | --seconds S) [--lr L] [--warmup-mpx W] [--loss l1|charbonnier|psnr]
         [--batch B] [--patch P ...] [--device auto|cpu|cuda] [--workers W]
         [--init FILE | --resume-from STATE] [--init-prior FILE]
 
@@ -13,11 +13,15 @@ FULL T-step reverse process runs from there conditioned on LE_DM(blur), and
 LE_DM + denoiser + Transformer are trained together on the image loss of
 Transformer(blur, z_pred) plus L1(z_pred, z) (HI_Diff_S2).
 
-The schedule: linear warm-up over --warmup iterations, then cosine from
---lr to 1e-6 at iteration --total. --iters N stops this invocation at
-iteration N, --seconds S after S seconds of steps; running again (with a
-larger --iters, or another --seconds) continues the same schedule with the
-same Adam state. The state (DIR/stageN/ckpt.pt) holds the weights, their
+The schedule is a function of the training pixels seen, not of steps, so
+that a CPU session (batch 4, 64-128 px) and a GPU call (batch 32+, 256 px)
+continue ONE schedule: linear warm-up over --warmup-mpx megapixels, then
+cosine from the peak to 1e-6 at --total-mpx. The peak is --lr at batch
+--lr-batch, scaled by sqrt(batch / lr-batch) for another batch (Adam's
+square-root rule), and the patch sizes follow the schedule's progress.
+--iters N stops this invocation at iteration N, --seconds S after S seconds
+of steps; running again continues the same schedule with the same Adam
+state. The state (DIR/stageN/ckpt.pt) holds the weights, their
 EMA (what ships), Adam, the iteration, the pixels seen and every random
 state; batch i is a pure function of (seed, stage, i), so a resumed run is
 bit-identical on CPU. `--resume-from STATE` starts DIR from a state kept
@@ -67,11 +71,9 @@ class Plan:
     stage: int
     preset: str
     lr: float
-    warmup: int
-    total: int
-    batch: int
-    patches: tuple[int, ...]
-    fractions: Optional[tuple[float, ...]]
+    lr_batch: int
+    warmup_mpx: float
+    total_mpx: float
     loss: str
     fft_weight: float
     latent_weight: float
@@ -80,18 +82,27 @@ class Plan:
     seed: int
     latent_bound: str
 
-    def lr_at(self, i: int) -> float:
-        return recipe.lr_at(i, self.lr, self.warmup, self.total)
+    def lr_at(self, pixels: int, batch: int) -> float:
+        peak = self.lr * (batch / self.lr_batch) ** 0.5
+        return recipe.lr_at(pixels, peak, int(self.warmup_mpx * 1e6), int(self.total_mpx * 1e6))
 
-    def patch_at(self, i: int) -> int:
-        return recipe.patch_at(i / self.total, list(self.patches), list(self.fractions) if self.fractions else None)
+    def progress(self, pixels: int) -> float:
+        return pixels / (self.total_mpx * 1e6)
 
 
 def plan_from_args(a: argparse.Namespace) -> Plan:
-    return Plan(stage=a.stage, preset=a.preset, lr=a.lr, warmup=a.warmup, total=a.total, batch=a.batch,
-                patches=tuple(a.patch), fractions=tuple(a.patch_fractions) if a.patch_fractions else None,
-                loss=a.loss, fft_weight=a.fft_weight, latent_weight=a.latent_weight, ema_decay=a.ema_decay,
+    return Plan(stage=a.stage, preset=a.preset, lr=a.lr, lr_batch=a.lr_batch, warmup_mpx=a.warmup_mpx,
+                total_mpx=a.total_mpx, loss=a.loss, fft_weight=a.fft_weight, latent_weight=a.latent_weight, ema_decay=a.ema_decay,
                 clip=a.clip, seed=a.seed, latent_bound=a.latent_bound or presets.get(a.preset).latent_bound)
+
+
+def plan_args(plan: dict[str, Any]) -> list[str]:
+    """The command-line flags that give this plan (stage and preset aside):
+    what a script passes to continue a state's schedule."""
+    flags = {"lr": "--lr", "lr_batch": "--lr-batch", "warmup_mpx": "--warmup-mpx", "total_mpx": "--total-mpx",
+             "loss": "--loss", "fft_weight": "--fft-weight", "latent_weight": "--latent-weight",
+             "ema_decay": "--ema-decay", "clip": "--clip", "seed": "--seed", "latent_bound": "--latent-bound"}
+    return [x for k, f in flags.items() for x in (f, str(plan[k]))]
 
 
 def check_same_plan(saved: dict[str, Any], plan: Plan, where: Path) -> None:
@@ -389,9 +400,13 @@ class Trainer:
         self.log = open(self.sdir / "log.jsonl", "a")
         random.seed(a.seed)
         np.random.seed(a.seed)
-        self.m, self.le = fresh_modules(self.preset, a.seed)
+        # --released-init: PyTorch's default init everywhere, as the first
+        # runs had (the A side of the recipe's A/B); the recipe's otherwise
+        self.m, self.le = (stage_modules if a.released_init else fresh_modules)(self.preset, a.seed)
         self.noise_gen = torch.Generator().manual_seed(a.seed)
-        self.i, self.elapsed, self.pixels = 0, 0.0, 0
+        # pixels: seen along the whole chain of runs (the learning curve);
+        # the schedule counts from pixels0, where it started
+        self.i, self.elapsed, self.pixels, self.pixels0 = 0, 0.0, 0, 0
         self.session_seconds = 0.0
 
     def emit(self, rec: dict[str, Any]) -> None:
@@ -415,7 +430,9 @@ class Trainer:
             self.le.load_state_dict(ck["le"])
             set_rng_state(ck["rng"], self.noise_gen)
             self.i, self.elapsed, self.pixels = ck["iteration"], ck["elapsed"], ck["pixels"]
-            self.emit({"event": "resume", "from": str(src), "iter": self.i})
+            self.pixels0 = ck["schedule_from_pixels"]
+            self.emit({"event": "resume", "from": str(src), "iter": self.i, "pixels": self.pixels,
+                       "batch": a.batch, "patches": a.patch})
             return ck
         if a.init:
             self.init_from(Path(a.init))
@@ -450,7 +467,7 @@ class Trainer:
         self.emit({"event": "init", "from": str(path), "init_stage": ck["stage"],
                    "init_iteration": ck["iteration"], "init_prior": a.init_prior,
                    "revive_latent": a.revive_latent, "fresh_le": a.fresh_le})
-        self.pixels = int(ck.get("pixels", 0))
+        self.pixels = self.pixels0 = int(ck.get("pixels", 0))
 
     # phase 2: optimiser, EMA, data
     def prepare(self, resumed: Optional[dict[str, Any]]) -> None:
@@ -464,11 +481,13 @@ class Trainer:
         # training FLOPs per pixel: forward MACs x 2 (multiply + add) x 3
         # (forward + backward ~ 3 forwards); for the `tflops` log field
         self.flops_px = 6 * macs.macs(self.m, 64, 64)["total"] / 64 ** 2
-        self.m.to(self.device).train()
-        self.le.to(self.device).train()
+        self.fmt = torch.channels_last if a.channels_last else torch.contiguous_format
+        self.m.to(self.device, memory_format=self.fmt).train()
+        self.le.to(self.device, memory_format=self.fmt).train()
         self.params = trainable(a.stage, self.m, self.le)
         self.opt = torch.optim.Adam(self.params, lr=self.plan.lr, betas=(0.9, 0.99))
         self.ema = recipe.EMA(self.params, self.plan.ema_decay)
+        self.session_pixels0 = self.pixels
         if resumed is not None:
             self.opt.load_state_dict(resumed["opt"])
             ema = dict(resumed["ema"])
@@ -479,30 +498,39 @@ class Trainer:
         train_rel, val_rel = data.split(data.manifest(Path(a.photos)))
         with data.threads(1):
             self.val = data.val_crops(data.load_photos(val_rel, Path(a.photos)), a.val_count, a.val_patch)
-        self.source = batches.Source(Path(a.photos), train_rel, a.seed, a.stage, a.batch, self.plan.patch_at,
-                                     a.workers)
+        # the patch of a batch queued ahead follows the progress at queueing
+        # time (exact on CPU, where batches are made when asked for)
+        self.source = batches.Source(Path(a.photos), train_rel, a.seed, a.stage, a.batch, self.patch_now, a.workers)
         if resumed is None:
-            self.emit({"event": "start", **asdict(self.plan), "device": str(self.device), "threads": a.threads,
+            self.emit({"event": "start", **asdict(self.plan), "batch": a.batch, "patches": a.patch,
+                       "released_init": a.released_init, "device": str(self.device), "threads": a.threads,
                        "workers": a.workers, "params_trained": sum(p.numel() for p in self.params),
                        "params_model": count_params(self.m), "train_photos": len(train_rel),
                        "val_photos": len(val_rel), "val_crops": a.val_count})
 
+    def patch_now(self, _i: int) -> int:
+        return recipe.patch_at(self.plan.progress(self.pixels - self.pixels0), self.a.patch, self.a.patch_fractions)
+
+    def finished(self) -> bool:
+        return self.plan.progress(self.pixels - self.pixels0) >= 1.0
+
     def stop_here(self) -> bool:
         a = self.a
-        if a.iters:
-            return self.i >= min(a.iters, self.plan.total)
-        return self.session_seconds >= a.seconds or self.i >= self.plan.total
+        if self.finished():
+            return True
+        return self.i >= a.iters if a.iters else self.session_seconds >= a.seconds
 
     # phase 3: the steps
     def step(self) -> dict[str, float]:
         plan, m, le = self.plan, self.m, self.le
-        lr = plan.lr_at(self.i)
+        lr = plan.lr_at(self.pixels - self.pixels0, self.a.batch)
         for g in self.opt.param_groups:
             g["lr"] = lr
         t0 = time.perf_counter()
         blur, sharp = self.source.get(self.i)
         wait = time.perf_counter() - t0
-        blur, sharp = blur.to(self.device, non_blocking=True), sharp.to(self.device, non_blocking=True)
+        blur = blur.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt)
+        sharp = sharp.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt)
         noise = None
         if plan.stage == 2:
             noise = torch.randn(blur.shape[0], contract.PRIOR_TOKENS, contract.PRIOR_CHANNELS,
@@ -520,6 +548,28 @@ class Trainer:
         self.i += 1
         self.pixels += blur.shape[0] * blur.shape[-1] * blur.shape[-2]
         return {**terms, "loss": float(loss.detach()), "lr": lr, "patch": blur.shape[-1], "wait": wait}
+
+    def warm(self, steps: int) -> None:
+        """Forward + backward passes on the coming batch's shape that change
+        nothing (no optimiser step, no EMA, own noise): a GPU selects its
+        kernels for the shape here, outside the counted step time."""
+        if steps <= 0:
+            return
+        t0 = time.perf_counter()
+        blur, sharp = self.source.get(self.i)
+        blur = blur.to(self.device).contiguous(memory_format=self.fmt)
+        sharp = sharp.to(self.device).contiguous(memory_format=self.fmt)
+        gen = torch.Generator().manual_seed(12345)
+        for _ in range(steps):
+            noise = torch.randn(blur.shape[0], contract.PRIOR_TOKENS, contract.PRIOR_CHANNELS,
+                                generator=gen).to(self.device)
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                loss, _, _ = losses(self.plan, self.m, self.le, blur, sharp, noise)
+            loss.backward()
+            self.opt.zero_grad(set_to_none=True)
+        float(loss.detach())           # waits for the device
+        self.emit({"event": "warm", "steps": steps, "patch": blur.shape[-1], "batch": blur.shape[0],
+                   "seconds": round(time.perf_counter() - t0, 1)})
 
     def validate(self) -> dict[str, Any]:
         tv = time.perf_counter()
@@ -539,9 +589,9 @@ class Trainer:
         self.ema.swap()
         return {"stage": self.plan.stage, "preset": self.plan.preset, "latent_bound": self.plan.latent_bound,
                 "iteration": self.i,
-                "elapsed": self.elapsed, "pixels": self.pixels, "model": self.m.state_dict(),
+                "elapsed": self.elapsed, "pixels": self.pixels, "schedule_from_pixels": self.pixels0, "model": self.m.state_dict(),
                 "le": self.le.state_dict(), "ema_model": ema_model, "ema_le": ema_le,
-                "plan": asdict(self.plan), "opt": self.opt.state_dict(), "ema": self.ema.state_dict(),
+                "plan": asdict(self.plan), "batch": self.a.batch, "opt": self.opt.state_dict(), "ema": self.ema.state_dict(),
                 "rng": rng_state(self.noise_gen), "args": vars(self.a)}
 
     def loop(self) -> str:
@@ -579,7 +629,7 @@ class Trainer:
                 save_atomic(self.state(), self.ckpt_path)
             if stop.requested:
                 return "signal"
-        return "done" if self.i >= self.plan.total else "paused"
+        return "done" if self.finished() else "paused"
 
     def finish(self, how: str) -> None:
         """weights.pt at every stop (what --init and save_official read);
@@ -588,8 +638,12 @@ class Trainer:
         if not self.ckpt_path.exists():
             return
         strip_checkpoint(self.ckpt_path, self.sdir / "weights.pt")
+        px = self.pixels - self.session_pixels0
+        sec = max(self.session_seconds, 1e-9)
         rec: dict[str, Any] = {"event": how, "iter": self.i, "seconds": round(self.elapsed, 1),
-                               "pixels": self.pixels}
+                               "pixels": self.pixels, "session_step_seconds": round(self.session_seconds, 1),
+                               "session_pixels_per_s": round(px / sec), "session_tflops":
+                               round(self.flops_px * px / sec / 1e12, 4)}
         if self.plan.stage == 2:
             rec["sha256"] = save_official(self.sdir / "weights.pt", Path(self.a.run) / "weights")
         self.emit(rec)
@@ -600,6 +654,7 @@ def run(a: argparse.Namespace) -> int:
     t = Trainer(a)
     resumed = t.load()
     t.prepare(resumed)
+    t.warm(a.warm_steps)
     how = "signal"
     try:
         how = t.loop()
@@ -614,16 +669,18 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--stage", type=int, choices=(1, 2), required=True)
     ap.add_argument("--preset", default="s", choices=sorted(presets.PRESETS))
     ap.add_argument("--run", required=True, help="run folder; stage N lives in RUN/stageN")
-    ap.add_argument("--total", type=int, default=0,
-                    help="iterations the schedule spans (warm-up + cosine); default: --iters")
+    ap.add_argument("--total-mpx", type=float, default=0.0,
+                    help="training megapixels the schedule spans (warm-up + cosine)")
     ap.add_argument("--iters", type=int, default=0, help="stop this invocation at iteration N (cumulative)")
     ap.add_argument("--seconds", type=float, default=0.0, help="stop this invocation after S seconds of steps")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--patch", type=int, nargs="+", default=[64, 96, 128],
-                    help="progressive patch sizes over the schedule, equal shares (multiples of 16)")
+                    help="progressive patch sizes over the schedule's progress, equal shares (multiples of 16); "
+                    "may differ between invocations (a GPU takes larger ones)")
     ap.add_argument("--patch-fractions", type=float, nargs="+", help="share of the schedule per patch size")
-    ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
-    ap.add_argument("--warmup", type=int, default=0, help="iterations of linear warm-up")
+    ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate at batch --lr-batch")
+    ap.add_argument("--lr-batch", type=int, default=4, help="the batch --lr is for (sqrt scaling to --batch)")
+    ap.add_argument("--warmup-mpx", type=float, default=0.0, help="megapixels of linear warm-up")
     ap.add_argument("--loss", default="l1", choices=recipe.LOSSES)
     ap.add_argument("--fft-weight", type=float, default=0.0, help="weight of the spectrum L1 term (0: off)")
     ap.add_argument("--latent-weight", type=float, default=1.0, help="stage 2: weight of L1(z_pred, z)")
@@ -632,6 +689,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--ema-decay", type=float, default=0.999)
     ap.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (0: off)")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--channels-last", action="store_true", help="NHWC memory format (GPU convolutions)")
+    ap.add_argument("--warm-steps", type=int, default=0,
+                    help="uncounted forward+backward passes first (GPU kernel selection for the shape)")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     ap.add_argument("--workers", type=int, default=0,
                     help="processes making batches ahead (0: in the training process; a GPU wants ~1 per core)")
@@ -648,6 +708,8 @@ def parser() -> argparse.ArgumentParser:
                     "earlier stage-two file instead of LE's warm start and a fresh denoiser")
     ap.add_argument("--revive-latent", action="store_true",
                     help="with --init: re-initialise the 1/8 level (recipe.revive_latent_level)")
+    ap.add_argument("--released-init", action="store_true",
+                    help="a new run with PyTorch's default init (random FiLM and HIM projections), for A/B")
     ap.add_argument("--fresh-le", action="store_true",
                     help="stage 1 with --init: a new LE (e.g. when the latent bound changes) with the old Transformer")
     ap.add_argument("--resume-from", help="continue the schedule of this state (e.g. the repository's "
@@ -663,11 +725,12 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("train: patch sizes must be multiples of 16")
     if (a.iters > 0) == (a.seconds > 0):
         raise SystemExit("train: give exactly one of --iters N or --seconds S (both > 0)")
-    a.total = a.total or a.iters
-    if a.total <= 0:
-        raise SystemExit("train: --total T is needed with --seconds (the schedule's length in iterations)")
-    if a.warmup >= a.total:
-        raise SystemExit(f"train: --warmup {a.warmup} must be below --total {a.total}")
+    if a.total_mpx <= 0:
+        raise SystemExit("train: --total-mpx T (> 0) is needed: the schedule's length in training megapixels")
+    if a.warmup_mpx >= a.total_mpx:
+        raise SystemExit(f"train: --warmup-mpx {a.warmup_mpx} must be below --total-mpx {a.total_mpx}")
+    if a.patch_fractions and len(a.patch_fractions) != len(a.patch):
+        raise SystemExit("train: --patch-fractions needs one share per --patch size")
     if a.init and a.resume_from:
         raise SystemExit("train: --init starts a new schedule, --resume-from continues one: give one")
     return run(a)

@@ -14,6 +14,8 @@ from engine_build import batches, checkpoints, data, make_pairs, presets, train
 
 TINY = ["--preset", "s", "--batch", "1", "--patch", "32", "--val-count", "1", "--val-patch", "32",
         "--threads", "1", "--quiet"]
+MPX4 = "0.004096"     # 4 iterations of TINY (batch 1 x 32 x 32 px)
+MPX = ["--total-mpx", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -104,11 +106,11 @@ def _log(run: Path, stage: int) -> list[dict]:
 def test_exact_resume(tmp_path: Path, photos: Path, stage: int) -> None:
     """A run stopped at iteration 2 and run again to 4 ends bit-identical to
     one that went to 4 at once: weights, EMA, and (schedule) lr."""
-    common = TINY + ["--photos", str(photos), "--stage", str(stage), "--total", "4", "--warmup", "1",
+    common = TINY + ["--photos", str(photos), "--stage", str(stage), "--total-mpx", MPX4, "--warmup-mpx", "0.001",
                      "--val-every", "2", "--log-every", "1"]
     if stage == 2:
         init = tmp_path / "init"
-        train.main(TINY + ["--photos", str(photos), "--stage", "1", "--iters", "1", "--run", str(init)])
+        train.main(TINY + MPX + ["--photos", str(photos), "--stage", "1", "--iters", "1", "--run", str(init)])
         common += ["--init", str(init / "stage1" / "ckpt.pt")]
     a, b = tmp_path / "a", tmp_path / "b"
     train.main(common + ["--run", str(a), "--iters", "4"])
@@ -131,7 +133,8 @@ def _final(run: Path, stage: int) -> dict:
 
 
 def test_resume_refuses_another_schedule(tmp_path: Path, photos: Path) -> None:
-    base = TINY + ["--photos", str(photos), "--stage", "1", "--total", "4", "--val-every", "0", "--run", str(tmp_path)]
+    base = TINY + ["--photos", str(photos), "--stage", "1", "--total-mpx", MPX4, "--val-every", "0",
+                   "--run", str(tmp_path)]
     train.main(base + ["--iters", "1"])
     with pytest.raises(SystemExit, match="lr = 0.001, this command says 0.002"):
         train.main(base + ["--iters", "2", "--lr", "2e-3"])
@@ -141,7 +144,8 @@ def test_compact_state_continues_the_schedule(tmp_path: Path, photos: Path) -> N
     """What the repository keeps between sessions: the compact state (Adam
     in bf16) continues the same schedule in a new run folder, from the same
     iteration, and is smaller than ckpt.pt."""
-    base = TINY + ["--photos", str(photos), "--stage", "1", "--total", "6", "--val-every", "0", "--log-every", "1"]
+    base = TINY + ["--photos", str(photos), "--stage", "1", "--total-mpx", "0.006144", "--val-every", "0",
+                   "--log-every", "1"]
     train.main(base + ["--iters", "2", "--run", str(tmp_path / "a")])
     ckpt, kept = tmp_path / "a" / "stage1" / "ckpt.pt", tmp_path / "state"
     train.compact(ckpt, kept)
@@ -153,7 +157,10 @@ def test_compact_state_continues_the_schedule(tmp_path: Path, photos: Path) -> N
     assert log[0]["event"] == "resume" and log[0]["iter"] == 2
     steps = [r for r in log if "lr" in r and "event" not in r]
     assert [r["iter"] for r in steps] == [3, 4]
-    assert steps[0]["lr"] == pytest.approx(train.recipe.lr_at(2, 1e-3, 0, 6))
+    assert steps[0]["lr"] == pytest.approx(train.recipe.lr_at(2048, 1e-3 * (1 / 4) ** 0.5, 0, 6144))   # batch 1
+    again = base[:base.index("--total-mpx")] + base[base.index("--total-mpx") + 2:] + \
+        train.plan_args(train.load_state(kept)["plan"])
+    train.main(again + ["--iters", "5", "--run", str(tmp_path / "b")])     # plan_args gives the same plan
     full, back = checkpoints.load_pickle(ckpt), train.load_state(kept)
     assert _same(full["ema_model"], back["ema_model"]) and _same(full["model"], back["model"])
 
@@ -161,7 +168,7 @@ def test_compact_state_continues_the_schedule(tmp_path: Path, photos: Path) -> N
 def test_new_schedule_from_weights(tmp_path: Path, photos: Path) -> None:
     """--init starts a new schedule from an earlier run's EMA weights; stage
     two from a stage-one file can take the previous stage two's denoiser."""
-    base = TINY + ["--photos", str(photos), "--val-every", "0"]
+    base = TINY + MPX + ["--photos", str(photos), "--val-every", "0"]
     train.main(base + ["--stage", "1", "--iters", "2", "--run", str(tmp_path / "a")])
     w = _final(tmp_path / "a", 1)
     assert "opt" not in w and w["iteration"] == 2 and "ema_model" in w
@@ -182,8 +189,8 @@ def test_official_folder_from_ema(tmp_path: Path, photos: Path) -> None:
     """save_official writes the EMA weights (what ships) in the official
     layout; a stage-one file is refused."""
     run = tmp_path / "r"
-    train.main(TINY + ["--photos", str(photos), "--stage", "1", "--iters", "1", "--run", str(run)])
-    train.main(TINY + ["--photos", str(photos), "--stage", "2", "--iters", "3", "--run", str(run)])
+    train.main(TINY + MPX + ["--photos", str(photos), "--stage", "1", "--iters", "1", "--run", str(run)])
+    train.main(TINY + MPX + ["--photos", str(photos), "--stage", "2", "--iters", "3", "--run", str(run)])
     w = _final(run, 2)
     assert set(w) == set(train.WEIGHTS_KEYS) and w["iteration"] == 3
     assert not _same(w["model"], w["ema_model"])
@@ -196,18 +203,20 @@ def test_official_folder_from_ema(tmp_path: Path, photos: Path) -> None:
 
 
 def test_time_budget_stops_without_reshaping_the_schedule(tmp_path: Path, photos: Path) -> None:
-    train.main(TINY + ["--photos", str(photos), "--stage", "1", "--seconds", "0.5", "--total", "1000",
+    train.main(TINY + ["--photos", str(photos), "--stage", "1", "--seconds", "0.5", "--total-mpx", "1",
                        "--run", str(tmp_path), "--val-every", "0", "--log-every", "1"])
     log = _log(tmp_path, 1)
     assert log[-1]["event"] == "paused" and log[-1]["seconds"] >= 0.5
     steps = [r for r in log if "lr" in r and "event" not in r]
-    assert all(r["lr"] == pytest.approx(train.recipe.lr_at(r["iter"] - 1, 1e-3, 0, 1000)) for r in steps)
+    assert all(r["lr"] == pytest.approx(train.recipe.lr_at((r["iter"] - 1) * 1024, 5e-4, 0, 10 ** 6)) for r in steps)
     assert (tmp_path / "stage1" / "weights.pt").is_file()
 
 
 def test_iters_or_seconds_required(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="exactly one of --iters"):
-        train.main(TINY + ["--stage", "1", "--run", str(tmp_path)])
+        train.main(TINY + MPX + ["--stage", "1", "--run", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--total-mpx T"):
+        train.main(TINY + ["--stage", "1", "--run", str(tmp_path), "--iters", "1"])
 
 
 def test_worker_batches_equal_in_process_batches(photos: Path) -> None:
@@ -232,7 +241,8 @@ def test_stage2_loss_runs_and_backpropagates() -> None:
     m, le = train.stage_modules(train.presets.get("s"), 0)
     train.warm_start_le_dm(m, le)
     le.requires_grad_(False)
-    plan = train.plan_from_args(train.parser().parse_args(["--stage", "2", "--run", "x", "--iters", "3"]))
+    plan = train.plan_from_args(train.parser().parse_args(["--stage", "2", "--run", "x", "--iters", "3",
+                                                           "--total-mpx", "1"]))
     blur, sharp = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
     opt = torch.optim.Adam(train.trainable(2, m, le), 1e-3)
     losses = []
@@ -256,6 +266,18 @@ def test_stage_one_latent_is_bounded_for_s_only() -> None:
     assert float(train.build_le(presets.get("s"), 1)(x, x).abs().max()) <= 1.0
     assert train.build_le(presets.get("gopro"), 1).bound == "released"
     assert train.build_le(presets.get("s"), 2).bound == "released"   # LE_DM: as released
+
+
+def test_another_batch_and_patch_continue_the_schedule(tmp_path: Path, photos: Path) -> None:
+    """A GPU-sized invocation (bigger batch and patch) continues a CPU run's
+    schedule: pixels carry on, the lr follows them and scales with sqrt(batch)."""
+    base = TINY + ["--photos", str(photos), "--stage", "1", "--total-mpx", "1", "--val-every", "0",
+                   "--log-every", "1", "--run", str(tmp_path)]
+    train.main(base + ["--iters", "2"])
+    train.main([*base, "--iters", "3", "--batch", "3"])
+    log = _log(tmp_path, 1)
+    assert log[-2]["pixels"] == 2 * 32 * 32 + 3 * 32 * 32
+    assert log[-2]["lr"] == pytest.approx(train.recipe.lr_at(2048, 1e-3 * (3 / 4) ** 0.5, 0, 10 ** 6))
 
 
 def test_schedules() -> None:
