@@ -78,9 +78,12 @@ type Backend struct {
 	WorkspaceMiB    int      `toml:"workspace_mib"`
 }
 
-// Output controls encoding.
+// Output controls encoding and what an output carries besides pixels.
 type Output struct {
-	JPEGQuality int `toml:"jpeg_quality"`
+	JPEGQuality  int  `toml:"jpeg_quality"`
+	KeepMetadata bool `toml:"keep_metadata"`
+	KeepMtime    bool `toml:"keep_mtime"`
+	Sidecar      bool `toml:"sidecar"`
 }
 
 // Log controls logging.
@@ -178,7 +181,7 @@ func Default() *Config {
 		Backend: Backend{Kind: "auto", OnnxruntimeLibrary: "", Threads: 0,
 			TensorRTLibrary: "", EngineDir: "/var/lib/hidiffd/engines", Precision: "fp16",
 			OnMissingEngine: "build", BuildTimeout: D(2 * time.Hour), WorkspaceMiB: 0},
-		Output:   Output{JPEGQuality: 95},
+		Output:   Output{JPEGQuality: 95, KeepMetadata: true, KeepMtime: true, Sidecar: false},
 		Log:      Log{Level: "info", Format: "auto"},
 		HTTP:     HTTP{Listen: "127.0.0.1:9464"},
 		Retry:    Retry{InitialBackoff: D(time.Second), MaxBackoff: D(2 * time.Minute)},
@@ -609,6 +612,15 @@ var Keys = []Key{
 	{"output.jpeg_quality", "an integer", true,
 		func(c *Config) string { return strconv.Itoa(c.Output.JPEGQuality) },
 		func(d, s *Config) { d.Output.JPEGQuality = s.Output.JPEGQuality }},
+	{"output.keep_metadata", "a boolean", true,
+		func(c *Config) string { return strconv.FormatBool(c.Output.KeepMetadata) },
+		func(d, s *Config) { d.Output.KeepMetadata = s.Output.KeepMetadata }},
+	{"output.keep_mtime", "a boolean", true,
+		func(c *Config) string { return strconv.FormatBool(c.Output.KeepMtime) },
+		func(d, s *Config) { d.Output.KeepMtime = s.Output.KeepMtime }},
+	{"output.sidecar", "a boolean", true,
+		func(c *Config) string { return strconv.FormatBool(c.Output.Sidecar) },
+		func(d, s *Config) { d.Output.Sidecar = s.Output.Sidecar }},
 	{"log.level", "a string", true,
 		func(c *Config) string { return c.Log.Level },
 		func(d, s *Config) { d.Log.Level = s.Log.Level }},

@@ -239,6 +239,9 @@ build_timeout = "10m"
 workspace_mib = 512
 [output]
 jpeg_quality = 80
+keep_metadata = false
+keep_mtime = false
+sidecar = true
 [log]
 level = "debug"
 format = "json"
@@ -285,6 +288,32 @@ memory_mib = 8192
 		}
 		if !k.Live && got != old {
 			t.Errorf("%s needs a restart but changed to %q", k.Name, got)
+		}
+	}
+}
+
+// TestOutputMetadataKeys: the metadata keys are booleans; a string or a
+// number is refused with the key, the line and what it wants.
+func TestOutputMetadataKeys(t *testing.T) {
+	cfg, err := Parse([]byte("[output]\nkeep_metadata = false\nkeep_mtime = false\nsidecar = true\n"), "/etc/hidiffd/config.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Output.KeepMetadata || cfg.Output.KeepMtime || !cfg.Output.Sidecar {
+		t.Errorf("parsed %+v", cfg.Output)
+	}
+	d := Default().Output
+	if !d.KeepMetadata || !d.KeepMtime || d.Sidecar {
+		t.Errorf("defaults %+v", d)
+	}
+	for doc, want := range map[string]string{
+		"[output]\nsidecar = \"yes\"\n": "config.toml:2: output.sidecar = \"yes\": wrong type: want a boolean, got a TOML string",
+		"[output]\nkeep_mtime = 1\n":    "config.toml:2: output.keep_mtime = 1: wrong type: want a boolean",
+		"[output]\nkeep_exif = true\n":  "unknown key",
+	} {
+		_, err := Parse([]byte(doc), "/etc/hidiffd/config.toml")
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", doc, err, want)
 		}
 	}
 }

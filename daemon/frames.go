@@ -423,23 +423,30 @@ func (d *Daemon) encodeLoop(encCh <-chan *frame) {
 }
 
 func (d *Daemon) writeAndFinish(f *frame) {
-	cfg := d.cfg.Load()
-	// The name decides the output's format (see imageio.OutputFormat).
-	format := imageio.OutputFormat(f.job.Name, f.img.Format)
-	if format != f.img.Format {
+	// The name decides the output's format (see imageio.OutputFormat); from
+	// here on the frame is that format (its metadata is prepared for it).
+	if format := imageio.OutputFormat(f.job.Name, f.img.Format); format != f.img.Format {
 		d.log.Info().Str("name", f.job.Name).Str("content", f.img.Format).Str("written_as", format).
 			Msg("the file's content does not match its name; the output is written in the format its name says")
+		f.img.Format = format
 	}
-	out := &imageio.Image{W: f.out.W, H: f.out.H, Pix: f.out.Pix, Format: format, BitDepth: f.img.BitDepth}
+	out := &imageio.Image{W: f.out.W, H: f.out.H, Pix: f.out.Pix, Format: f.img.Format, BitDepth: f.img.BitDepth}
 	t0 := time.Now()
+	eo, prov := d.encodeOptions(f)
 	err := d.spool.WriteOutput(f.job, func(file *os.File) error {
 		bw := bufio.NewWriterSize(file, 1<<20)
-		if err := safeEncode(bw, out, imageio.EncodeOptions{Quality: cfg.Output.JPEGQuality}); err != nil {
+		if err := safeEncode(bw, out, eo); err != nil {
 			return err
 		}
-		return bw.Flush()
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+		return d.outputWritten(file, f)
 	})
 	encode := time.Since(t0)
+	if err == nil {
+		err = d.writeSidecar(f, eo, prov, encode)
+	}
 	if err != nil {
 		// An output that was published but not made durable goes again:
 		// the retry writes this frame's one output anew.
@@ -487,6 +494,7 @@ func (d *Daemon) writeAndFinish(f *frame) {
 		Float64("transformer_ms", ms(f.stats.Transform)).
 		Float64("encode_ms", ms(encode)).
 		Float64("total_ms", ms(total)).
+		Dict("provenance", ProvenanceDict(prov)).
 		Msg("deblurred")
 }
 

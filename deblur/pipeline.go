@@ -43,9 +43,11 @@ type Options struct {
 // backend calls, summed over tiles; Total is the whole Run, so Overhead (pad,
 // tile copy, blend, crop, clamp) is what the daemon should see stay small.
 type Stats struct {
-	Tiles            int // network calls of each kind
-	TileW, TileH     int // shape of every network input (constant for a frame)
-	PaddedW, PaddedH int // frame size after reflect padding
+	Tiles            int    // network calls of each kind
+	TileW, TileH     int    // shape of every network input (constant for a frame)
+	Overlap          int    // overlap asked between tiles (0: one tile)
+	Seed             uint64 // seed of the starting noise
+	PaddedW, PaddedH int    // frame size after reflect padding
 	Prior            time.Duration
 	Transform        time.Duration
 	Total            time.Duration
@@ -132,6 +134,9 @@ func (p *Pipeline) SetOptions(opts Options) error {
 
 // Options returns the current options.
 func (p *Pipeline) Options() Options { return p.opts }
+
+// Backend is the backend the pipeline runs.
+func (p *Pipeline) Backend() Backend { return p.b }
 
 func (p *Pipeline) padMultiple() int {
 	if p.info.PadMultiple < 1 {
@@ -256,6 +261,10 @@ func (p *Pipeline) attempt(ctx context.Context, img Image, edge, want int, st *S
 	tw, th := p.px.tile, p.py.tile
 	st.TileW, st.TileH = tw, th
 	st.PaddedW, st.PaddedH = p.px.size, p.py.size
+	st.Seed, st.Overlap = p.opts.Seed, overlap
+	if len(p.px.starts)*len(p.py.starts) == 1 {
+		st.Overlap = 0
+	}
 	nx, ny := len(p.px.starts), len(p.py.starts)
 	total := nx * ny
 	st.Tiles = 0

@@ -45,8 +45,15 @@ class Schedule:
 
 
 def build_le(preset: Preset, stage: int) -> nn.Module:
+    """LE (stage 1, sharp + blurry in, bounded as the preset says) or LE_DM
+    (stage 2, blurry in, as released)."""
     cls = LatentEncoderGELU if preset.le_kind == "gelu" else LatentEncoderLReLU
-    return cls(in_chans=6 // stage, stage=stage, **preset.le)
+    le = cls(in_chans=6 // stage, stage=stage, **preset.le)
+    if stage == 1:
+        if preset.latent_bound not in ("released", "tanh"):
+            raise ValueError(f"preset {preset.name}: latent_bound {preset.latent_bound!r}: expected 'released' or 'tanh'")
+        le.bound = preset.latent_bound
+    return le
 
 
 def build_denoiser(preset: Preset) -> nn.Module:

@@ -21,6 +21,13 @@ class Preset:
     linear_start: float = 0.1
     linear_end: float = 0.99
     pad_multiple: int = 8
+    # How the stage-one LE bounds its latent z (the prior the Transformer is
+    # trained with and the reverse process must learn to produce):
+    # "released" ends in Linear + GELU, unbounded above (z reached 30 in our
+    # first runs, while the GoPro reverse clamps x0 to [-1, 1], so the
+    # diffusion could never produce it); "tanh" ends in Linear + tanh, inside
+    # the clamp. Stage one only: LE_DM and the exported graphs are unchanged.
+    latent_bound: str = "released"
     notes: str = ""
     training_data: str = field(default="")
 
@@ -66,7 +73,7 @@ PRESETS: dict[str, Preset] = {
         denoiser_kind="mixer",
         denoiser=dict(in_channel=256, out_channel=256, inner_channel=256, block_num=3, group=4,
                       patch_expansion=0.5, channel_expansion=2),
-        timesteps=8, schedule="linear",
+        timesteps=8, schedule="linear", latent_bound="tanh",
         notes="hidiffd small CPU preset",
         training_data="none (seeded random weights)",
     ),

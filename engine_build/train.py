@@ -1,29 +1,38 @@
-"""Two-stage HI-Diff training (the official recipe, sized for short runs).
+"""Two-stage HI-Diff training, one schedule that continues across sessions.
 
-    python3 -m engine_build.train --stage 1|2 --preset s --run DIR (--iters N | --seconds S)
-        [--batch B] [--patch P ...] [--device auto|cpu|cuda] [--workers W] [--val-every K]
+    python3 -m engine_build.train --stage 1|2 --preset s --run DIR --total-mpx T
+        (--iters N | --seconds S) [--lr L] [--warmup-mpx W] [--loss l1|charbonnier|psnr]
+        [--batch B] [--patch P ...] [--device auto|cpu|cuda] [--workers W]
+        [--init FILE | --resume-from STATE] [--init-prior FILE]
 
 Stage one: the latent encoder LE sees blurry AND sharp images and yields the
-prior z; LE and the Transformer are trained together under L1(output, sharp).
-Stage two: LE is frozen (it provides the target z); z is noised to step T
-(`q_sample`), the FULL T-step reverse process runs from there conditioned on
-LE_DM(blur), and LE_DM + denoiser + Transformer are trained together under
-L1(Transformer(blur, z_pred), sharp) + L1(z_pred, z) (HI_Diff_S2).
+prior z (bounded by tanh for our presets, see Preset.latent_bound); LE and
+the Transformer are trained together on the image loss. Stage two: LE is
+frozen (it provides the target z); z is noised to step T (`q_sample`), the
+FULL T-step reverse process runs from there conditioned on LE_DM(blur), and
+LE_DM + denoiser + Transformer are trained together on the image loss of
+Transformer(blur, z_pred) plus L1(z_pred, z) (HI_Diff_S2).
 
-Why the checkpoint is so complete: a CPU run is slow and gets interrupted.
-DIR/stageN/ckpt.pt holds the weights, Adam state, the iteration, elapsed time
-and every random state (python, numpy, torch and the diffusion-noise
-generator; batch i is a pure function of seed, stage and i, see batches.py);
-the learning rate and patch size are functions of the iteration. Re-running
-the same command resumes and continues exactly (bit for bit on CPU). It is
-written atomically every --save-every iterations, at the end, and on
-SIGTERM/SIGINT. A finished stage also writes DIR/stageN/weights.pt (weights
-only, a tenth of ckpt.pt's size without Adam's moments): what a later run
-continues from with --init, and what the repository keeps.
+The schedule is a function of the training pixels seen, not of steps, so
+that a CPU session (batch 4, 64-128 px) and a GPU call (batch 32+, 256 px)
+continue ONE schedule: linear warm-up over --warmup-mpx megapixels, then
+cosine from the peak to 1e-6 at --total-mpx. The peak is --lr at batch
+--lr-batch, scaled by sqrt(batch / lr-batch) for another batch (Adam's
+square-root rule), and the patch sizes follow the schedule's progress.
+--iters N stops this invocation at iteration N, --seconds S after S seconds
+of steps; running again continues the same schedule with the same Adam
+state. The state (DIR/stageN/ckpt.pt) holds the weights, their
+EMA (what ships), Adam, the iteration, the pixels seen and every random
+state; batch i is a pure function of (seed, stage, i), so a resumed run is
+bit-identical on CPU. `--resume-from STATE` starts DIR from a state kept
+elsewhere (the repository keeps one, compacted: `compact`), which is how a
+new session continues the last one. `--init FILE` instead starts a NEW
+schedule from an earlier run's weights (weights only).
 
---seconds S instead of --iters N makes the schedule a function of training
-time: the run ends after S seconds of steps. That is for a lent GPU with a
-hard time limit per call; such a run resumes, but not bit for bit.
+Each log line has the loss terms separately (img, fft, lat) and, every
+--log-every iterations, `prior_gain`: the image loss with each image given
+another image's prior, minus with its own. It is what the prior is worth to
+the Transformer; near 0 means the prior is ignored.
 """
 from __future__ import annotations
 
@@ -36,58 +45,76 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
 import random  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from dataclasses import asdict, dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, Optional  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from . import batches, checkpoints, contract, data, presets  # noqa: E402
+from . import batches, checkpoints, contract, data, macs, presets, recipe  # noqa: E402
 from .diffusion import build_le  # noqa: E402
 from .model import HIDiff, build, count_params  # noqa: E402
 from .noise import starting_noise  # noqa: E402
 
-LR_MIN = 1e-6
+
+# --- the schedule (stored in the state; a resumed run must not change it) ----
+
+@dataclass(frozen=True)
+class Plan:
+    stage: int
+    preset: str
+    lr: float
+    lr_batch: int
+    warmup_mpx: float
+    total_mpx: float
+    loss: str
+    fft_weight: float
+    latent_weight: float
+    ema_decay: float
+    clip: float
+    seed: int
+    latent_bound: str
+
+    def lr_at(self, pixels: int, batch: int) -> float:
+        peak = self.lr * (batch / self.lr_batch) ** 0.5
+        return recipe.lr_at(pixels, peak, int(self.warmup_mpx * 1e6), int(self.total_mpx * 1e6))
+
+    def progress(self, pixels: int) -> float:
+        return pixels / (self.total_mpx * 1e6)
 
 
-# --- schedules (pure functions of the run's progress, nothing to checkpoint) -
-
-def lr_at(progress: float, lr0: float, lr_min: float = LR_MIN) -> float:
-    """Cosine annealing from lr0 (progress 0) to lr_min (progress 1)."""
-    return lr_min + (lr0 - lr_min) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
-def patch_at(progress: float, patches: list[int], fractions: list[float] | None = None) -> int:
-    """Progressive patch size: patches[j] for the j-th share of the run
-    (equal shares unless fractions are given)."""
-    fr = fractions or [1.0 / len(patches)] * len(patches)
-    edge = 0.0
-    for p, f in zip(patches, fr):
-        edge += f
-        if progress < edge - 1e-12:
-            return p
-    return patches[-1]
+def plan_from_args(a: argparse.Namespace) -> Plan:
+    return Plan(stage=a.stage, preset=a.preset, lr=a.lr, lr_batch=a.lr_batch, warmup_mpx=a.warmup_mpx,
+                total_mpx=a.total_mpx, loss=a.loss, fft_weight=a.fft_weight, latent_weight=a.latent_weight, ema_decay=a.ema_decay,
+                clip=a.clip, seed=a.seed, latent_bound=a.latent_bound or presets.get(a.preset).latent_bound)
 
 
-class Schedule:
-    """The run's length: --iters (progress = i / iters) or --seconds
-    (progress = training seconds / seconds)."""
+def plan_args(plan: dict[str, Any]) -> list[str]:
+    """The command-line flags that give this plan (stage and preset aside):
+    what a script passes to continue a state's schedule."""
+    flags = {"lr": "--lr", "lr_batch": "--lr-batch", "warmup_mpx": "--warmup-mpx", "total_mpx": "--total-mpx",
+             "loss": "--loss", "fft_weight": "--fft-weight", "latent_weight": "--latent-weight",
+             "ema_decay": "--ema-decay", "clip": "--clip", "seed": "--seed", "latent_bound": "--latent-bound"}
+    return [x for k, f in flags.items() for x in (f, str(plan[k]))]
 
-    def __init__(self, iters: int, seconds: float) -> None:
-        self.iters, self.seconds = iters, seconds
 
-    def progress(self, i: int, elapsed: float) -> float:
-        return i / self.iters if self.iters else min(elapsed / self.seconds, 1.0)
-
-    def done(self, i: int, elapsed: float) -> bool:
-        return i >= self.iters if self.iters else elapsed >= self.seconds
+def check_same_plan(saved: dict[str, Any], plan: Plan, where: Path) -> None:
+    """A resumed run continues ITS schedule: any difference is refused by name."""
+    new = asdict(plan)
+    for k, v in new.items():
+        old = saved.get(k)
+        if isinstance(old, list):
+            old = tuple(old)
+        if old != v:
+            raise SystemExit(f"train: {where} was made with {k} = {old!r}, this command says {v!r}; "
+                             f"resume with the same value, or start a new schedule with --init")
 
 
 # --- models -----------------------------------------------------------------
@@ -99,10 +126,30 @@ def stage_modules(preset: presets.Preset, seed: int) -> tuple[HIDiff, nn.Module]
     return m, build_le(preset, stage=1)
 
 
+def fresh_modules(preset: presets.Preset, seed: int) -> tuple[HIDiff, nn.Module]:
+    """stage_modules with the recipe's initialisation: FiLM as identity and
+    every HIM starting as the identity (recipe.film_identity,
+    zero_him_projections)."""
+    m, le = stage_modules(preset, seed)
+    recipe.film_identity(m.transformer)
+    recipe.zero_him_projections(m.transformer)
+    return m, le
+
+
 def trainable(stage: int, m: HIDiff, le: nn.Module) -> list[nn.Parameter]:
     if stage == 1:
         return list(le.parameters()) + list(m.transformer.parameters())
     return list(m.prior.parameters()) + list(m.transformer.parameters())
+
+
+def trainable_names(stage: int, m: HIDiff, le: nn.Module) -> list[tuple[str, str]]:
+    """(state, key) of each of trainable()'s parameters, in its order:
+    state "le" or "model", key its state-dict name there."""
+    if stage == 1:
+        return [("le", n) for n, _ in le.named_parameters()] + \
+            [("model", "transformer." + n) for n, _ in m.transformer.named_parameters()]
+    return [("model", "prior." + n) for n, _ in m.prior.named_parameters()] + \
+        [("model", "transformer." + n) for n, _ in m.transformer.named_parameters()]
 
 
 def warm_start_le_dm(m: HIDiff, le: nn.Module) -> None:
@@ -118,29 +165,63 @@ def warm_start_le_dm(m: HIDiff, le: nn.Module) -> None:
     checkpoints.load_strict(m.prior.le_dm, sd, "LE_DM warm start from LE")
 
 
+def part(model_state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """One sub-module's part of a full HIDiff state dict, prefix removed."""
+    return {k[len(prefix):]: v for k, v in model_state.items() if k.startswith(prefix)}
+
+
 def transformer_weights(model_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The Transformer's part of a full HIDiff state dict, prefix removed."""
-    return {k[len("transformer."):]: v for k, v in model_state.items() if k.startswith("transformer.")}
+    return part(model_state, "transformer.")
 
 
-# --- losses -----------------------------------------------------------------
+# --- forward passes and losses ----------------------------------------------
 
 def stage1_forward(m: HIDiff, le: nn.Module, blur: torch.Tensor, sharp: torch.Tensor) -> torch.Tensor:
     return m.transformer(blur, le(blur, sharp))
 
 
-def stage1_loss(m: HIDiff, le: nn.Module, blur: torch.Tensor, sharp: torch.Tensor) -> torch.Tensor:
-    return F.l1_loss(stage1_forward(m, le, blur, sharp).float(), sharp)
-
-
-def stage2_loss(m: HIDiff, le: nn.Module, blur: torch.Tensor, sharp: torch.Tensor,
-                noise: torch.Tensor) -> torch.Tensor:
+def stage2_prior(m: HIDiff, le: nn.Module, blur: torch.Tensor, sharp: torch.Tensor,
+                 noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z_pred, z): the reverse process from q_sample(z, noise) conditioned
+    on LE_DM(blur), and its target z = LE(blur, sharp)."""
     with torch.no_grad():
         z = le(blur, sharp).float()
-    x_t = m.prior.q_sample(z, noise)
-    z_pred = m.prior.reverse(m.prior.le_dm(blur), x_t)
-    out = m.transformer(blur, z_pred)
-    return F.l1_loss(out.float(), sharp) + F.l1_loss(z_pred.float(), z)
+    return m.prior.reverse(m.prior.le_dm(blur), m.prior.q_sample(z, noise)), z
+
+
+def losses(plan: Plan, m: HIDiff, le: nn.Module, blur: torch.Tensor, sharp: torch.Tensor,
+           noise: Optional[torch.Tensor]) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    """(total loss, its terms as floats, the prior used)."""
+    if plan.stage == 1:
+        prior = le(blur, sharp)
+        lat = None
+    else:
+        assert noise is not None
+        prior, z = stage2_prior(m, le, blur, sharp, noise)
+        lat = F.l1_loss(prior.float(), z)
+    out = m.transformer(blur, prior)
+    img = recipe.image_loss(out, sharp, plan.loss)
+    total, terms = img, {"img": float(img.detach())}
+    if plan.fft_weight:
+        fft = recipe.fft_loss(out, sharp)
+        total = total + plan.fft_weight * fft
+        terms["fft"] = float(fft.detach())
+    if lat is not None:
+        total = total + plan.latent_weight * lat
+        terms["lat"] = float(lat.detach())
+    return total, terms, prior
+
+
+@torch.no_grad()
+def prior_gain(plan: Plan, m: HIDiff, blur: torch.Tensor, sharp: torch.Tensor, prior: torch.Tensor) -> float:
+    """Image loss with each image given the next image's prior, minus with
+    its own: > 0 when the Transformer uses what the prior says."""
+    if len(blur) < 2:
+        return 0.0
+    prior = prior.detach()
+    own = recipe.image_loss(m.transformer(blur, prior), sharp, plan.loss)
+    other = recipe.image_loss(m.transformer(blur, prior.roll(1, 0)), sharp, plan.loss)
+    return float(other - own)
 
 
 # --- random state -----------------------------------------------------------
@@ -162,8 +243,10 @@ def set_rng_state(st: dict[str, Any], noise_gen: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
+# --- state files ------------------------------------------------------------
+
 def save_atomic(obj: dict[str, Any], path: Path) -> None:
-    """tmp + fsync + rename: a crash never leaves a half-written ckpt."""
+    """tmp + fsync + rename: a crash never leaves a half-written state."""
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as f:
         torch.save(obj, f)
@@ -172,25 +255,78 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
-WEIGHTS_KEYS = ("stage", "preset", "iteration", "elapsed", "model", "le")
+WEIGHTS_KEYS = ("stage", "preset", "latent_bound", "iteration", "elapsed", "pixels", "model", "le", "ema_model", "ema_le")
 
 
 def strip_checkpoint(ckpt: Path, out: Path) -> None:
     """weights.pt from a ckpt.pt (drop Adam's moments and the random state):
-    what a stage stopped early (a device call's time limit) leaves to carry
-    on from, at a third of the size."""
+    what --init and save_official read."""
     ck = checkpoints.load_pickle(ckpt)
     save_atomic({k: ck[k] for k in WEIGHTS_KEYS}, out)
 
 
-def save_official(weights: Path, folder: Path) -> str:
+PARTS = {"weights.pt": ("model", "le"), "ema.pt": ("ema_model",), "adam.pt": ("opt",)}
+
+
+def compact(ckpt: Path, out: Path) -> None:
+    """The state the repository keeps between sessions, as a folder: the
+    whole ckpt.pt split in parts of < 16 MiB each (a device call returns
+    files up to that size), Adam's moments stored as bfloat16 (running
+    averages: halves the file; resuming from it is therefore not bit-exact,
+    a ckpt.pt within a session is), the frozen LE's EMA (= the LE) and the
+    EMA's shadow (= ema_model's trainable entries) not stored twice.
+    `--resume-from OUT` continues the schedule from it."""
+    ck = checkpoints.load_pickle(ckpt)
+    for st in ck["opt"]["state"].values():
+        for k in ("exp_avg", "exp_avg_sq"):
+            st[k] = st[k].to(torch.bfloat16)
+    ck["ema"] = {k: v for k, v in ck["ema"].items() if k != "shadow"}
+    if ck["stage"] == 2:
+        ck.pop("ema_le")
+    out.mkdir(parents=True, exist_ok=True)
+    for name, keys in PARTS.items():
+        save_atomic({k: ck.pop(k) for k in keys}, out / name)
+    save_atomic({**ck, "compact": True}, out / "meta.pt")
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """A ckpt.pt or weights.pt file, or a compact state folder, as one dict."""
+    if not path.is_dir():
+        return checkpoints.load_pickle(path)
+    ck = checkpoints.load_pickle(path / "meta.pt")
+    for name in PARTS:
+        ck.update(checkpoints.load_pickle(path / name))
+    ck.setdefault("ema_le", ck["le"])
+    for st in ck["opt"]["state"].values():
+        for k in ("exp_avg", "exp_avg_sq"):
+            st[k] = st[k].float()
+    return ck
+
+
+def ema_state(ck: dict[str, Any], name: str) -> dict[str, torch.Tensor]:
+    """The EMA of module `name` ("model" or "le") as a full state dict."""
+    return ck.get(f"ema_{name}") or ck[name]
+
+
+def load_state_modules(path: Path, ema: bool = True) -> tuple[HIDiff, nn.Module]:
+    """(HIDiff, stage-one LE) from a ckpt.pt, weights.pt or compact state;
+    the EMA weights by default (what ships)."""
+    ck = load_state(path)
+    preset = presets.get(ck["preset"])
+    m, le = stage_modules(replace(preset, latent_bound=ck.get("latent_bound", "released")), 0)
+    m.load_state_dict(ema_state(ck, "model") if ema else ck["model"])
+    le.load_state_dict(ema_state(ck, "le") if ema else ck["le"])
+    return m.eval(), le.eval()
+
+
+def save_official(weights: Path, folder: Path, ema: bool = True) -> str:
     """The official checkpoint folder (net_g/net_le_dm/net_d.pth, what
-    export reads) from a stage-two weights.pt; returns its sha256."""
-    w = checkpoints.load_pickle(weights)
+    export reads) from a stage-two state or weights.pt, EMA weights by
+    default; returns its sha256."""
+    w = load_state(weights)
     if w["stage"] != 2:
         raise SystemExit(f"train: {weights} is from stage {w['stage']}; the model's folder needs stage 2")
-    m, _ = stage_modules(presets.get(w["preset"]), 0)
-    m.load_state_dict(w["model"])
+    m, _ = load_state_modules(weights, ema)
     return checkpoints.save_folder(m, folder)
 
 
@@ -204,24 +340,29 @@ def fixed_noise(b: int) -> torch.Tensor:
 
 @torch.no_grad()
 def validate(stage: int, m: HIDiff, le: nn.Module, val: tuple[torch.Tensor, torch.Tensor],
-             device: torch.device, chunk: int = 8) -> dict[str, float]:
-    """PSNR (dB) on the fixed validation crops: the blurry input, the
-    Transformer with the ground-truth prior LE(blur, sharp) (the stage-one
-    model), and in stage two the full model (LE_DM + reverse diffusion from
-    the daemon's seed-0 noise)."""
+             device: torch.device, chunk: int = 16) -> dict[str, float]:
+    """PSNR (dB) on the fixed validation crops: the blurry input; the
+    Transformer with the ground-truth prior LE(blur, sharp) and with each
+    crop given the next crop's (what stage one is, and what its prior is
+    worth); in stage two the full model (LE_DM + reverse diffusion from the
+    daemon's seed-0 noise), which is what ships."""
+    was = m.training
     m.eval()
     le.eval()
     blur, sharp = val
-    gt, full = [], []
+    gt, shuffled, full = [], [], []
     for i in range(0, len(blur), chunk):
         b, s = blur[i:i + chunk].to(device), sharp[i:i + chunk].to(device)
-        gt.append(stage1_forward(m, le, b, s).float().clamp(0, 1).cpu())
+        z = le(b, s)
+        gt.append(m.transformer(b, z).float().clamp(0, 1).cpu())
+        shuffled.append(m.transformer(b, z.roll(1, 0)).float().clamp(0, 1).cpu())
         if stage == 2:
             full.append(m(b, fixed_noise(len(b)).to(device)).float().clamp(0, 1).cpu())
-    m.train()
-    le.train()
-    res = {"val_psnr_blurry": data.psnr(blur, sharp), "val_psnr_gt_prior": data.psnr(torch.cat(gt), sharp)}
-    res["val_psnr"] = data.psnr(torch.cat(full), sharp) if stage == 2 else res["val_psnr_gt_prior"]
+    m.train(was)
+    le.train(was)
+    res = {"blurry": data.psnr(blur, sharp), "gt_prior": data.psnr(torch.cat(gt), sharp),
+           "gt_prior_shuffled": data.psnr(torch.cat(shuffled), sharp)}
+    res["model"] = data.psnr(torch.cat(full), sharp) if stage == 2 else res["gt_prior"]
     return res
 
 
@@ -243,160 +384,282 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def run(a: argparse.Namespace) -> int:
-    torch.set_num_threads(a.threads)
-    device = pick_device(a.device)
-    amp = device.type == "cuda"
-    if amp:
-        torch.backends.cudnn.benchmark = True            # patch sizes repeat: tune convs once each
-        torch.backends.cuda.matmul.allow_tf32 = True     # what bf16 autocast leaves in fp32
-        torch.backends.cudnn.allow_tf32 = True
-    preset = presets.get(a.preset)
-    run_dir = Path(a.run)
-    sdir = run_dir / f"stage{a.stage}"
-    sdir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = sdir / "ckpt.pt"
-    log = open(sdir / "log.jsonl", "a")
+class Trainer:
+    """One invocation: set up (resume, or a new schedule), run steps until
+    --iters/--seconds/a signal, save. Each phase is a method."""
 
-    def emit(rec: dict[str, Any]) -> None:
+    def __init__(self, a: argparse.Namespace) -> None:
+        self.a = a
+        self.plan = plan_from_args(a)
+        self.preset = replace(presets.get(a.preset), latent_bound=self.plan.latent_bound)
+        self.device = pick_device(a.device)
+        self.amp = self.device.type == "cuda"
+        self.sdir = Path(a.run) / f"stage{a.stage}"
+        self.sdir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_path = self.sdir / "ckpt.pt"
+        self.log = open(self.sdir / "log.jsonl", "a")
+        random.seed(a.seed)
+        np.random.seed(a.seed)
+        # --released-init: PyTorch's default init everywhere, as the first
+        # runs had (the A side of the recipe's A/B); the recipe's otherwise
+        self.m, self.le = (stage_modules if a.released_init else fresh_modules)(self.preset, a.seed)
+        self.noise_gen = torch.Generator().manual_seed(a.seed)
+        # pixels: seen along the whole chain of runs (the learning curve);
+        # the schedule counts from pixels0, where it started
+        self.i, self.elapsed, self.pixels, self.pixels0 = 0, 0.0, 0, 0
+        self.session_seconds = 0.0
+
+    def emit(self, rec: dict[str, Any]) -> None:
         line = json.dumps(rec)
-        log.write(line + "\n")
-        log.flush()
-        if not a.quiet:
+        self.log.write(line + "\n")
+        self.log.flush()
+        if not self.a.quiet:
             print(line, flush=True)
 
-    random.seed(a.seed)
-    np.random.seed(a.seed)
-    m, le = stage_modules(preset, a.seed)
-    noise_gen = torch.Generator().manual_seed(a.seed)
-    sched = Schedule(a.iters, a.seconds)
+    # phase 1: where the weights come from
+    def load(self) -> Optional[dict[str, Any]]:
+        """Returns the optimiser/EMA state to restore (a resumed run), or None."""
+        a = self.a
+        src = self.ckpt_path if self.ckpt_path.exists() else (Path(a.resume_from) if a.resume_from else None)
+        if src is not None:
+            ck = load_state(src)
+            if ck["stage"] != a.stage:
+                raise SystemExit(f"train: {src} is a stage-{ck['stage']} state, not stage {a.stage}")
+            check_same_plan(ck["plan"], self.plan, src)
+            self.m.load_state_dict(ck["model"])
+            self.le.load_state_dict(ck["le"])
+            set_rng_state(ck["rng"], self.noise_gen)
+            self.i, self.elapsed, self.pixels = ck["iteration"], ck["elapsed"], ck["pixels"]
+            self.pixels0 = ck["schedule_from_pixels"]
+            self.emit({"event": "resume", "from": str(src), "iter": self.i, "pixels": self.pixels,
+                       "batch": a.batch, "patches": a.patch})
+            return ck
+        if a.init:
+            self.init_from(Path(a.init))
+        elif a.stage == 2:
+            self.init_from(Path(a.run) / "stage1" / "ckpt.pt")
+        return None
 
-    start, elapsed = 0, 0.0
-    opt_state = None
-    if ckpt_path.exists():
-        ck = checkpoints.load_pickle(ckpt_path)
-        if (ck["iters"], ck.get("seconds", 0.0)) != (a.iters, a.seconds):
-            raise SystemExit(f"train: {ckpt_path} was made with --iters {ck['iters']} --seconds "
-                             f"{ck.get('seconds', 0.0)}, not --iters {a.iters} --seconds {a.seconds}")
-        m.load_state_dict(ck["model"])
-        le.load_state_dict(ck["le"])
-        opt_state = ck["opt"]
-        set_rng_state(ck["rng"], noise_gen)
-        start, elapsed = ck["iteration"], ck["elapsed"]
-        emit({"event": "resume", "iter": start})
-    elif a.stage == 1 and a.init:
-        # continue an earlier run's LE + Transformer with a fresh schedule
-        # (a stage-two ckpt or weights.pt carries the same LE and Transformer)
-        ck0 = checkpoints.load_pickle(Path(a.init))
-        le.load_state_dict(ck0["le"])
-        m.transformer.load_state_dict(transformer_weights(ck0["model"]))
-        emit({"event": "init", "from": a.init, "init_stage": ck0["stage"], "init_iteration": ck0["iteration"]})
-    elif a.stage == 2:
-        init = Path(a.init) if a.init else run_dir / "stage1" / "ckpt.pt"
-        ck1 = checkpoints.load_pickle(init)
-        le.load_state_dict(ck1["le"])
-        if ck1["stage"] == 2:
-            # continue a finished stage two with a fresh schedule (weights only)
-            m.load_state_dict(ck1["model"])
+    def init_from(self, path: Path) -> None:
+        """A new schedule from an earlier run's weights (its EMA if it has one)."""
+        a, m, le = self.a, self.m, self.le
+        if not path.exists():
+            raise SystemExit(f"train: {path} does not exist (stage 2 starts from a stage-one state: "
+                             f"run stage 1 in this --run first, or give --init)")
+        ck = load_state(path)
+        model = ema_state(ck, "model")
+        if a.fresh_le:
+            if a.stage != 1:
+                raise SystemExit("train: --fresh-le is for stage 1 (stage 2 needs the trained LE as its target)")
         else:
-            m.transformer.load_state_dict(transformer_weights(ck1["model"]))
-            warm_start_le_dm(m, le)
-        emit({"event": "init", "from": str(init), "init_stage": ck1["stage"], "init_iteration": ck1["iteration"]})
+            le.load_state_dict(ema_state(ck, "le"))
+        if a.stage == 2 and ck["stage"] == 2:
+            m.load_state_dict(model)                    # continue a finished stage two
+        else:
+            m.transformer.load_state_dict(transformer_weights(model))
+            if a.stage == 2:
+                warm_start_le_dm(m, le)
+                if a.init_prior:                         # the previous denoiser, not a fresh one
+                    prev = ema_state(load_state(Path(a.init_prior)), "model")
+                    m.prior.load_state_dict(part(prev, "prior."))
+        if a.revive_latent:
+            recipe.revive_latent_level(m.transformer, a.seed)
+        self.emit({"event": "init", "from": str(path), "init_stage": ck["stage"],
+                   "init_iteration": ck["iteration"], "init_prior": a.init_prior,
+                   "revive_latent": a.revive_latent, "fresh_le": a.fresh_le})
+        self.pixels = self.pixels0 = int(ck.get("pixels", 0))
 
-    if a.stage == 2:
-        le.requires_grad_(False)
-    m.to(device).train()
-    le.to(device).train()
-    params = trainable(a.stage, m, le)
-    opt = torch.optim.Adam(params, lr=a.lr, betas=(0.9, 0.99))
-    if opt_state is not None:
-        opt.load_state_dict(opt_state)
-
-    train_rel, val_rel = data.split(data.manifest(Path(a.photos)))
-    with data.threads(1):
-        val = data.val_crops(data.load_photos(val_rel, Path(a.photos)), a.val_count, a.val_patch)
-    if start == 0:
-        emit({"event": "start", "stage": a.stage, "preset": a.preset, "iters": a.iters, "seconds": a.seconds,
-              "batch": a.batch, "patches": a.patch, "device": str(device), "threads": a.threads,
-              "workers": a.workers, "params_trained": sum(p.numel() for p in params),
-              "params_model": count_params(m), "train_photos": len(train_rel), "val_photos": len(val_rel)})
-
-    def weights(i: int) -> dict[str, Any]:
-        """What --init reads: weights.pt (WEIGHTS_KEYS), and the core of ckpt.pt."""
-        return {"stage": a.stage, "preset": a.preset, "iteration": i, "elapsed": elapsed,
-                "model": m.state_dict(), "le": le.state_dict()}
-
-    def checkpoint(i: int) -> None:
-        save_atomic({**weights(i), "iters": a.iters, "seconds": a.seconds, "opt": opt.state_dict(),
-                     "rng": rng_state(noise_gen), "args": vars(a)}, ckpt_path)
-
-    pace = 0.0   # seconds per step, a moving average (the first step, which waits for workers, left out)
-
-    def patch_for(j: int) -> int:
-        # a time-budget run forecasts iteration j's progress from the current pace
-        return patch_at(sched.progress(j, elapsed + (j - i) * pace), a.patch, a.patch_fractions)
-
-    stop = Stop()
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    losses: list[float] = []
-    waited = 0.0     # seconds spent waiting for batches since the last log line (data-starved if large)
-    t_mark = time.perf_counter()
-    i = start
-    source = batches.Source(Path(a.photos), train_rel, a.seed, a.stage, a.batch, patch_for, a.workers)
-    try:
-        while not sched.done(i, elapsed) and not (a.stop_after and i >= a.stop_after):
-            t0 = time.perf_counter()
-            lr = lr_at(sched.progress(i, elapsed), a.lr)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            blur, sharp = source.get(i)
-            waited += time.perf_counter() - t0
-            patch = blur.shape[-1]
-            blur, sharp = blur.to(device, non_blocking=True), sharp.to(device, non_blocking=True)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                if a.stage == 1:
-                    loss = stage1_loss(m, le, blur, sharp)
-                else:
-                    noise = torch.randn(blur.shape[0], contract.PRIOR_TOKENS, contract.PRIOR_CHANNELS,
-                                        generator=noise_gen).to(device)
-                    loss = stage2_loss(m, le, blur, sharp, noise)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if a.clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, a.clip)
-            opt.step()
-            losses.append(float(loss.detach()))  # also waits for the GPU, so the timing is real
-            i += 1
-            step = time.perf_counter() - t0
-            elapsed += step
-            if i > start + 1:
-                pace = step if pace == 0.0 else 0.9 * pace + 0.1 * step
-            end = sched.done(i, elapsed) or i == a.stop_after
-            if i % a.log_every == 0 or end:
-                now = time.perf_counter()
-                emit({"iter": i, "loss": sum(losses) / len(losses), "lr": lr, "patch": patch,
-                      "seconds": round(elapsed, 1), "s_per_iter": round((now - t_mark) / len(losses), 3),
-                      "data_wait": round(waited / max(now - t_mark, 1e-9), 3)})
-                losses, waited, t_mark = [], 0.0, now
-            if a.val_every and (i % a.val_every == 0 or sched.done(i, elapsed)):
-                tv = time.perf_counter()
-                emit({"iter": i, "seconds": round(elapsed, 1), **validate(a.stage, m, le, val, device),
-                      "val_seconds": round(time.perf_counter() - tv, 1)})
-                t_mark += time.perf_counter() - tv
-            if stop.requested or i % a.save_every == 0 or end:
-                checkpoint(i)
-            if stop.requested:
-                emit({"event": "stopped", "iter": i, "reason": "signal"})
-                return 0
-    finally:
-        source.close()
-    if sched.done(i, elapsed):
-        save_atomic(weights(i), sdir / "weights.pt")
+    # phase 2: optimiser, EMA, data
+    def prepare(self, resumed: Optional[dict[str, Any]]) -> None:
+        a = self.a
+        if self.amp:
+            torch.backends.cudnn.benchmark = True            # patch sizes repeat: tune convs once each
+            torch.backends.cuda.matmul.allow_tf32 = True     # what bf16 autocast leaves in fp32
+            torch.backends.cudnn.allow_tf32 = True
         if a.stage == 2:
-            sha = checkpoints.save_folder(m.cpu(), run_dir / "weights")
-            emit({"event": "weights", "dir": str(run_dir / "weights"), "sha256": sha})
-    emit({"event": "done" if sched.done(i, elapsed) else "paused", "iter": i, "seconds": round(elapsed, 1)})
+            self.le.requires_grad_(False)
+        # training FLOPs per pixel: forward MACs x 2 (multiply + add) x 3
+        # (forward + backward ~ 3 forwards); for the `tflops` log field
+        self.flops_px = 6 * macs.macs(self.m, 64, 64)["total"] / 64 ** 2
+        self.fmt = torch.channels_last if a.channels_last else torch.contiguous_format
+        self.m.to(self.device, memory_format=self.fmt).train()
+        self.le.to(self.device, memory_format=self.fmt).train()
+        self.params = trainable(a.stage, self.m, self.le)
+        self.opt = torch.optim.Adam(self.params, lr=self.plan.lr, betas=(0.9, 0.99))
+        self.ema = recipe.EMA(self.params, self.plan.ema_decay)
+        self.session_pixels0 = self.pixels
+        if resumed is not None:
+            self.opt.load_state_dict(resumed["opt"])
+            ema = dict(resumed["ema"])
+            if "shadow" not in ema:          # a compact state: the shadow is ema_model's trainable part
+                src = {"model": resumed["ema_model"], "le": resumed["ema_le"]}
+                ema["shadow"] = [src[st][k].float() for st, k in trainable_names(self.plan.stage, self.m, self.le)]
+            self.ema.load_state_dict(ema)
+        train_rel, val_rel = data.split(data.manifest(Path(a.photos)))
+        with data.threads(1):
+            self.val = data.val_crops(data.load_photos(val_rel, Path(a.photos)), a.val_count, a.val_patch)
+        # the patch of a batch queued ahead follows the progress at queueing
+        # time (exact on CPU, where batches are made when asked for)
+        self.source = batches.Source(Path(a.photos), train_rel, a.seed, a.stage, a.batch, self.patch_now, a.workers)
+        if resumed is None:
+            self.emit({"event": "start", **asdict(self.plan), "batch": a.batch, "patches": a.patch,
+                       "released_init": a.released_init, "device": str(self.device), "threads": a.threads,
+                       "workers": a.workers, "params_trained": sum(p.numel() for p in self.params),
+                       "params_model": count_params(self.m), "train_photos": len(train_rel),
+                       "val_photos": len(val_rel), "val_crops": a.val_count})
+
+    def patch_now(self, _i: int) -> int:
+        return recipe.patch_at(self.plan.progress(self.pixels - self.pixels0), self.a.patch, self.a.patch_fractions)
+
+    def finished(self) -> bool:
+        return self.plan.progress(self.pixels - self.pixels0) >= 1.0
+
+    def stop_here(self) -> bool:
+        a = self.a
+        if self.finished():
+            return True
+        return self.i >= a.iters if a.iters else self.session_seconds >= a.seconds
+
+    # phase 3: the steps
+    def step(self) -> dict[str, float]:
+        plan, m, le = self.plan, self.m, self.le
+        lr = plan.lr_at(self.pixels - self.pixels0, self.a.batch)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        t0 = time.perf_counter()
+        blur, sharp = self.source.get(self.i)
+        wait = time.perf_counter() - t0
+        blur = blur.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt)
+        sharp = sharp.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt)
+        noise = None
+        if plan.stage == 2:
+            noise = torch.randn(blur.shape[0], contract.PRIOR_TOKENS, contract.PRIOR_CHANNELS,
+                                generator=self.noise_gen).to(self.device)
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            loss, terms, prior = losses(plan, m, le, blur, sharp, noise)
+            if (self.i + 1) % self.a.log_every == 0:
+                terms["prior_gain"] = prior_gain(plan, m, blur, sharp, prior)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if plan.clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, plan.clip)
+        self.opt.step()
+        self.ema.update()
+        self.i += 1
+        self.pixels += blur.shape[0] * blur.shape[-1] * blur.shape[-2]
+        return {**terms, "loss": float(loss.detach()), "lr": lr, "patch": blur.shape[-1], "wait": wait}
+
+    def warm(self, steps: int) -> None:
+        """Forward + backward passes on the coming batch's shape that change
+        nothing (no optimiser step, no EMA, own noise): a GPU selects its
+        kernels for the shape here, outside the counted step time."""
+        if steps <= 0:
+            return
+        t0 = time.perf_counter()
+        blur, sharp = self.source.get(self.i)
+        blur = blur.to(self.device).contiguous(memory_format=self.fmt)
+        sharp = sharp.to(self.device).contiguous(memory_format=self.fmt)
+        gen = torch.Generator().manual_seed(12345)
+        for _ in range(steps):
+            noise = torch.randn(blur.shape[0], contract.PRIOR_TOKENS, contract.PRIOR_CHANNELS,
+                                generator=gen).to(self.device)
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                loss, _, _ = losses(self.plan, self.m, self.le, blur, sharp, noise)
+            loss.backward()
+            self.opt.zero_grad(set_to_none=True)
+        float(loss.detach())           # waits for the device
+        self.emit({"event": "warm", "steps": steps, "patch": blur.shape[-1], "batch": blur.shape[0],
+                   "seconds": round(time.perf_counter() - t0, 1)})
+
+    def validate(self) -> dict[str, Any]:
+        tv = time.perf_counter()
+        raw = validate(self.plan.stage, self.m, self.le, self.val, self.device)
+        self.ema.swap()
+        ema = validate(self.plan.stage, self.m, self.le, self.val, self.device)
+        self.ema.swap()
+        return {"iter": self.i, "pixels": self.pixels, "seconds": round(self.elapsed, 1),
+                **{f"val_{k}": round(v, 4) for k, v in raw.items()},
+                **{f"val_ema_{k}": round(v, 4) for k, v in ema.items() if k != "blurry"},
+                "val_seconds": round(time.perf_counter() - tv, 1)}
+
+    def state(self) -> dict[str, Any]:
+        self.ema.swap()
+        ema_model, ema_le = {k: v.cpu().clone() for k, v in self.m.state_dict().items()}, \
+            {k: v.cpu().clone() for k, v in self.le.state_dict().items()}
+        self.ema.swap()
+        return {"stage": self.plan.stage, "preset": self.plan.preset, "latent_bound": self.plan.latent_bound,
+                "iteration": self.i,
+                "elapsed": self.elapsed, "pixels": self.pixels, "schedule_from_pixels": self.pixels0, "model": self.m.state_dict(),
+                "le": self.le.state_dict(), "ema_model": ema_model, "ema_le": ema_le,
+                "plan": asdict(self.plan), "batch": self.a.batch, "opt": self.opt.state_dict(), "ema": self.ema.state_dict(),
+                "rng": rng_state(self.noise_gen), "args": vars(self.a)}
+
+    def loop(self) -> str:
+        a = self.a
+        stop = Stop()
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        acc: dict[str, list[float]] = {}
+        waited, t_mark, n, px_mark = 0.0, time.perf_counter(), 0, self.pixels
+        while not self.stop_here():
+            t0 = time.perf_counter()
+            rec = self.step()
+            dt = time.perf_counter() - t0
+            self.elapsed += dt
+            self.session_seconds += dt
+            waited += rec.pop("wait")
+            n += 1
+            for k in ("loss", "img", "fft", "lat", "prior_gain"):
+                if k in rec:
+                    acc.setdefault(k, []).append(rec[k])
+            end = self.stop_here() or stop.requested
+            if self.i % a.log_every == 0 or end:
+                now = time.perf_counter()
+                self.emit({"iter": self.i, **{k: sum(v) / len(v) for k, v in acc.items()}, "lr": rec["lr"],
+                           "patch": rec["patch"], "pixels": self.pixels, "seconds": round(self.elapsed, 1),
+                           "s_per_iter": round((now - t_mark) / n, 3),
+                           "data_wait": round(waited / max(now - t_mark, 1e-9), 3),
+                           "tflops": round(self.flops_px * (self.pixels - px_mark) / max(now - t_mark, 1e-9) / 1e12, 4)})
+                acc, waited, t_mark, n, px_mark = {}, 0.0, now, 0, self.pixels
+            if a.val_every and (self.i % a.val_every == 0 or end):
+                tv = time.perf_counter()
+                self.emit(self.validate())
+                t_mark += time.perf_counter() - tv
+            if stop.requested or self.i % a.save_every == 0 or end:
+                save_atomic(self.state(), self.ckpt_path)
+            if stop.requested:
+                return "signal"
+        return "done" if self.finished() else "paused"
+
+    def finish(self, how: str) -> None:
+        """weights.pt at every stop (what --init and save_official read);
+        in stage two also the official folder of the EMA weights."""
+        self.source.close()
+        if not self.ckpt_path.exists():
+            return
+        strip_checkpoint(self.ckpt_path, self.sdir / "weights.pt")
+        px = self.pixels - self.session_pixels0
+        sec = max(self.session_seconds, 1e-9)
+        rec: dict[str, Any] = {"event": how, "iter": self.i, "seconds": round(self.elapsed, 1),
+                               "pixels": self.pixels, "session_step_seconds": round(self.session_seconds, 1),
+                               "session_pixels_per_s": round(px / sec), "session_tflops":
+                               round(self.flops_px * px / sec / 1e12, 4)}
+        if self.plan.stage == 2:
+            rec["sha256"] = save_official(self.sdir / "weights.pt", Path(self.a.run) / "weights")
+        self.emit(rec)
+
+
+def run(a: argparse.Namespace) -> int:
+    torch.set_num_threads(a.threads)
+    t = Trainer(a)
+    resumed = t.load()
+    t.prepare(resumed)
+    t.warm(a.warm_steps)
+    how = "signal"
+    try:
+        how = t.loop()
+    finally:
+        t.finish(how if how != "signal" else "stopped")
     return 0
 
 
@@ -406,30 +669,51 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--stage", type=int, choices=(1, 2), required=True)
     ap.add_argument("--preset", default="s", choices=sorted(presets.PRESETS))
     ap.add_argument("--run", required=True, help="run folder; stage N lives in RUN/stageN")
-    ap.add_argument("--iters", type=int, default=0, help="total iterations (the LR schedule spans them)")
-    ap.add_argument("--seconds", type=float, default=0.0,
-                    help="instead of --iters: seconds of training the schedule spans (a lent GPU's time limit)")
+    ap.add_argument("--total-mpx", type=float, default=0.0,
+                    help="training megapixels the schedule spans (warm-up + cosine)")
+    ap.add_argument("--iters", type=int, default=0, help="stop this invocation at iteration N (cumulative)")
+    ap.add_argument("--seconds", type=float, default=0.0, help="stop this invocation after S seconds of steps")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--patch", type=int, nargs="+", default=[64, 96, 128],
-                    help="progressive patch sizes, equal shares of the run (multiples of 16)")
-    ap.add_argument("--patch-fractions", type=float, nargs="+", help="share of the run per patch size")
-    ap.add_argument("--lr", type=float, default=2e-4)
-    ap.add_argument("--clip", type=float, default=0.0, help="gradient-norm clip (0: off)")
+                    help="progressive patch sizes over the schedule's progress, equal shares (multiples of 16); "
+                    "may differ between invocations (a GPU takes larger ones)")
+    ap.add_argument("--patch-fractions", type=float, nargs="+", help="share of the schedule per patch size")
+    ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate at batch --lr-batch")
+    ap.add_argument("--lr-batch", type=int, default=4, help="the batch --lr is for (sqrt scaling to --batch)")
+    ap.add_argument("--warmup-mpx", type=float, default=0.0, help="megapixels of linear warm-up")
+    ap.add_argument("--loss", default="l1", choices=recipe.LOSSES)
+    ap.add_argument("--fft-weight", type=float, default=0.0, help="weight of the spectrum L1 term (0: off)")
+    ap.add_argument("--latent-weight", type=float, default=1.0, help="stage 2: weight of L1(z_pred, z)")
+    ap.add_argument("--latent-bound", choices=("released", "tanh"),
+                    help="how the stage-one LE bounds z (default: the preset's; see Preset.latent_bound)")
+    ap.add_argument("--ema-decay", type=float, default=0.999)
+    ap.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (0: off)")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--channels-last", action="store_true", help="NHWC memory format (GPU convolutions)")
+    ap.add_argument("--warm-steps", type=int, default=0,
+                    help="uncounted forward+backward passes first (GPU kernel selection for the shape)")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     ap.add_argument("--workers", type=int, default=0,
                     help="processes making batches ahead (0: in the training process; a GPU wants ~1 per core)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--val-every", type=int, default=200, help="0: no validation")
-    ap.add_argument("--val-count", type=int, default=16, help="fixed validation crops")
-    ap.add_argument("--val-patch", type=int, default=128)
-    ap.add_argument("--save-every", type=int, default=50)
-    ap.add_argument("--log-every", type=int, default=10)
-    ap.add_argument("--stop-after", type=int, default=0,
-                    help="pause (save and exit) after this iteration; rerun to resume")
-    ap.add_argument("--init", help="stage 1: an earlier ckpt.pt (either stage) whose LE + Transformer to "
-                    "continue with a fresh schedule. Stage 2: a stage-one ckpt.pt (default RUN/stage1/ckpt.pt), "
-                    "or a finished stage-two ckpt.pt to train on with a new schedule")
+    ap.add_argument("--val-every", type=int, default=500, help="0: no validation")
+    ap.add_argument("--val-count", type=int, default=64, help="fixed validation crops")
+    ap.add_argument("--val-patch", type=int, default=96)
+    ap.add_argument("--save-every", type=int, default=100)
+    ap.add_argument("--log-every", type=int, default=25)
+    ap.add_argument("--init", help="a new schedule from an earlier state or weights.pt (its EMA weights): "
+                    "stage 1 takes its LE + Transformer; stage 2 a stage-one file (default RUN/stage1/ckpt.pt) "
+                    "or a stage-two one to continue")
+    ap.add_argument("--init-prior", help="stage 2 from a stage-one --init: LE_DM + denoiser from this "
+                    "earlier stage-two file instead of LE's warm start and a fresh denoiser")
+    ap.add_argument("--revive-latent", action="store_true",
+                    help="with --init: re-initialise the 1/8 level (recipe.revive_latent_level)")
+    ap.add_argument("--released-init", action="store_true",
+                    help="a new run with PyTorch's default init (random FiLM and HIM projections), for A/B")
+    ap.add_argument("--fresh-le", action="store_true",
+                    help="stage 1 with --init: a new LE (e.g. when the latent bound changes) with the old Transformer")
+    ap.add_argument("--resume-from", help="continue the schedule of this state (e.g. the repository's "
+                    "compact state) when RUN/stageN/ckpt.pt does not exist yet")
     ap.add_argument("--photos", default=str(data.PHOTOS))
     ap.add_argument("--quiet", action="store_true")
     return ap
@@ -441,6 +725,14 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("train: patch sizes must be multiples of 16")
     if (a.iters > 0) == (a.seconds > 0):
         raise SystemExit("train: give exactly one of --iters N or --seconds S (both > 0)")
+    if a.total_mpx <= 0:
+        raise SystemExit("train: --total-mpx T (> 0) is needed: the schedule's length in training megapixels")
+    if a.warmup_mpx >= a.total_mpx:
+        raise SystemExit(f"train: --warmup-mpx {a.warmup_mpx} must be below --total-mpx {a.total_mpx}")
+    if a.patch_fractions and len(a.patch_fractions) != len(a.patch):
+        raise SystemExit("train: --patch-fractions needs one share per --patch size")
+    if a.init and a.resume_from:
+        raise SystemExit("train: --init starts a new schedule, --resume-from continues one: give one")
     return run(a)
 
 

@@ -12,12 +12,14 @@ import (
 // Image is a decoded frame in the layout the network wants: planar RGB
 // (all R, then all G, then all B; each plane H rows of W), float32 in [0,1].
 // W and H are after EXIF orientation. Format and BitDepth remember the source
-// so Encode can write the result the same way.
+// so Encode can write the result the same way; Meta is the source's metadata
+// (nil for images not decoded from a file), for PrepareMetadata.
 type Image struct {
 	W, H     int
 	Pix      []float32 // len 3*W*H
 	Format   string    // FormatJPEG or FormatPNG
 	BitDepth int       // 8 or 16 per channel
+	Meta     *Metadata
 	// Dropped says what of the file the result will not carry (alpha,
 	// animation frames, a PNG's eXIf orientation), one sentence each.
 	Dropped []string
@@ -54,7 +56,14 @@ func DecodeFile(path string, lim Limits) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	return DecodeBytes(data, lim)
+	img, err := DecodeBytes(data, lim)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err == nil {
+		img.Meta.ModTime = fi.ModTime()
+	}
+	return img, nil
 }
 
 // Decode reads r to the end (at most Limits.MaxBytes) and decodes it.
@@ -110,5 +119,11 @@ func DecodeBytes(data []byte, lim Limits) (*Image, error) {
 	img.Format = info.Format
 	img.BitDepth = depth
 	img.Dropped = dropped(data, info.Format, src)
+	// The metadata walk cannot fail for a file that decoded: problems in
+	// it are recorded in Meta and the part concerned is left out.
+	if img.Meta, err = ExtractMetadata(data); err != nil {
+		return nil, AsError(err, StageDecode)
+	}
+	img.Meta.Applied = info.Orientation
 	return img, nil
 }

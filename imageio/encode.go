@@ -23,6 +23,9 @@ type EncodeOptions struct {
 	// at 1280x720 zlib's default level cost about 5% of a whole CPU frame
 	// (350 ms against 7.4 s of network), time the next frame waits for.
 	PNGCompression png.CompressionLevel
+	// Meta, from PrepareMetadata for the same format, is written after
+	// the JPEG's SOI or the PNG's IHDR; nil writes pixels only.
+	Meta *OutputMetadata
 }
 
 // pngBuffers lets successive PNG encodes reuse the encoder's zlib and row
@@ -70,6 +73,10 @@ func Encode(w io.Writer, img *Image, opts EncodeOptions) error {
 	format := opts.Format
 	if format == "" {
 		format = img.Format
+	}
+	w, err := opts.Meta.writer(w, format)
+	if err != nil {
+		return err
 	}
 	R, G, B := img.Planes()
 	n := img.W * img.H

@@ -51,23 +51,8 @@ func jpegOrientation(data []byte) int {
 // tiffOrientation reads tag 0x0112 from IFD0 of a TIFF structure (the body of
 // an EXIF APP1 segment). It returns 0 when the tag is absent or invalid.
 func tiffOrientation(t []byte) int {
-	if len(t) < 8 {
-		return 0
-	}
-	var bo binary.ByteOrder
-	switch string(t[:2]) {
-	case "II":
-		bo = binary.LittleEndian
-	case "MM":
-		bo = binary.BigEndian
-	default:
-		return 0
-	}
-	if bo.Uint16(t[2:]) != 42 {
-		return 0
-	}
-	off := uint64(bo.Uint32(t[4:]))
-	if off < 8 || off+2 > uint64(len(t)) {
+	bo, off, ok := tiffHeader(t)
+	if !ok || off+2 > uint64(len(t)) {
 		return 0
 	}
 	count := int(bo.Uint16(t[off:]))
@@ -92,4 +77,25 @@ func tiffOrientation(t []byte) int {
 		return 0
 	}
 	return 0
+}
+
+// tiffHeader reads a TIFF header: the byte order ("II" or "MM", then 42)
+// and the offset of IFD0, which must lie after the header.
+func tiffHeader(t []byte) (bo binary.ByteOrder, ifd0 uint64, ok bool) {
+	if len(t) < 8 {
+		return nil, 0, false
+	}
+	switch string(t[:2]) {
+	case "II":
+		bo = binary.LittleEndian
+	case "MM":
+		bo = binary.BigEndian
+	default:
+		return nil, 0, false
+	}
+	if bo.Uint16(t[2:]) != 42 {
+		return nil, 0, false
+	}
+	ifd0 = uint64(bo.Uint32(t[4:]))
+	return bo, ifd0, ifd0 >= 8
 }

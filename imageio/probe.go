@@ -1,5 +1,7 @@
 // Package imageio turns camera files into planar float32 RGB and back. It
-// decodes JPEG and PNG only, honours EXIF orientation for JPEG, and refuses bad
+// decodes JPEG and PNG only, honours EXIF orientation for JPEG, carries a
+// file's metadata (EXIF, XMP, ICC, text) into the output with the
+// provenance of the run (metadata.go, metawrite.go), and refuses bad
 // input (symlinks, special files, empty files, oversize headers, truncated
 // data) with an *Error that names the stage and a human reason, so the daemon
 // can move the frame to failed/ and go on.

@@ -4,7 +4,8 @@
 # call, at most 8 files back), because each call pays for a start:
 #
 #   1. trt/gpu-check.sh: the TensorRT shim's CUDA layer (seconds)
-#   2. scripts/gpu-train.sh run: a smoke run, then both training stages
+#   2. scripts/gpu-train.sh run: the committed training state continued
+#      (its stage), mostly steps
 #   3. beside the training, which is its load: scripts/gpu-check.sh (NVML
 #      readings and throttle decisions each second, hidiffd doctor)
 #
@@ -12,8 +13,8 @@
 #   scripts/gpu-train.sh prepare && scripts/gpu-check.sh build && trt/gpu-check.sh --build-only
 # The call: command 'scripts/device-call.sh', carry ["build/photos",
 # "build/gpu-check", "build/trt-cuda-check"], timeout_s 600.
-# Back: console.log, checks.tar.gz (both checks' outputs), run/stage{1,2}/
-# {weights.pt,log.jsonl}. Then: scripts/gpu-train.sh finish DIR.
+# Back: console.log, checks.tar.gz (both checks' outputs), state/ (the
+# compact state, 4 files) and log.jsonl. Then: scripts/gpu-train.sh finish DIR.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 : "${OUT:?device-call: OUT (the output folder of the device call) is not set}"
@@ -24,7 +25,7 @@ main() {
 	echo "== $(date -u +%FT%TZ) trt/gpu-check.sh"
 	OUT=$checks/trt trt/gpu-check.sh || echo "device-call: trt/gpu-check.sh FAILED (training goes on)"
 
-	# Start the NVML check once the smoke run is over and stage one loads
+	# Start the NVML check once the training loads
 	# the GPU; it runs for NVML_SECONDS.
 	(
 		sleep "${NVML_DELAY:-45}"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the Python side need, if they are
 # missing: make, python3-torch (1.13, CPU), python3-onnx, python3-pytest,
-# python3-numpy, python3-pil, libopenblas0-openmp, and npm (to fetch ONNX
-# Runtime's library).
+# python3-numpy, python3-pil, libopenblas0-openmp, npm (to fetch ONNX
+# Runtime's library), and libimage-exiftool-perl (the Go tests validate the
+# outputs' metadata with exiftool when it is there).
 #
 # Why OpenBLAS: Debian's torch calls BLAS through the libblas.so.3
 # alternative, which is the netlib reference BLAS unless an optimised one is
@@ -11,7 +12,7 @@
 # (batch 4, 64 px) 1.2 s -> 0.42 s. The OpenMP build shares torch's thread pool.
 # Needs root (or sudo) only when something is missing.
 set -euo pipefail
-pkgs=(make python3-torch python3-onnx python3-pytest python3-numpy python3-pil libopenblas0-openmp)
+pkgs=(make python3-torch python3-onnx python3-pytest python3-numpy python3-pil libopenblas0-openmp libimage-exiftool-perl)
 command -v npm >/dev/null || pkgs+=(npm)
 missing=()
 for p in "${pkgs[@]}"; do

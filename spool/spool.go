@@ -138,8 +138,11 @@ type Job struct {
 	Name    string
 	Arrived string
 	Path    string
+	// Output is the output's file name in out/, set by WriteOutput.
+	Output string
 
-	written bool // WriteOutput succeeded; Finish may drop the original
+	written bool     // WriteOutput succeeded; Finish may drop the original
+	beside  []string // files WriteBeside published in out/ for this job
 }
 
 // ErrorRecord is the content of failed/NAME.error.json.
@@ -391,11 +394,13 @@ func (s *Spool) Recover() (requeued int, err error) {
 }
 
 // hasOwnOutput reports whether work/NAME has its output in out/NAME: a
-// regular file written after the frame was claimed (its mtime is not
-// before the frame's ctime, which the claim's rename set). The claim made
-// sure out/NAME was free, so such a file is this frame's; the time check
-// keeps a spool written by an older hidiffd (which reused out/ names) from
-// passing another frame's output off as this one's.
+// regular file published after the frame was claimed (its ctime, which
+// publishing sets and no one can set back, is not before the frame's
+// ctime, which the claim's rename set; the mtime may be the original's,
+// output.keep_mtime). The claim made sure out/NAME was free, so such a
+// file is this frame's; the time check keeps a spool written by an older
+// hidiffd (which reused out/ names) from passing another frame's output
+// off as this one's.
 func (s *Spool) hasOwnOutput(name string) bool {
 	ofi, err := os.Lstat(filepath.Join(s.dirs[Out], name))
 	if err != nil || !ofi.Mode().IsRegular() {
@@ -405,11 +410,12 @@ func (s *Spool) hasOwnOutput(name string) bool {
 	if err != nil {
 		return false
 	}
-	st, ok := wfi.Sys().(*syscall.Stat_t)
-	if !ok {
+	ost, ok1 := ofi.Sys().(*syscall.Stat_t)
+	wst, ok2 := wfi.Sys().(*syscall.Stat_t)
+	if !ok1 || !ok2 {
 		return false
 	}
-	return !ofi.ModTime().Before(time.Unix(st.Ctim.Unix()))
+	return !time.Unix(ost.Ctim.Unix()).Before(time.Unix(wst.Ctim.Unix()))
 }
 
 // finishRecovered is Finish for a frame found in work/ with its output.
@@ -572,10 +578,53 @@ func (s *Spool) WriteOutput(j *Job, write func(f *os.File) error) error {
 	if err := syncDir(dir); err != nil {
 		// The output is visible but maybe not durable; keep the original
 		// until it is: the caller unpublishes it and retries.
-		j.written = true
+		j.written, j.Output = true, j.Name
 		return transient(fmt.Errorf("spool: fsync out/: %w", err))
 	}
-	j.written = true
+	j.written, j.Output = true, j.Name
+	return nil
+}
+
+// WriteBeside writes out/OUTPUT+suffix, a file that belongs to the job's
+// output (its NAME.json sidecar), after a successful WriteOutput and the
+// same way: a temporary dotfile filled by write, fsynced and renamed
+// without replacing anything (ErrOutputExists: a file of that name is
+// there, perhaps another frame's output), then out/ fsynced. Errors are
+// classified like WriteOutput's.
+func (s *Spool) WriteBeside(j *Job, suffix string, write func(f *os.File) error) error {
+	if j == nil || !j.written || checkName(j.Output+suffix) != nil {
+		return ErrNoOutput
+	}
+	dir, name := s.dirs[Out], j.Output+suffix
+	f, tmp, err := createTemp(dir, name)
+	if err != nil {
+		return transient(fmt.Errorf("spool: create %s in out/: %w", name, err))
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("spool: write %s: %w", name, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return transient(fmt.Errorf("spool: fsync %s: %w", name, err))
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return transient(fmt.Errorf("spool: close %s: %w", name, err))
+	}
+	if err := s.renameNoReplace(tmp, filepath.Join(dir, name)); err != nil {
+		os.Remove(tmp)
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%w: out/%s", ErrOutputExists, name)
+		}
+		return transient(fmt.Errorf("spool: publish %s: %w", name, err))
+	}
+	j.beside = append(j.beside, name)
+	if err := syncDir(dir); err != nil {
+		return transient(fmt.Errorf("spool: fsync out/: %w", err))
+	}
 	return nil
 }
 
@@ -591,10 +640,12 @@ func (s *Spool) Unpublish(j *Job) error {
 	if !j.written {
 		return nil
 	}
-	if err := os.Remove(filepath.Join(s.dirs[Out], j.Name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("spool: remove output %s: %w", j.Name, err)
+	for _, name := range append([]string{j.Name}, j.beside...) {
+		if err := os.Remove(filepath.Join(s.dirs[Out], name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("spool: remove output %s: %w", name, err)
+		}
 	}
-	j.written = false
+	j.written, j.beside = false, nil
 	return syncDir(s.dirs[Out])
 }
 

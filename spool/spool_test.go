@@ -552,10 +552,13 @@ func TestRecoverCrashStates(t *testing.T) {
 	os.WriteFile(filepath.Join(o, "b.jpg"), []byte("B"), 0o640)
 	// A spool of an older hidiffd: work/g.jpg was claimed after out/g.jpg
 	// (another frame's output) was written, so it is not g.jpg's output.
+	// Its mtime says nothing (output.keep_mtime gives outputs the
+	// original's); the ctimes do.
 	os.WriteFile(filepath.Join(o, "g.jpg"), []byte("G-old"), 0o640)
+	laterCtime(t, filepath.Join(o, "g.jpg"), filepath.Join(w, "g.jpg"), "g")
+	// b.jpg's output keeps its original's (old) mtime: still its own.
 	old := time.Now().Add(-time.Hour)
-	os.Chtimes(filepath.Join(o, "g.jpg"), old, old)
-	os.WriteFile(filepath.Join(w, "g.jpg"), []byte("g"), 0o640)
+	os.Chtimes(filepath.Join(o, "b.jpg"), old, old)
 	// Crash while writing an output: temp file in out/.
 	os.WriteFile(filepath.Join(o, ".c.jpg"+tmpMarker+"0badf00d"), []byte("half"), 0o640)
 	// Crash between error record and moving the frame.
@@ -601,6 +604,28 @@ func TestRecoverCrashStates(t *testing.T) {
 	// Recover on a clean spool does nothing.
 	if n, err := s.Recover(); n != 0 || err != nil {
 		t.Fatalf("second Recover: %d %v", n, err)
+	}
+}
+
+// laterCtime writes path with content once a new file's ctime is later
+// than ref's (file times move in clock ticks of a few milliseconds).
+func laterCtime(t *testing.T, ref, path, content string) {
+	t.Helper()
+	ctime := func(p string) time.Time {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return time.Unix(fi.Sys().(*syscall.Stat_t).Ctim.Unix())
+	}
+	for {
+		if err := os.WriteFile(path, []byte(content), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		if ctime(path).After(ctime(ref)) {
+			return
+		}
+		os.Remove(path)
 	}
 }
 

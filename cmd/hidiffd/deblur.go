@@ -42,6 +42,7 @@ func runDeblur(ctx context.Context, args []string) int {
 	mf := addModelFlags(fs)
 	outDir := fs.String("out", "deblurred", "folder for the results; each keeps its input's file name")
 	quality := fs.Int("quality", def.Output.JPEGQuality, "JPEG quality of JPEG outputs (1..100)")
+	of := addOutputFlags(fs)
 	inputs, st := parseFlags(fs, args)
 	if st >= 0 {
 		return st
@@ -127,7 +128,7 @@ func runDeblur(ctx context.Context, args []string) int {
 			bar.Describe(name)
 		}
 		r, err := deblurOne(ctx, pipe, in, dst,
-			mf.limits(), imageio.EncodeOptions{Quality: *quality})
+			mf.limits(), imageio.EncodeOptions{Quality: *quality}, *of.keepMeta)
 		for _, what := range r.dropped {
 			if bar != nil {
 				bar.Clear()
@@ -135,6 +136,9 @@ func runDeblur(ctx context.Context, args []string) int {
 			} else {
 				log.Warn().Str("name", name).Str("path", in).Str("dropped", what).Msg("part of the image is not carried into the result")
 			}
+		}
+		if err == nil {
+			err = of.finish(log, r)
 		}
 		if err != nil {
 			reportFailure(bar, log, in, err)
@@ -144,7 +148,7 @@ func runDeblur(ctx context.Context, args []string) int {
 				Str("backend", b.Name()).Int("tiles", r.st.Tiles).
 				Float64("decode_ms", msf(r.decode)).Float64("prior_ms", msf(r.st.Prior)).
 				Float64("transformer_ms", msf(r.st.Transform)).Float64("encode_ms", msf(r.encode)).
-				Float64("total_ms", msf(r.total)).Msg("deblurred")
+				Float64("total_ms", msf(r.total)).Dict("provenance", daemon.ProvenanceDict(r.prov)).Msg("deblurred")
 		}
 		if bar != nil {
 			bar.Add(1)
@@ -229,12 +233,15 @@ type oneResult struct {
 	w, h                  int
 	st                    deblur.Stats
 	decode, encode, total time.Duration
+	img                   *imageio.Image // the input, decoded (pixels dropped)
+	prov                  *imageio.Provenance
+	meta                  *imageio.OutputMetadata
 }
 
 // deblurOne decodes in, runs the network and writes dst through a temporary
 // file in the same folder, renamed into place once complete: a reader (or an
 // interrupted run) never sees half an image under the final name.
-func deblurOne(ctx context.Context, pipe *deblur.Pipeline, in, dst string, lim imageio.Limits, eo imageio.EncodeOptions) (r oneResult, err error) {
+func deblurOne(ctx context.Context, pipe *deblur.Pipeline, in, dst string, lim imageio.Limits, eo imageio.EncodeOptions, keepMeta bool) (r oneResult, err error) {
 	t0 := time.Now()
 	img, err := imageio.DecodeFile(in, lim)
 	if err != nil {
@@ -248,7 +255,14 @@ func deblurOne(ctx context.Context, pipe *deblur.Pipeline, in, dst string, lim i
 	}
 	r.st = st
 	t1 := time.Now()
-	res := &imageio.Image{W: out.W, H: out.H, Pix: out.Pix, Format: imageio.OutputFormat(dst, img.Format), BitDepth: img.BitDepth}
+	// The result's name decides its format (imageio.OutputFormat), and its
+	// metadata is prepared for that format.
+	img.Format = imageio.OutputFormat(dst, img.Format)
+	res := &imageio.Image{W: out.W, H: out.H, Pix: out.Pix, Format: img.Format, BitDepth: img.BitDepth}
+	img.Pix, r.img = nil, img
+	r.prov = daemon.Provenance(Version(), pipe.Backend(), st)
+	r.meta = imageio.PrepareMetadata(img.Meta, img.Format, r.prov, keepMeta)
+	eo.Meta = r.meta
 	if err := writeAtomic(dst, func(w io.Writer) error { return imageio.Encode(w, res, eo) }); err != nil {
 		return r, err
 	}

@@ -28,15 +28,20 @@ class _LatentEncoder(nn.Module):
     conv2: nn.Module
     pool: nn.Module
     mlp: nn.Module
-    end: nn.Module
+    end: nn.Sequential
+    # "released": end = Linear + activation, as released. "tanh": the end's
+    # Linear, then tanh (no parameters change; see Preset.latent_bound).
+    bound: str = "released"
 
     def forward(self, inp_img: torch.Tensor, gt: Optional[torch.Tensor] = None) -> torch.Tensor:
         x = torch.cat([gt, inp_img], dim=1) if gt is not None else inp_img
         x = self.conv1(self.pixel_unshuffle(x))
         for block in self.blocks:
             x = block(x) + x
-        x = _tokens(self.pool(self.conv2(x)))
-        return self.end(self.mlp(x))
+        x = self.mlp(_tokens(self.pool(self.conv2(x))))
+        if self.bound == "tanh":
+            return torch.tanh(self.end[0](x))
+        return self.end(x)
 
 
 class LatentEncoderGELU(_LatentEncoder):
