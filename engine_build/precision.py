@@ -3,6 +3,7 @@ transformer graph, and the float16 rounding simulation.
 
     python3 -m engine_build.precision mixed MODEL_DIR
     python3 -m engine_build.precision simulate MODEL_DIR OUT_DIR
+    python3 -m engine_build.precision peaks --preset P [--weights-pt FILE] [--size N] PHOTO
 
 TensorRT 10 and 11 build strongly typed networks: every tensor runs in the
 type the ONNX file gives it. So FP16 with FP32 islands is written here, into
@@ -25,13 +26,15 @@ typed, built from the float32 graph), exactly the nodes that run in float32
 here: it reads the float16 graph's own types (value_info) instead of
 keeping a second list of islands. This module is the only list.
 
-Why these islands (measured, engine_build/tests/test_precision.py and the
-Go test ort/fp16_test.go): the L2 norms of channel attention sum squares
-over every pixel of a tile (657 for the trained `s` at 384x384: a sum of
-squares of 4.3e5, past float16's 65504), the layer-norm variance likewise
-sums squares, and softmax exponentiates. Every other activation of the
-shipped model and of the random-weight presets stays below 110 on real
-photographs, far from float16's range.
+Why these islands: the L2 norms of channel attention sum squares over every
+pixel of a tile (a norm of 657 for the trained `s` at 384x384, a sum of
+squares of 4.3e5, past float16's 65504; it grows with the tile), the
+layer-norm variance likewise sums squares, and softmax exponentiates. No
+other op comes near float16's range (`peaks`, the largest |value| each
+PyTorch op writes, on a SUN photograph: outside the islands at most 105 for
+the trained `s` (training/s/weights.pt) at 384x384, 59 for the random-weight
+`gopro` at 256x256, both a layer norm's output), and the float16 rounding
+simulation of ort/fp16_test.go finds no inf on real photographs.
 
 `simulate` turns the float16 graph back into a float32 graph that rounds
 every float16 tensor to float16 (a Cast pair after each node): ONNX Runtime's
@@ -472,6 +475,42 @@ def write_simulation(model_dir: Path, out_dir: Path) -> None:
     _save(simulate(onnx.load(str(model_dir / MIXED_FILE))), out_dir / SIM_FILE)
 
 
+def peaks(preset: str, photo: Path, size: int, weights_pt: str | None) -> list[tuple[str, float]]:
+    """The largest |value| each PyTorch op writes while the transformer runs
+    on a size x size crop of photo, largest first (float32, one thread)."""
+    import torch  # only here: the rest of this module needs onnx alone
+    from PIL import Image
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from . import presets
+    from .checkpoints import load_pickle
+    from .model import build
+    from .noise import starting_noise
+
+    torch.set_num_threads(1)
+    m = build(presets.get(preset), 0).eval()
+    if weights_pt:
+        m.load_state_dict(load_pickle(Path(weights_pt))["model"])
+    a = np.asarray(Image.open(photo).convert("RGB"), dtype=np.float32)[:size, :size] / 255
+    blur = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)[None]))
+    noise = torch.from_numpy(starting_noise(1, 16 * 256)).reshape(1, 16, 256)
+    peak: dict[str, float] = {}
+
+    class Peaks(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            out = func(*args, **(kwargs or {}))
+            for o in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(o, torch.Tensor) and o.is_floating_point() and o.numel():
+                    peak[str(func)] = max(peak.get(str(func), 0.0), float(o.abs().max()))
+            return out
+
+    with torch.no_grad():
+        prior = m.prior(blur, noise)
+        with Peaks():
+            m.transformer(blur, prior)
+    return sorted(peak.items(), key=lambda kv: -kv[1])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m engine_build.precision", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -481,7 +520,16 @@ def main(argv: list[str] | None = None) -> int:
     sm = sub.add_parser("simulate", help=f"write OUT_DIR/{SIM_FILE} from MODEL_DIR/{MIXED_FILE} (for tests)")
     sm.add_argument("model_dir")
     sm.add_argument("out_dir")
+    pk = sub.add_parser("peaks", help="the largest |value| each PyTorch op of the transformer writes on a photo")
+    pk.add_argument("--preset", required=True)
+    pk.add_argument("--weights-pt", help="a training weights.pt (default: seeded random weights)")
+    pk.add_argument("--size", type=int, default=256, help="crop edge in pixels")
+    pk.add_argument("photo")
     a = ap.parse_args(argv)
+    if a.cmd == "peaks":
+        for op, v in peaks(a.preset, Path(a.photo), a.size, a.weights_pt)[:12]:
+            print(f"{v:12.1f}  {op}")
+        return 0
     d = Path(a.model_dir)
     try:
         if a.cmd == "mixed":

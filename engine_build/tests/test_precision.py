@@ -209,3 +209,17 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (tmp_path / "sim" / precision.SIM_FILE).is_file()
     assert precision.main(["mixed", str(tmp_path / "nowhere")]) == 1
     assert "No such file" in capsys.readouterr().err
+
+
+def test_peaks(tmp_path: Path) -> None:
+    """The diagnostic behind the island list: the L2 norm's peak tops the
+    list (it sums over every pixel), sorted largest first."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    photo = tmp_path / "p.png"
+    Image.fromarray((rng.random((48, 48, 3)) * 255).astype(np.uint8)).save(photo)
+    got = precision.peaks("s", photo, 48, None)
+    values = [v for _, v in got]
+    assert values == sorted(values, reverse=True) and all(np.isfinite(values))
+    norm = [v for op, v in got if "norm.ScalarOpt" in op or "vector_norm" in op]
+    assert norm and norm[0] == values[0], got[:3]
