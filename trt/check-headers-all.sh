@@ -27,7 +27,7 @@ for inc in $(ls -d "$root"/*/include | sort -V); do
     for cxx in "${compilers[@]}"; do
         log=${TMPDIR:-/tmp}/check-headers-$v-$cxx.log
         if "$here/check-headers.sh" "$inc" "$cxx" >"$log" 2>&1; then
-            echo "PASS  $v  $cxx  ($(tail -n 1 "$log" | sed 's/^check-headers: PASS //'))"
+            echo "PASS  $v  $cxx  $(tail -n 1 "$log" | sed 's/^check-headers: PASS //')"
         else
             echo "FAIL  $v  $cxx  (see $log)"
             status=1
