@@ -27,8 +27,17 @@ ort:
 
 setup: ort
 
-## Random-weight exports of every preset with parity fixtures, for the tests.
-models: deps $(foreach p,$(PRESETS),$(MODELS)/$(p)/fixtures/manifest.json) $(MODELS)/s-decomposed-ln/fixtures/manifest.json
+## Random-weight exports of every preset with parity fixtures, for the tests
+## (each with its float16 graph, transformer.fp16.onnx), and the float16
+## rounding simulations of the FP16 numerics test (ort/fp16_test.go).
+FP16SIM := $(MODELS)/fp16sim/default/transformer.fp16sim.onnx $(MODELS)/fp16sim/gopro/transformer.fp16sim.onnx
+models: deps $(foreach p,$(PRESETS),$(MODELS)/$(p)/fixtures/manifest.json) $(MODELS)/s-decomposed-ln/fixtures/manifest.json $(FP16SIM)
+
+$(MODELS)/fp16sim/default/transformer.fp16sim.onnx: models/default/transformer.fp16.onnx engine_build/precision.py
+	$(PYTHON) -m engine_build.precision simulate models/default $(MODELS)/fp16sim/default
+
+$(MODELS)/fp16sim/gopro/transformer.fp16sim.onnx: $(MODELS)/gopro/fixtures/manifest.json
+	$(PYTHON) -m engine_build.precision simulate $(MODELS)/gopro $(MODELS)/fp16sim/gopro
 
 ## s with layer norms as elementary ops (the export for TensorRT 8.5)
 $(MODELS)/s-decomposed-ln/fixtures/manifest.json: $(ENGINE_SRC)
