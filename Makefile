@@ -20,7 +20,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # included, still shows. For every go command below (build, vet, test, deb).
 export CGO_CFLAGS := $(shell $(GO) env CGO_CFLAGS 2>/dev/null || echo -O2 -g) -include $(CURDIR)/scripts/cgo-quiet.h
 
-.PHONY: all deps setup ort models build build-tensorrt test test-go test-python vet run bench clean
+.PHONY: all deps setup ort models build build-tensorrt test test-go test-python vet run bench deb clean
 
 all: build
 
@@ -52,6 +52,13 @@ build:
 build-tensorrt:
 	CGO_CXXFLAGS="$(if $(TENSORRT_INCLUDE),-isystem $(TENSORRT_INCLUDE)) $$CGO_CXXFLAGS" \
 		$(GO) build -tags tensorrt -ldflags "-X main.version=$(VERSION)" -o build/hidiffd ./cmd/hidiffd
+
+## Debian packages: build/deb/hidiffd_<version>_<arch>.deb for DEB_ARCHES
+## (amd64 arm64; arm64 cross-compiled with aarch64-linux-gnu-gcc); with
+## TENSORRT_INCLUDE=DIR the TensorRT variant (version +tensorrt).
+DEB_ARCHES ?= amd64 arm64
+deb:
+	GO="$(GO)" TENSORRT_INCLUDE="$(TENSORRT_INCLUDE)" scripts/build-deb.sh $(DEB_ARCHES)
 
 vet:
 	$(GO) vet ./...
