@@ -20,7 +20,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # included, still shows. For every go command below (build, vet, test, deb).
 export CGO_CFLAGS := $(shell $(GO) env CGO_CFLAGS 2>/dev/null || echo -O2 -g) -include $(CURDIR)/scripts/cgo-quiet.h
 
-.PHONY: all deps setup ort models build build-tensorrt test test-go test-python vet run bench deb clean
+.PHONY: all deps setup ort models build build-tensorrt test test-go test-python vet run bench deb check-arm64 test-deb clean
 
 all: build
 
@@ -59,6 +59,15 @@ build-tensorrt:
 DEB_ARCHES ?= amd64 arm64
 deb:
 	GO="$(GO)" TENSORRT_INCLUDE="$(TENSORRT_INCLUDE)" scripts/build-deb.sh $(DEB_ARCHES)
+
+## The arm64 package's binary and library run under qemu user emulation:
+## doctor, and a deblur compared with the amd64 build's output.
+check-arm64:
+	GO="$(GO)" scripts/check-arm64.sh
+
+## Install the amd64 package into a fresh Debian root (needs root, debootstrap).
+test-deb:
+	scripts/test-deb.sh
 
 vet:
 	$(GO) vet ./...
