@@ -22,7 +22,8 @@
 # /usr/aarch64-linux-gnu (libc6-arm64-cross and libstdc++6-arm64-cross, which
 # gcc-aarch64-linux-gnu and g++-aarch64-linux-gnu pull in), dpkg-deb, and
 # /usr/bin/python3 with PIL and numpy (scripts/setup-deps.sh). Results under
-# build/check-arm64/.
+# build/check-arm64/. Under qemu ONNX Runtime prints "cpuid_info warning:
+# Unknown CPU vendor" (qemu reports no vendor); harmless.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"

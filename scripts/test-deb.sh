@@ -13,8 +13,8 @@
 # 3. Checks from the installed files alone: the hidiffd user and groups, the
 #    spool folders with their owners and modes, the conffile, the unit not
 #    enabled and no process started in the root, `hidiffd doctor --config
-#    /etc/hidiffd/config.toml`, a one-shot `hidiffd deblur` run as user
-#    hidiffd, and `systemd-analyze verify` on the installed unit.
+#    /etc/hidiffd/config.toml` and a one-shot `hidiffd deblur`, both run as
+#    user hidiffd, and `systemd-analyze verify` on the installed unit.
 # 4. A local edit of /etc/hidiffd/config.toml survives a reinstall (upgrade
 #    path); remove keeps the conffile; purge leaves no file named hidiffd
 #    (the system user stays, as Debian policy has it); a second install whose
@@ -111,9 +111,10 @@ for p in /proc/[0-9]*; do
 done
 echo "  no process started in the root"
 
-step "hidiffd doctor --config /etc/hidiffd/config.toml (installed files only)"
-in_root hidiffd doctor --config /etc/hidiffd/config.toml > "$work/doctor.txt" 2>&1 || { cat "$work/doctor.txt" >&2; fail "doctor"; }
-grep -E "onnxruntime: library|loads with ONNX Runtime|prior.onnx|problems" "$work/doctor.txt"
+step "hidiffd doctor --config /etc/hidiffd/config.toml as user hidiffd (installed files only)"
+in_root runuser -u hidiffd -- hidiffd doctor --config /etc/hidiffd/config.toml > "$work/doctor.txt" 2>&1 \
+  || { cat "$work/doctor.txt" >&2; fail "doctor"; }
+grep -E "config.toml loads|onnxruntime: library|loads with ONNX Runtime|prior.onnx|spool/inbox|problems" "$work/doctor.txt"
 grep -q "library /usr/lib/hidiffd/libonnxruntime.so.1" "$work/doctor.txt" || fail "doctor did not find /usr/lib/hidiffd/libonnxruntime.so.1"
 
 step "hidiffd deblur as user hidiffd (shipped model found from /usr/bin)"
