@@ -89,6 +89,14 @@ for arch in "$@"; do
     -o "$bin" ./cmd/hidiffd
 
   if [ "$arch" = "$host" ]; then "$bin" version >/dev/null; fi
+  # Every Go module linked in must have its licence in the copyright file.
+  missing="$("$GO" version -m "$bin" | awk '$1 == "dep" {print $2}' | while read -r m; do
+    grep -qF "$m" packaging/copyright || echo "$m"; done)"
+  if [ -n "$missing" ]; then
+    echo "build-deb: packaging/copyright does not name these Go modules linked into hidiffd; add each with its licence:" >&2
+    echo "$missing" | sed 's/^/  /' >&2
+    exit 1
+  fi
 
   # libc6 (>= the newest GLIBC_ symbol version the binary and ONNX Runtime
   # need): 2.34 when built on Debian 12; lower when built on an older system
