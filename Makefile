@@ -13,7 +13,14 @@ PRESETS := s gopro realblur
 ENGINE_SRC := $(wildcard engine_build/*.py engine_build/arch/*.py)
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all deps setup ort models build build-tensorrt test test-go test-python vet run bench fault-run clean
+# Quiet cgo builds: go-nvml wraps 29 NVML functions that nvml.h marks
+# deprecated, and each uncached build printed ~150 lines of
+# -Wdeprecated-declarations for them. scripts/cgo-quiet.h turns that one
+# warning off inside go-nvml only (see the header); every other warning, ours
+# included, still shows. For every go command below (build, vet, test, deb).
+export CGO_CFLAGS := $(shell $(GO) env CGO_CFLAGS 2>/dev/null || echo -O2 -g) -include $(CURDIR)/scripts/cgo-quiet.h
+
+.PHONY: all deps setup ort models build build-tensorrt test test-go test-python vet run bench fault-run deb check-arm64 test-deb clean
 
 all: build
 
@@ -27,8 +34,17 @@ ort:
 
 setup: ort
 
-## Random-weight exports of every preset with parity fixtures, for the tests.
-models: deps $(foreach p,$(PRESETS),$(MODELS)/$(p)/fixtures/manifest.json) $(MODELS)/s-decomposed-ln/fixtures/manifest.json
+## Random-weight exports of every preset with parity fixtures, for the tests
+## (each with its float16 graph, transformer.fp16.onnx), and the float16
+## rounding simulations of the FP16 numerics test (ort/fp16_test.go).
+FP16SIM := $(MODELS)/fp16sim/default/transformer.fp16sim.onnx $(MODELS)/fp16sim/gopro/transformer.fp16sim.onnx
+models: deps $(foreach p,$(PRESETS),$(MODELS)/$(p)/fixtures/manifest.json) $(MODELS)/s-decomposed-ln/fixtures/manifest.json $(FP16SIM)
+
+$(MODELS)/fp16sim/default/transformer.fp16sim.onnx: models/default/transformer.fp16.onnx engine_build/precision.py
+	$(PYTHON) -m engine_build.precision simulate models/default $(MODELS)/fp16sim/default
+
+$(MODELS)/fp16sim/gopro/transformer.fp16sim.onnx: $(MODELS)/gopro/fixtures/manifest.json
+	$(PYTHON) -m engine_build.precision simulate $(MODELS)/gopro $(MODELS)/fp16sim/gopro
 
 ## s with layer norms as elementary ops (the export for TensorRT 8.5)
 $(MODELS)/s-decomposed-ln/fixtures/manifest.json: $(ENGINE_SRC)
@@ -45,6 +61,22 @@ build:
 build-tensorrt:
 	CGO_CXXFLAGS="$(if $(TENSORRT_INCLUDE),-isystem $(TENSORRT_INCLUDE)) $$CGO_CXXFLAGS" \
 		$(GO) build -tags tensorrt -ldflags "-X main.version=$(VERSION)" -o build/hidiffd ./cmd/hidiffd
+
+## Debian packages: build/deb/hidiffd_<version>_<arch>.deb for DEB_ARCHES
+## (amd64 arm64; arm64 cross-compiled with aarch64-linux-gnu-gcc); with
+## TENSORRT_INCLUDE=DIR the TensorRT variant (version +tensorrt).
+DEB_ARCHES ?= amd64 arm64
+deb:
+	GO="$(GO)" TENSORRT_INCLUDE="$(TENSORRT_INCLUDE)" scripts/build-deb.sh $(DEB_ARCHES)
+
+## The arm64 package's binary and library run under qemu user emulation:
+## doctor, and a deblur compared with the amd64 build's output.
+check-arm64:
+	GO="$(GO)" scripts/check-arm64.sh
+
+## Install the amd64 package into a fresh Debian root (needs root, debootstrap).
+test-deb:
+	scripts/test-deb.sh
 
 vet:
 	$(GO) vet ./...

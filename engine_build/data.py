@@ -1,6 +1,6 @@
 """Training data: sharp photos plus motion blur synthesised on the fly.
 
-Why synthetic: we have sharp photos (see /work/shared/data/photos/SOURCES.md)
+Why synthetic: we have sharp photos (see shared/data/photos/SOURCES.md beside the checkout)
 but no real blurry/sharp pairs we may train on. Blur is made the way a camera
 makes it: the sharp image is converted to LINEAR light, convolved with a
 camera-shake kernel (a rasterised random trajectory), optionally blended

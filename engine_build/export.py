@@ -1,11 +1,19 @@
 """Export a HI-Diff preset to the two ONNX graphs of the contract.
 
     python3 -m engine_build.export --preset gopro --weights DIR --out OUT [--fixtures]
-        [--layernorm decomposed]
+        [--layernorm decomposed] [--precision fp16|fp32]
 
 Without --weights the network gets seeded random weights (for tests). With
 --fixtures, parity fixtures (inputs and PyTorch outputs as raw float32) are
 written under OUT/fixtures for the Go backend's tests.
+
+--precision fp16 (the default) also writes OUT/transformer.fp16.onnx, the
+transformer in float16 with float32 islands for TensorRT's strongly typed
+FP16 engines (engine_build/precision.py); prior.onnx and transformer.onnx
+stay float32 whatever the precision (ONNX Runtime, FP32 engines, and
+TensorRT 8.x's weakly typed build read them). --precision fp32 writes the
+float32 pair only, and removes a transformer.fp16.onnx left in OUT by an
+earlier export, which would no longer match.
 """
 from __future__ import annotations
 
@@ -21,7 +29,7 @@ import onnx
 import torch
 from torch import nn
 
-from . import checkpoints, contract, presets
+from . import checkpoints, contract, precision, presets
 from .arch.transformer import WithBiasLayerNorm
 from .model import HIDiff, build
 from .noise import starting_noise
@@ -61,6 +69,7 @@ def metadata(m: HIDiff, graph: str, weights_sha256: str, training_data: str) -> 
         "weights_sha256": weights_sha256,
         "training_data": training_data,
         "denoiser": "noise" if m.prior.predicts_noise else "x0",
+        precision.KEY_PRECISION: "fp32",
     }
 
 
@@ -200,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layernorm", choices=("fused", "decomposed"), default="fused",
                     help="fused: ONNX LayerNormalization (TensorRT 8.6+, ONNX Runtime); decomposed: "
                     "elementary ops, for TensorRT 8.5 (JetPack 5)")
+    ap.add_argument("--precision", choices=("fp16", "fp32"), default="fp16",
+                    help="fp16: also write transformer.fp16.onnx (float16 with float32 islands, for strongly "
+                    "typed TensorRT FP16 engines); fp32: the float32 graphs only")
     a = ap.parse_args(argv)
     try:
         m, sha, data = load_model(a.preset, a.weights, a.seed)
@@ -213,6 +225,17 @@ def main(argv: list[str] | None = None) -> int:
     if a.fixtures:
         write_fixtures(m, out)
     print(f"export: {a.preset} -> {out}/prior.onnx, {out}/transformer.onnx (weights sha256 {sha[:12]}…)")
+    mixed = out / precision.MIXED_FILE
+    if a.precision == "fp16":
+        try:
+            islands = precision.write_mixed(out)
+        except precision.PrecisionError as e:
+            print(f"export: {mixed}: {e}", file=sys.stderr)
+            return 1
+        print(f"export: {mixed}: float16 with float32 islands ({islands.summary()})")
+    elif mixed.exists():
+        mixed.unlink()
+        print(f"export: removed {mixed} (it belonged to an earlier export)")
     return 0
 
 

@@ -18,7 +18,8 @@ that a CPU session (batch 4, 64-128 px) and a GPU call (batch 32+, 256 px)
 continue ONE schedule: linear warm-up over --warmup-mpx megapixels, then
 cosine from the peak to 1e-6 at --total-mpx. The peak is --lr at batch
 --lr-batch, scaled by sqrt(batch / lr-batch) for another batch (Adam's
-square-root rule), and the patch sizes follow the schedule's progress.
+square-root rule, capped at 2x), and the patch sizes follow the schedule's
+progress.
 --iters N stops this invocation at iteration N, --seconds S after S seconds
 of steps; running again continues the same schedule with the same Adam
 state. The state (DIR/stageN/ckpt.pt) holds the weights, their
@@ -83,7 +84,10 @@ class Plan:
     latent_bound: str
 
     def lr_at(self, pixels: int, batch: int) -> float:
-        peak = self.lr * (batch / self.lr_batch) ** 0.5
+        # sqrt scaling, capped at 2x: a peak above twice the one measured on
+        # the CPU has never been tried on this Transformer, and a lent GPU's
+        # one call cannot afford a divergence
+        peak = self.lr * min((batch / self.lr_batch) ** 0.5, 2.0)
         return recipe.lr_at(pixels, peak, int(self.warmup_mpx * 1e6), int(self.total_mpx * 1e6))
 
     def progress(self, pixels: int) -> float:

@@ -10,10 +10,13 @@ import (
 	"hidiffd/deblur"
 )
 
-// File names of the two graphs in a model folder (DESIGN.md, "ONNX contract").
+// File names of the two graphs in a model folder (DESIGN.md, "ONNX contract"),
+// and of the transformer's float16 rewrite (engine_build/precision.py), which
+// only strongly typed TensorRT FP16 engines run; ONNX Runtime never loads it.
 const (
 	PriorFile       = "prior.onnx"
 	TransformerFile = "transformer.onnx"
+	MixedFile       = "transformer.fp16.onnx"
 )
 
 // Placeholders in expected shapes. H and W are dynamic by contract; the
@@ -242,6 +245,10 @@ const (
 	keyWeightsSHA256 = "weights_sha256"
 	keyTrainingData  = "training_data"
 	keyGraph         = "graph"
+	// the float16 graph's (engine_build/precision.py)
+	keyPrecision    = "precision"
+	keySourceSHA256 = "fp32_source_sha256"
+	keyIslands      = "fp32_islands"
 )
 
 // Contract values used when a graph neither declares them in metadata nor

@@ -142,6 +142,10 @@ var env struct {
 	version string // ONNX Runtime's own version string
 }
 
+// TelemetryEnv is ONNX Runtime's switch for its telemetry client: "1" turns
+// it off. hidiffd sets it to "1" unless it is already set.
+const TelemetryEnv = "ORT_DISABLE_TELEMETRY"
+
 // ensureEnv makes sure the environment is up and was loaded from lib (a
 // process can only hold one ONNX Runtime). It returns the library actually in
 // use and the runtime's version.
@@ -165,6 +169,14 @@ func ensureEnv(lib string) (string, string, error) {
 		env.lib = lib
 		env.version = onnx.GetVersion()
 		return env.lib, env.version, nil
+	}
+	// ONNX Runtime's Linux build (1.30 from npm) starts its telemetry client
+	// with the environment: it writes a device id and an event database under
+	// $HOME/.cache/Microsoft/DeveloperTools/.onnxruntime (for the service,
+	// /var/lib/hidiffd), which DisableTelemetry afterwards does not undo. Opt
+	// out before loading it, unless the variable is set already.
+	if _, set := os.LookupEnv(TelemetryEnv); !set {
+		os.Setenv(TelemetryEnv, "1")
 	}
 	onnx.SetSharedLibraryPath(lib)
 	if err := onnx.InitializeEnvironment(); err != nil {

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 
+	onnx "github.com/yalue/onnxruntime_go"
+
 	"hidiffd/deblur"
 )
 
@@ -160,4 +162,116 @@ func ReadNodes(path string) ([]Node, error) {
 		return nil, fmt.Errorf("%s: not an ONNX model: %w", path, err)
 	}
 	return nodes, nil
+}
+
+// ErrNoMixed means a model folder has no float16 transformer graph.
+var ErrNoMixed = errors.New("no float16 transformer graph")
+
+// Mixed describes a model folder's transformer.fp16.onnx: the transformer
+// rewritten by engine_build/precision.py with float16 weights and
+// activations and float32 islands (layer norms, softmax, the L2 norms of
+// channel attention), float32 at its inputs and output.
+type Mixed struct {
+	Path         string
+	Metadata     map[string]string
+	SourceSHA256 string // sha256 of the transformer.onnx it was rewritten from
+	Islands      string // what stayed float32, as the rewrite counted it
+}
+
+// MixedFix says how to make or remake the float16 graph of a folder.
+func MixedFix(dir string) string {
+	return fmt.Sprintf("write it with `python3 -m engine_build.precision mixed %s` (or re-export the model: "+
+		"`python3 -m engine_build.export ... --precision fp16`)", dir)
+}
+
+// InspectMixed checks m's float16 transformer graph against the ONNX
+// contract (the same inputs and output as transformer.onnx, float32) and
+// its metadata against transformer.onnx's (precision fp16, the same preset
+// and weights). ErrNoMixed (wrapped, with the fix) when there is none.
+// Whether it was rewritten from the transformer.onnx beside it is for the
+// caller to compare (SourceSHA256), who hashes that file anyway.
+func InspectMixed(m *Model) (*Mixed, error) {
+	path := filepath.Join(m.Dir, MixedFile)
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("%w: %s does not exist; %s", ErrNoMixed, path, MixedFix(m.Dir))
+	case err != nil:
+		return nil, fmt.Errorf("%s: %w", path, err)
+	case !st.Mode().IsRegular():
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	h, err := readHeader(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	spec := transformerSpec
+	spec.file = path
+	if err := checkIO(spec, h.inputs, h.outputs, &priorShape{}); err != nil {
+		return nil, err
+	}
+	mm := graphMeta{file: path, kv: h.meta}
+	tm := graphMeta{file: m.TransformerPath, kv: m.Metadata[1]}
+	if p := mm.str(keyPrecision); p != "fp16" {
+		return nil, fmt.Errorf("%s: metadata %q = %q, expected \"fp16\"; %s", path, keyPrecision, p, MixedFix(m.Dir))
+	}
+	for _, key := range []string{keyGraph, keyPreset, keyWeightsSHA256} {
+		if a, b := mm.str(key), tm.str(key); a != b {
+			return nil, fmt.Errorf("%s has %s %q but %s has %q: not rewritten from it; %s", path, key, a, tm.file, b, MixedFix(m.Dir))
+		}
+	}
+	return &Mixed{Path: path, Metadata: maps.Clone(h.meta), SourceSHA256: mm.str(keySourceSHA256), Islands: mm.str(keyIslands)}, nil
+}
+
+// Element types of ONNX tensors (TensorProto.DataType).
+const (
+	ElemFloat   = int32(onnx.TensorElementDataTypeFloat)
+	ElemFloat16 = int32(onnx.TensorElementDataTypeFloat16)
+)
+
+// Field number of GraphProto.value_info.
+const graphValueInfo = 13
+
+// ReadTypes returns the element type of every tensor an ONNX file's graph
+// declares a type for: its inputs, outputs and value_info (the float16
+// export writes value_info for every node output). It streams the file
+// like readHeader, skipping weights.
+func ReadTypes(path string) (map[string]int32, error) {
+	f, r, size, err := openProto(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	types := map[string]int32{}
+	err = r.message(size, func(field, wire int, n int64) error {
+		if field != modelGraph || wire != 2 {
+			return r.skip(wire, n)
+		}
+		return r.message(n, func(field, wire int, n int64) error {
+			if wire != 2 || (field != graphInput && field != graphOutput && field != graphValueInfo) {
+				return r.skip(wire, n)
+			}
+			info, err := r.valueInfo(n)
+			if err == nil && info.OrtValueType == onnx.ONNXTypeTensor {
+				types[info.Name] = int32(info.DataType)
+			}
+			return err
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: not an ONNX model: %w", path, err)
+	}
+	return types, nil
+}
+
+// ComputeType is the element type node n computes in, as the graph's types
+// say: that of its first floating-point output, or 0 (shape arithmetic, or
+// no type declared).
+func ComputeType(n Node, types map[string]int32) int32 {
+	for _, o := range n.Outputs {
+		if t := types[o]; t == ElemFloat || t == ElemFloat16 {
+			return t
+		}
+	}
+	return 0
 }

@@ -1,11 +1,13 @@
 package ort
 
 import (
-	"hidiffd/internal/tinyonnx"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"hidiffd/internal/tinyonnx"
 )
 
 func TestInspectReadsContractAndMetadata(t *testing.T) {
@@ -69,5 +71,71 @@ func TestReadNodes(t *testing.T) {
 	}
 	if _, err := ReadNodes(p); err == nil || !strings.Contains(err.Error(), p) {
 		t.Errorf("truncated file: %v", err)
+	}
+}
+
+func TestInspectMixed(t *testing.T) {
+	dir := writeTinyModel(t, nil)
+	m, err := Inspect(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := InspectMixed(m); !errors.Is(err, ErrNoMixed) || !strings.Contains(err.Error(), "engine_build.precision mixed "+dir) {
+		t.Errorf("no float16 graph: %v", err)
+	}
+	write := func(edit func(g *tinyGraph)) {
+		g := tinyonnx.Transformer()
+		g.Meta["precision"] = "fp16"
+		g.Meta["fp32_source_sha256"] = "abc"
+		g.Meta["fp32_islands"] = "Softmax 1"
+		if edit != nil {
+			edit(&g)
+		}
+		if err := os.WriteFile(filepath.Join(dir, MixedFile), g.Encode(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(nil)
+	mx, err := InspectMixed(m)
+	if err != nil || mx.SourceSHA256 != "abc" || mx.Islands != "Softmax 1" || mx.Path != filepath.Join(dir, MixedFile) {
+		t.Errorf("mixed = %+v, %v", mx, err)
+	}
+	for want, edit := range map[string]func(g *tinyGraph){
+		`metadata "precision" = "fp32"`: func(g *tinyGraph) { g.Meta["precision"] = "fp32" },
+		`weights_sha256 "other"`:        func(g *tinyGraph) { g.Meta["weights_sha256"] = "other" },
+		`output "sharp" missing`:        func(g *tinyGraph) { g.Outputs[0].Name = "out" },
+	} {
+		write(edit)
+		if _, err := InspectMixed(m); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v", want, err)
+		}
+	}
+}
+
+// TestReadTypes reads the shipped model's float16 graph: its boundary is
+// float32, the convolutions compute in float16 and the layer norms in
+// float32 (engine_build/precision.py).
+func TestReadTypes(t *testing.T) {
+	path := filepath.Join("..", "models", "default", MixedFile)
+	types, err := ReadTypes(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes, err := ReadNodes(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if types["blur"] != ElemFloat || types["sharp"] != ElemFloat {
+		t.Errorf("boundary: blur %d, sharp %d", types["blur"], types["sharp"])
+	}
+	by := map[string]map[int32]int{}
+	for _, n := range nodes {
+		if by[n.OpType] == nil {
+			by[n.OpType] = map[int32]int{}
+		}
+		by[n.OpType][ComputeType(n, types)]++
+	}
+	if by["Conv"][ElemFloat16] == 0 || by["Conv"][ElemFloat] != 0 || by["LayerNormalization"][ElemFloat] == 0 || by["LayerNormalization"][ElemFloat16] != 0 {
+		t.Errorf("compute types by op: %v", by)
 	}
 }

@@ -17,12 +17,17 @@
 #
 # What makes the call mostly steps (issue 11; the 2026-11-26 H100 call gave
 # ~1.5-2 of 15 minutes of useful steps):
-# - one patch size (PATCH, 256) and one batch (BATCH, 48), so kernels are
+# - one patch size (PATCH, 256) and one batch (BATCH, 96), so kernels are
 #   selected once, and that happens in WARM_STEPS (3) uncounted passes
-#   before the clock of the steps starts (train.py --warm-steps);
+#   before the clock of the steps starts (train.py --warm-steps). Batch 96:
+#   at batch 32 the H100 ran 10.5 Mpx/s at 6.4 TFLOP/s, under 1% of its
+#   bf16 peak (this 2.3 M-parameter net is launch-bound), so three times the
+#   work per step costs far less than three times the time;
 # - no smoke run by default (SMOKE=1 adds one; the CUDA path ran on an H100);
 # - blur made ahead by WORKERS (14) processes: at batch 32 and 256 px they
-#   kept up (data_wait 0.001 of step time on the H100), so no GPU blur;
+#   kept up (data_wait 0.001 of step time on the H100); one core makes 2.8
+#   Mpx of 256 px crops per CPU-second (measured here), so 14 supply ~40
+#   Mpx/s, ~4x the H100's rate at batch 32: no GPU blur synthesis yet;
 # - bf16 autocast and channels_last; torch.compile is not used: its compile
 #   time (minutes for this many small ops) does not pay inside one call;
 # - STEP_SECONDS (420) of steps; DEADLINE (540) is the second of the call
@@ -111,7 +116,7 @@ print(" ".join(train.plan_args(checkpoints.load_pickle(Path(sys.argv[1]) / "meta
 	[ "$left" -gt 30 ] || { echo "gpu-train: no time left" >&2; return 1; }
 	timeout -s TERM -k 60 "$left" \
 		$PYTHON -m engine_build.train --stage "$stage" --preset s --run "$run" --resume-from "$STATE" \
-		--seconds "${STEP_SECONDS:-420}" --device "${DEVICE:-cuda}" --batch "${BATCH:-48}" \
+		--seconds "${STEP_SECONDS:-420}" --device "${DEVICE:-cuda}" --batch "${BATCH:-96}" \
 		--patch "${PATCH:-256}" --workers "${WORKERS:-14}" --threads 2 --channels-last \
 		--warm-steps "${WARM_STEPS:-3}" --val-every "${VAL_EVERY:-2000}" --val-count 64 --val-patch 96 \
 		--save-every 500 --log-every 100 --photos "$PHOTOS" --quiet ${PLAN_ARGS} || true

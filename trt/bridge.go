@@ -240,10 +240,20 @@ type DeviceInfo struct {
 	NvinferPath       string
 	CUDAPath          string
 	Impl              string // "tensorrt" or "fake"
+	// TypingModes are the network typing modes the shim builds with
+	// (CanWeak, CanStrong bits): weak on 8.x, both on 10.x, strong
+	// on 11.x. TypingFor picks one.
+	TypingModes int
 }
 
+// Bits of DeviceInfo.TypingModes (HIDIFF_TRT_TYPING_*).
+const (
+	CanWeak   = int(C.HIDIFF_TRT_TYPING_WEAK)
+	CanStrong = int(C.HIDIFF_TRT_TYPING_STRONG)
+)
+
 // trtVersion renders getInferLibVersion's number: 8.x is
-// major*1000+minor*100+patch, 10.x major*10000+minor*100+patch.
+// major*1000+minor*100+patch, 10.x and later major*10000+minor*100+patch.
 func trtVersion(v int) string {
 	major, rest := v/1000, v%1000
 	if v >= 100000 {
@@ -271,6 +281,7 @@ func (a *cabi) deviceInfo(rt *C.hidiff_trt_runtime) (DeviceInfo, error) {
 		NvinferPath:       C.GoString(&d.nvinfer_path[0]),
 		CUDAPath:          C.GoString(&d.cuda_path[0]),
 		Impl:              a.impl(),
+		TypingModes:       int(d.typing_modes),
 	}, nil
 }
 
@@ -440,6 +451,7 @@ type InputProfile struct {
 type buildSpec struct {
 	onnx, engine, timingCache string
 	fp16                      bool
+	typing                    string // Weak or Strong
 	inputs                    []InputProfile
 	workspaceBytes            uint64
 	fp32Names                 string
@@ -448,7 +460,9 @@ type buildSpec struct {
 // BuildResult is what the shim reports about one engine build.
 type BuildResult struct {
 	Layers            int  `json:"layers"`
-	PinnedFP32        int  `json:"pinned_fp32_layers"`
+	PinnedFP32        int  `json:"pinned_fp32_layers,omitempty"` // weakly typed FP16
+	FP16Layers        int  `json:"fp16_layers,omitempty"`        // strongly typed: layers with a float16 output
+	FP32Layers        int  `json:"fp32_layers,omitempty"`        // strongly typed: float layers all float32
 	TimingCacheLoaded bool `json:"timing_cache_loaded"`
 	TimingCacheSaved  bool `json:"timing_cache_saved"`
 	EngineBytes       int64
@@ -464,6 +478,14 @@ func (a *cabi) build(rt *C.hidiff_trt_runtime, s buildSpec) (BuildResult, error)
 	o.precision = C.HIDIFF_TRT_FP32
 	if s.fp16 {
 		o.precision = C.HIDIFF_TRT_FP16
+	}
+	switch s.typing {
+	case Weak:
+		o.typing = C.HIDIFF_TRT_TYPING_WEAK
+	case Strong:
+		o.typing = C.HIDIFF_TRT_TYPING_STRONG
+	default:
+		return BuildResult{}, &Error{Op: "build", Status: StatusInvalid, Msg: fmt.Sprintf("typing %q: want %q or %q", s.typing, Weak, Strong)}
 	}
 	if len(s.inputs) > len(o.inputs) {
 		return BuildResult{}, &Error{Op: "build", Status: StatusInvalid, Msg: fmt.Sprintf("%d input profiles, at most %d", len(s.inputs), len(o.inputs))}
@@ -492,6 +514,8 @@ func (a *cabi) build(rt *C.hidiff_trt_runtime, s buildSpec) (BuildResult, error)
 	return BuildResult{
 		Layers:            int(res.layers),
 		PinnedFP32:        int(res.pinned_fp32),
+		FP16Layers:        int(res.fp16_layers),
+		FP32Layers:        int(res.fp32_layers),
 		TimingCacheLoaded: res.timing_cache_loaded != 0,
 		TimingCacheSaved:  res.timing_cache_saved != 0,
 		EngineBytes:       int64(res.engine_bytes),

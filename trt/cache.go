@@ -18,15 +18,18 @@ import (
 
 // A TensorRT engine is only valid for the exact ONNX it was built from, the
 // TensorRT version that built it, the GPU model (compute capability and,
-// since tactics are timed on the device, the product), the precision and
-// the range of input shapes. The cache keeps one folder per distinct Key
+// since tactics are timed on the device, the product), the precision, the
+// typing mode and the graph's own precision (a strongly typed FP16 engine
+// comes from the float16 export, a weakly typed one from the float32 graph
+// with pins read from the float16 one), and the range of input shapes. The cache keeps one folder per distinct Key
 // and never trusts a folder without a sidecar that repeats the whole key,
 // so a mismatch of any part means "build another", never a crash.
 
 // Recipe versions the way engines are built (FP32 pins, profiles, flags):
 // bump it when Build changes what an engine computes, so old engines are
-// rebuilt rather than reused.
-const Recipe = 1
+// rebuilt rather than reused. 2: strongly typed engines from the float16
+// export; weakly typed pins read from its types.
+const Recipe = 2
 
 // File names inside one cache entry.
 const (
@@ -113,14 +116,22 @@ func ProfileFor(tiles []Size, least Size) (Profile, error) {
 
 // Key is everything an engine pair depends on.
 type Key struct {
-	PriorONNX         string  `json:"prior_onnx_sha256"`
-	TransformerONNX   string  `json:"transformer_onnx_sha256"`
-	TensorRT          string  `json:"tensorrt_version"`
-	GPU               string  `json:"gpu"`
-	ComputeCapability string  `json:"compute_capability"`
-	Precision         string  `json:"precision"` // of the transformer; the prior is always FP32
-	Profile           Profile `json:"profile"`
-	Recipe            int     `json:"recipe"`
+	PriorONNX         string `json:"prior_onnx_sha256"`
+	TransformerONNX   string `json:"transformer_onnx_sha256"`
+	TensorRT          string `json:"tensorrt_version"`
+	GPU               string `json:"gpu"`
+	ComputeCapability string `json:"compute_capability"`
+	Precision         string `json:"precision"` // of the transformer; the prior is always FP32
+	Typing            string `json:"typing"`    // Weak or Strong, both engines
+	// ONNXPrecision is the precision of the transformer graph the engine is
+	// built from (TransformerONNX): FP16 for transformer.fp16.onnx, FP32 for
+	// transformer.onnx.
+	ONNXPrecision string `json:"onnx_precision"`
+	// PinsONNX is, for a weakly typed FP16 engine, the sha256 of the float16
+	// graph whose types gave the FP32 pins; empty otherwise.
+	PinsONNX string  `json:"fp32_pins_onnx_sha256,omitempty"`
+	Profile  Profile `json:"profile"`
+	Recipe   int     `json:"recipe"`
 }
 
 // Validate reports an incomplete key: an entry must never be found under
@@ -139,6 +150,22 @@ func (k Key) Validate() error {
 	if k.Precision != FP16 && k.Precision != FP32 {
 		return fmt.Errorf("engine cache key: precision %q, want %q or %q", k.Precision, FP16, FP32)
 	}
+	if k.Typing != Weak && k.Typing != Strong {
+		return fmt.Errorf("engine cache key: typing %q, want %q or %q", k.Typing, Weak, Strong)
+	}
+	// The combinations Build makes (PlanFor), and no other.
+	want, pins := FP32, false
+	switch {
+	case k.Precision == FP16 && k.Typing == Strong:
+		want = FP16
+	case k.Precision == FP16:
+		pins = true
+	}
+	if k.ONNXPrecision != want || (k.PinsONNX != "") != pins {
+		return fmt.Errorf("engine cache key: a %s %s engine is built from a %s graph%s, not from a %q one%s",
+			k.Typing, k.Precision, want, map[bool]string{true: " with pins from the float16 graph", false: ""}[pins],
+			k.ONNXPrecision, map[bool]string{true: " with pins", false: ""}[k.PinsONNX != ""])
+	}
 	return k.Profile.Validate(1)
 }
 
@@ -148,7 +175,7 @@ func (k Key) Validate() error {
 func (k Key) ID() string {
 	b, _ := json.Marshal(k)
 	sum := sha256.Sum256(b)
-	return fmt.Sprintf("%s-%s-%s", k.Precision, k.Profile.Opt, hex.EncodeToString(sum[:8]))
+	return fmt.Sprintf("%s-%s-%s-%s", k.Precision, k.Typing, k.Profile.Opt, hex.EncodeToString(sum[:8]))
 }
 
 // FileSum describes one engine file, checked before it is deserialised.

@@ -16,7 +16,7 @@ import (
 func testKey() Key {
 	return Key{
 		PriorONNX: strings.Repeat("a", 64), TransformerONNX: strings.Repeat("b", 64),
-		TensorRT: "10.3.0", GPU: "Orin", ComputeCapability: "8.7", Precision: FP16,
+		TensorRT: "10.3.0", GPU: "Orin", ComputeCapability: "8.7", Precision: FP16, Typing: Strong, ONNXPrecision: FP16,
 		Profile: Profile{Min: Size{16, 16}, Opt: Size{384, 384}, Max: Size{384, 384}}, Recipe: Recipe,
 	}
 }
@@ -24,7 +24,7 @@ func testKey() Key {
 func TestKeyIDCoversEveryField(t *testing.T) {
 	base := testKey()
 	id := base.ID()
-	if !strings.HasPrefix(id, "fp16-384x384-") || len(id) != len("fp16-384x384-")+16 {
+	if !strings.HasPrefix(id, "fp16-strong-384x384-") || len(id) != len("fp16-strong-384x384-")+16 {
 		t.Errorf("ID = %q", id)
 	}
 	if base.ID() != id {
@@ -40,6 +40,9 @@ func TestKeyIDCoversEveryField(t *testing.T) {
 		"gpu":       func(k *Key) { k.GPU = "NVIDIA H100 80GB HBM3" },
 		"cc":        func(k *Key) { k.ComputeCapability = "9.0" },
 		"precision": func(k *Key) { k.Precision = FP32 },
+		"typing":    func(k *Key) { k.Typing = Weak },
+		"onnx":      func(k *Key) { k.ONNXPrecision = FP32 },
+		"pins":      func(k *Key) { k.PinsONNX = strings.Repeat("d", 64) },
 		"min":       func(k *Key) { k.Profile.Min = Size{32, 16} },
 		"opt":       func(k *Key) { k.Profile.Opt = Size{384, 256} },
 		"max":       func(k *Key) { k.Profile.Max = Size{512, 384} },
@@ -71,6 +74,30 @@ func TestKeyValidate(t *testing.T) {
 	k.Precision = "int8"
 	if err := k.Validate(); err == nil {
 		t.Error("int8 accepted")
+	}
+	// The typing and graph precision go together: a strongly typed FP16
+	// engine from the float16 graph, a weakly typed one from the float32
+	// graph with pins from the float16 graph, FP32 from the float32 graph.
+	for _, c := range []struct {
+		precision, typing, onnx, pins string
+		ok                            bool
+	}{
+		{FP16, Strong, FP16, "", true},
+		{FP16, Weak, FP32, "d", true},
+		{FP32, Strong, FP32, "", true},
+		{FP32, Weak, FP32, "", true},
+		{FP16, Strong, FP32, "", false},
+		{FP16, Weak, FP32, "", false},
+		{FP16, Weak, FP16, "d", false},
+		{FP32, Strong, FP16, "", false},
+		{FP32, Weak, FP32, "d", false},
+		{FP16, "", FP16, "", false},
+	} {
+		k = testKey()
+		k.Precision, k.Typing, k.ONNXPrecision, k.PinsONNX = c.precision, c.typing, c.onnx, c.pins
+		if err := k.Validate(); (err == nil) != c.ok {
+			t.Errorf("%+v: %v", c, err)
+		}
 	}
 	k = testKey()
 	k.Profile.Min = Size{512, 512}
@@ -157,7 +184,7 @@ func TestCacheCommitLookup(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, field := range []string{`"prior_onnx_sha256"`, `"tensorrt_version": "10.3.0"`, `"gpu": "Orin"`, `"compute_capability": "8.7"`,
-		`"precision": "fp16"`, `"built_at"`, `"hidiffd_version": "v1.2.3"`, `"build_seconds"`} {
+		`"precision": "fp16"`, `"typing": "strong"`, `"onnx_precision": "fp16"`, `"built_at"`, `"hidiffd_version": "v1.2.3"`, `"build_seconds"`} {
 		if !strings.Contains(string(raw), field) {
 			t.Errorf("sidecar lacks %s:\n%s", field, raw)
 		}
@@ -263,22 +290,78 @@ func TestKeyForHashesTheONNXFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := DeviceInfo{TensorRT: "10.3.0", GPU: "Orin", ComputeCapability: "8.7"}
+	d := DeviceInfo{TensorRT: "10.3.0", GPU: "Orin", ComputeCapability: "8.7", TypingModes: CanWeak | CanStrong}
 	p := Profile{Min: Size{8, 8}, Opt: Size{32, 32}, Max: Size{32, 32}}
+	fp32, _ := SHA256File(filepath.Join(dir, "transformer.onnx"))
+	fp16, _ := SHA256File(filepath.Join(dir, ort.MixedFile))
+
+	// Strongly typed FP16 hashes the float16 graph; FP32 the float32 one.
 	k, err := KeyFor(m, d, FP16, p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, _ := SHA256File(filepath.Join(dir, "transformer.onnx"))
-	if k.TransformerONNX != want || k.PriorONNX == want || k.Recipe != Recipe {
-		t.Errorf("key = %+v", k)
+	if k.TransformerONNX != fp16 || k.Typing != Strong || k.ONNXPrecision != FP16 || k.PinsONNX != "" || k.PriorONNX == fp16 || k.Recipe != Recipe {
+		t.Errorf("strong fp16 key = %+v", k)
 	}
-	// Re-exporting the transformer (one byte differs) changes the key.
+	if k32, err := KeyFor(m, d, FP32, p); err != nil || k32.TransformerONNX != fp32 || k32.ONNXPrecision != FP32 || k32.Typing != Strong {
+		t.Errorf("strong fp32 key = %+v, %v", k32, err)
+	}
+	// Weakly typed (TensorRT 8.x) FP16 hashes the float32 graph, and the
+	// float16 one that gives its pins.
+	d8 := DeviceInfo{TensorRT: "8.6.2", GPU: "Orin", ComputeCapability: "8.7", TypingModes: CanWeak}
+	if kw, err := KeyFor(m, d8, FP16, p); err != nil || kw.TransformerONNX != fp32 || kw.PinsONNX != fp16 || kw.Typing != Weak || kw.ONNXPrecision != FP32 {
+		t.Errorf("weak fp16 key = %+v, %v", kw, err)
+	}
+
+	// Re-exporting the transformer (one byte differs) changes the key of
+	// an FP32 engine, and makes the float16 graph stale: FP16 is refused
+	// until it is rewritten.
+	k32, _ := KeyFor(m, d, FP32, p)
 	f, _ := os.OpenFile(m.TransformerPath, os.O_APPEND|os.O_WRONLY, 0)
 	f.Write([]byte{0x0a, 0x00}) // an empty, ignorable protobuf field
 	f.Close()
-	k2, err := KeyFor(m, d, FP16, p)
-	if err != nil || k2.ID() == k.ID() {
+	if k2, err := KeyFor(m, d, FP32, p); err != nil || k2.ID() == k32.ID() {
 		t.Errorf("re-export kept the key: %v", err)
+	}
+	for _, dev := range []DeviceInfo{d, d8} {
+		if _, err := KeyFor(m, dev, FP16, p); err == nil || !strings.Contains(err.Error(), "rewritten from another") ||
+			!strings.Contains(err.Error(), "engine_build.precision mixed "+dir) {
+			t.Errorf("stale float16 graph (%s): %v", TypingFor(dev), err)
+		}
+	}
+	// No float16 graph: FP16 is refused with the fix, FP32 goes on.
+	os.Remove(filepath.Join(dir, ort.MixedFile))
+	for _, dev := range []DeviceInfo{d, d8} {
+		if _, err := KeyFor(m, dev, FP16, p); !errors.Is(err, ort.ErrNoMixed) || !strings.Contains(err.Error(), "engine_build.precision mixed") {
+			t.Errorf("no float16 graph (%s): %v", TypingFor(dev), err)
+		}
+	}
+	if _, err := KeyFor(m, d, FP32, p); err != nil {
+		t.Errorf("fp32 without a float16 graph: %v", err)
+	}
+}
+
+func TestPlanSaysThePath(t *testing.T) {
+	m, err := ort.Inspect(writeTinyModel(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		modes     int
+		precision string
+		want      string
+	}{
+		{CanStrong, FP16, "strongly typed, transformer FP16 from transformer.fp16.onnx (float16, float32 islands: LayerNormalization 1"},
+		{CanWeak | CanStrong, FP32, "strongly typed, transformer FP32 from transformer.onnx (TF32 off)"},
+		{CanWeak, FP16, "weakly typed (TensorRT 8.x), transformer FP16 from transformer.onnx with the nodes that stay float32 in transformer.fp16.onnx pinned to FP32"},
+		{CanWeak, FP32, "weakly typed, transformer FP32 from transformer.onnx"},
+	} {
+		p, err := PlanFor(m, DeviceInfo{TensorRT: "x", TypingModes: c.modes}, c.precision)
+		if err != nil || !strings.HasPrefix(p.String(), c.want) {
+			t.Errorf("modes %d %s: %q, %v", c.modes, c.precision, p, err)
+		}
+	}
+	if _, err := PlanFor(m, DeviceInfo{}, "int8"); err == nil {
+		t.Error("int8 planned")
 	}
 }

@@ -6,8 +6,9 @@
 #
 # Usage: trt/check-headers.sh INCLUDE_DIR [CXX]
 #
-#   INCLUDE_DIR  holds NvInfer.h, NvOnnxParser.h (TensorRT's include/; for
-#                releases before 10.x NvOnnxParser.h comes from onnx-tensorrt)
+#   INCLUDE_DIR  holds NvInfer.h, NvOnnxParser.h (TensorRT's include/; the
+#                public headers of releases before 10.16 lack NvOnnxParser.h:
+#                take it from onnx-tensorrt's matching branch, e.g. 10.1-GA)
 #   CXX          the C++ compiler, default g++; a cross compiler such as
 #                aarch64-linux-gnu-g++ checks the Jetson (arm64) build
 #

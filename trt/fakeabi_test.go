@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -263,10 +264,17 @@ func TestBuildLoadRun(t *testing.T) {
 	opts.Progress = progress
 	m, c, p, e := buildFake(t, opts, FP16)
 
+	// The fake is TensorRT 10.3 by default: strongly typed, the transformer
+	// from the float16 graph, no pins.
 	sc := e.Sidecar
-	if sc.HidiffdVersion != "test" || sc.Key.Precision != FP16 || sc.Key.GPU != "Fake GPU" || sc.Preset != "tiny" ||
-		sc.Builds[TransformerEngine].PinnedFP32 == 0 || sc.Builds[PriorEngine].PinnedFP32 != 0 || sc.ID != sc.Key.ID() {
+	tb := sc.Builds[TransformerEngine]
+	if sc.HidiffdVersion != "test" || sc.Key.Precision != FP16 || sc.Key.Typing != Strong || sc.Key.ONNXPrecision != FP16 ||
+		sc.Key.GPU != "Fake GPU" || sc.Preset != "tiny" || tb.FP16Layers == 0 || tb.FP32Layers == 0 || tb.PinnedFP32 != 0 ||
+		sc.Builds[PriorEngine].FP16Layers != 0 || sc.ID != sc.Key.ID() {
 		t.Errorf("sidecar = %+v", sc)
+	}
+	if last := fakeabi.Last(); last.Typing != CanStrong || last.FP32Names != "" {
+		t.Errorf("the transformer build got %+v", last)
 	}
 	if b, _ := os.ReadFile(progress.Name()); !strings.Contains(string(b), "tensorrt: [I] fake build of") {
 		t.Errorf("progress file = %q", b)
@@ -318,6 +326,109 @@ func TestBuildLoadRun(t *testing.T) {
 	rt.Close()
 	if err != nil || !e2.Sidecar.Builds[TransformerEngine].TimingCacheLoaded {
 		t.Errorf("rebuild: %v, %+v", err, e2)
+	}
+}
+
+// TestTypingVersionSplit builds and runs on fakes of each supported major:
+// TensorRT 8.x weakly typed, FP16 from the float32 graph with the pins read
+// from the float16 graph; 10.x and 11.x strongly typed, FP16 from the
+// float16 graph with no pins; FP32 from the float32 graph everywhere. The
+// shim's own refusals of the other mode cross the boundary by name.
+func TestTypingVersionSplit(t *testing.T) {
+	opts := useFake(t)
+	for _, c := range []struct {
+		version int
+		typing  string
+	}{{8601, Weak}, {100300, Strong}, {110100, Strong}} {
+		fakeabi.SetVersion(c.version)
+		for _, precision := range []string{FP16, FP32} {
+			m, cache, p, e := buildFake(t, opts, precision)
+			k := e.Sidecar.Key
+			last := fakeabi.Last()
+			res := e.Sidecar.Builds[TransformerEngine]
+			name := fmt.Sprintf("TensorRT %s %s", k.TensorRT, precision)
+			if k.Typing != c.typing || last.Typing != map[string]int{Weak: CanWeak, Strong: CanStrong}[c.typing] ||
+				!strings.HasPrefix(e.Sidecar.ID, precision+"-"+c.typing+"-") {
+				t.Errorf("%s: key %+v, last build %+v", name, k, last)
+			}
+			switch {
+			case precision == FP32:
+				if k.ONNXPrecision != FP32 || k.PinsONNX != "" || last.FP32Names != "" || res.FP16Layers != 0 {
+					t.Errorf("%s: key %+v, last build %+v, %+v", name, k, last, res)
+				}
+			case c.typing == Weak:
+				if k.ONNXPrecision != FP32 || k.PinsONNX == "" || res.PinnedFP32 == 0 ||
+					!strings.Contains(last.FP32Names, "/attn/ReduceL2") || strings.Contains(last.FP32Names, "/attn/MatMul") {
+					t.Errorf("%s: key %+v, last build %+v, %+v", name, k, last, res)
+				}
+			default:
+				if k.ONNXPrecision != FP16 || k.PinsONNX != "" || last.FP32Names != "" || res.FP16Layers == 0 {
+					t.Errorf("%s: key %+v, last build %+v, %+v", name, k, last, res)
+				}
+			}
+			b, _, err := Load(m, cache, precision, p, opts)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			img := deblur.Image{W: 16, H: 16, Pix: make([]float32, 3*16*16)}
+			if _, st, err := deblur.Run(context.Background(), b, img, deblur.Options{Tile: 16, Seed: 1}); err != nil || st.NonFinite != 0 {
+				t.Errorf("%s: run %+v, %v", name, st, err)
+			}
+			b.Close()
+		}
+	}
+	// The shims refuse the other mode themselves (Go never asks: TypingFor).
+	for _, c := range []struct {
+		version int
+		typing  string
+		want    string
+	}{{8601, Strong, "weakly typed only (TensorRT 8.x)"}, {110100, Weak, "strongly typed only (TensorRT 11)"}} {
+		fakeabi.SetVersion(c.version)
+		rt, err := OpenRuntime(Options{api: opts.api, Builder: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := writeTinyModel(t)
+		_, err = rt.build(buildSpec{onnx: filepath.Join(dir, "transformer.onnx"), engine: filepath.Join(dir, "x.engine"), typing: c.typing,
+			inputs: []InputProfile{imageProfile(Profile{Min: Size{8, 8}, Opt: Size{8, 8}, Max: Size{8, 8}}), fixedProfile("prior", 1, 16, 256)}})
+		rt.Close()
+		if StatusOf(err) != StatusInvalid || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("TensorRT %d asked for %s: %v", c.version, c.typing, err)
+		}
+	}
+}
+
+// TestFP16NeedsTheFloat16Graph: without transformer.fp16.onnx, FP16 is
+// refused before any build, with the command that writes it; FP32 builds.
+func TestFP16NeedsTheFloat16Graph(t *testing.T) {
+	opts := useFake(t)
+	dir := writeTinyModel(t)
+	os.Remove(filepath.Join(dir, ort.MixedFile))
+	m, err := ort.Inspect(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Builder = true
+	p := Profile{Min: Size{8, 8}, Opt: Size{16, 16}, Max: Size{16, 16}}
+	for _, v := range []int{8601, 110100} {
+		fakeabi.SetVersion(v)
+		rt, err := OpenRuntime(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := Cache{Dir: t.TempDir()}
+		_, err = Build(rt, c, m, BuildSpec{Precision: FP16, Profile: p})
+		if !errors.Is(err, ort.ErrNoMixed) || !strings.Contains(err.Error(), "python3 -m engine_build.precision mixed "+dir) {
+			t.Errorf("TensorRT %d, FP16 without the float16 graph: %v", v, err)
+		}
+		if fakeabi.Read().Builds != 0 {
+			t.Errorf("TensorRT %d: built before refusing", v)
+		}
+		if _, err := Build(rt, c, m, BuildSpec{Precision: FP32, Profile: p}); err != nil {
+			t.Errorf("TensorRT %d, FP32: %v", v, err)
+		}
+		rt.Close()
+		fakeabi.Reset()
 	}
 }
 

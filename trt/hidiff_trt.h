@@ -41,7 +41,7 @@ extern "C" {
 
 /* Bumped on any incompatible change; the Go side refuses a table whose
  * abi_version differs from the one it was compiled with. */
-#define HIDIFF_TRT_ABI_VERSION 1
+#define HIDIFF_TRT_ABI_VERSION 2
 
 /* Status codes. */
 enum {
@@ -84,7 +84,22 @@ enum {
 /* Precisions for hidiff_trt_build_options.precision. */
 enum {
     HIDIFF_TRT_FP32 = 0, /* everything FP32, TF32 off */
-    HIDIFF_TRT_FP16 = 1  /* FP16 allowed, with the FP32 pins described below */
+    HIDIFF_TRT_FP16 = 1  /* weakly typed: FP16 allowed, with the FP32 pins described below;
+                            strongly typed: the graph's own float16 (see typing) */
+};
+
+/* Network typing modes, for hidiff_trt_build_options.typing and, as bits,
+ * hidiff_trt_device_info.typing_modes.
+ *   WEAK: the builder picks each layer's precision (BuilderFlag::kFP16)
+ *         within precision constraints (the FP32 pins): TensorRT 8.x, and
+ *         deprecated from 10.12; gone in 11.
+ *   STRONG: every tensor has the type the ONNX file gives it
+ *         (NetworkDefinitionCreationFlag::kSTRONGLY_TYPED in 10.x, the only
+ *         mode in 11.x); FP16 comes from a float16 export with float32
+ *         islands, no builder flag or pin is involved. */
+enum {
+    HIDIFF_TRT_TYPING_WEAK = 1,
+    HIDIFF_TRT_TYPING_STRONG = 2
 };
 
 #define HIDIFF_TRT_MAX_DIMS 8
@@ -118,6 +133,7 @@ typedef struct hidiff_trt_device_info {
     int32_t can_map_host;       /* CU_DEVICE_ATTRIBUTE_CAN_MAP_HOST_MEMORY */
     int32_t zero_copy;          /* 1: I/O goes through mapped pinned memory, no copies */
     int64_t total_mem;          /* bytes */
+    int32_t typing_modes;       /* HIDIFF_TRT_TYPING_* bits the shim can build with */
     char gpu_name[256];
     char nvinfer_path[512];     /* the library that was loaded, as found */
     char cuda_path[512];
@@ -150,19 +166,23 @@ typedef struct hidiff_trt_build_options {
     const char *engine_path;       /* the serialized plan is written here (the caller renames it) */
     const char *timing_cache_path; /* read if present, rewritten after the build; NULL: none */
     int32_t precision;             /* HIDIFF_TRT_FP32 or HIDIFF_TRT_FP16 */
+    int32_t typing;                /* HIDIFF_TRT_TYPING_WEAK or _STRONG (one of typing_modes) */
     int32_t n_inputs;
     hidiff_trt_input_profile inputs[4];
     uint64_t workspace_bytes;      /* 0: TensorRT's default (the device's memory) */
-    /* FP16 only: '\n'-separated ONNX node names and tensor names whose layers
-     * are pinned to FP32 (the L2 normalisation of channel attention, found
-     * by the Go side from the graph). LayerNormalization and Softmax layers
-     * are pinned by layer type as well. */
+    /* Weakly typed FP16 only: '\n'-separated ONNX node names and tensor
+     * names whose layers are pinned to FP32 (the nodes that run in float32
+     * in the float16 export, found by the Go side from that graph's types).
+     * LayerNormalization and Softmax layers are pinned by layer type as well.
+     * Strongly typed builds take no pins: NULL or "". */
     const char *fp32_names;
 } hidiff_trt_build_options;
 
 typedef struct hidiff_trt_build_result {
     int32_t layers;            /* in the parsed network */
-    int32_t pinned_fp32;       /* layers given FP32 precision constraints */
+    int32_t pinned_fp32;       /* weakly typed: layers given FP32 precision constraints */
+    int32_t fp16_layers;       /* strongly typed: layers with a float16 output */
+    int32_t fp32_layers;       /* strongly typed: float layers whose outputs are all float32 */
     int32_t timing_cache_loaded;
     int32_t timing_cache_saved;
     uint64_t engine_bytes;

@@ -1,9 +1,12 @@
 package trt
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"os"
 	"path/filepath"
+	"sort"
 	"testing"
 )
 
@@ -32,7 +35,10 @@ type tnode struct {
 }
 
 // valueInfo: a float32 tensor; an int dim is fixed, a string dim dynamic.
-func valueInfo(name string, dims ...any) pbuf {
+func valueInfo(name string, dims ...any) pbuf { return typedValueInfo(name, 1, dims...) }
+
+// typedValueInfo: a tensor of ONNX element type elem.
+func typedValueInfo(name string, elem int64, dims ...any) pbuf {
 	var shape pbuf
 	for _, d := range dims {
 		switch d := d.(type) {
@@ -42,11 +48,14 @@ func valueInfo(name string, dims ...any) pbuf {
 			shape = shape.bytes(1, pbuf(nil).str(2, d))
 		}
 	}
-	tensor := pbuf(nil).varint(1, 1).bytes(2, shape)
+	tensor := pbuf(nil).varint(1, elem).bytes(2, shape)
 	return pbuf(nil).str(1, name).bytes(2, pbuf(nil).bytes(1, tensor))
 }
 
-func encodeModel(kind string, nodes []tnode, meta map[string]string) []byte {
+// encodeModel writes a graph of kind "prior" or "transformer" with the
+// contract's inputs and output; types, if any, become value_info entries
+// (tensor name -> ONNX element type).
+func encodeModel(kind string, nodes []tnode, meta map[string]string, types ...map[string]int64) []byte {
 	var g pbuf
 	for _, n := range nodes {
 		var nb pbuf
@@ -67,6 +76,16 @@ func encodeModel(kind string, nodes []tnode, meta map[string]string) []byte {
 		g = g.bytes(11, valueInfo("blur", 1, 3, "H", "W")).bytes(11, valueInfo("prior", 1, 16, 256))
 		g = g.bytes(12, valueInfo("sharp", 1, 3, "H", "W"))
 	}
+	for _, ts := range types {
+		names := make([]string, 0, len(ts))
+		for n := range ts {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			g = g.bytes(13, typedValueInfo(n, ts[n]))
+		}
+	}
 	m := pbuf(nil).varint(1, 8).bytes(8, pbuf(nil).str(1, "").varint(2, 17)).bytes(7, g)
 	for k, v := range meta {
 		m = m.bytes(14, pbuf(nil).str(1, k).str(2, v))
@@ -74,19 +93,46 @@ func encodeModel(kind string, nodes []tnode, meta map[string]string) []byte {
 	return m
 }
 
-// l2Nodes is F.normalize as PyTorch exports it, plus a layer norm and a
-// softmax: what the FP16 recipe must find.
+// l2Nodes is a float32 transformer graph as PyTorch exports it: a matrix
+// product, F.normalize (ReduceL2, Clip, Expand, Div), a layer norm and a
+// softmax.
 var l2Nodes = []tnode{
 	{"Reshape", "/attn/Reshape", []string{"blur", "shape"}, []string{"/attn/Reshape_output_0"}},
-	{"ReduceL2", "/attn/ReduceL2", []string{"/attn/Reshape_output_0"}, []string{"/attn/ReduceL2_output_0"}},
+	{"MatMul", "/attn/MatMul", []string{"/attn/Reshape_output_0", "w"}, []string{"/attn/MatMul_output_0"}},
+	{"ReduceL2", "/attn/ReduceL2", []string{"/attn/MatMul_output_0"}, []string{"/attn/ReduceL2_output_0"}},
 	{"Constant", "/attn/Constant", nil, []string{"/attn/Constant_output_0"}},
 	{"Clip", "/attn/Clip", []string{"/attn/ReduceL2_output_0", "/attn/Constant_output_0", ""}, []string{"/attn/Clip_output_0"}},
-	{"Shape", "/attn/Shape", []string{"/attn/Reshape_output_0"}, []string{"/attn/Shape_output_0"}},
+	{"Shape", "/attn/Shape", []string{"/attn/MatMul_output_0"}, []string{"/attn/Shape_output_0"}},
 	{"Expand", "/attn/Expand", []string{"/attn/Clip_output_0", "/attn/Shape_output_0"}, []string{"/attn/Expand_output_0"}},
-	{"Div", "/attn/Div", []string{"/attn/Reshape_output_0", "/attn/Expand_output_0"}, []string{"/attn/Div_output_0"}},
+	{"Div", "/attn/Div", []string{"/attn/MatMul_output_0", "/attn/Expand_output_0"}, []string{"/attn/Div_output_0"}},
 	{"LayerNormalization", "/norm/LayerNormalization", []string{"/attn/Div_output_0", "w", "b"}, []string{"/norm/out"}},
 	{"Softmax", "/attn/Softmax", []string{"/norm/out"}, []string{"sharp"}},
 }
+
+// mixedNodes is l2Nodes as engine_build/precision.py rewrites it: the same
+// node names, float16 outside the islands, Cast nodes at their borders and
+// at the graph's float32 inputs and output; mixedTypes its value_info.
+var (
+	mixedNodes = []tnode{
+		{"Cast", "blur__fp16__cast", []string{"blur"}, []string{"blur__fp16"}},
+		{"Reshape", "/attn/Reshape", []string{"blur__fp16", "shape"}, []string{"/attn/Reshape_output_0"}},
+		{"MatMul", "/attn/MatMul", []string{"/attn/Reshape_output_0", "w"}, []string{"/attn/MatMul_output_0"}},
+		{"Cast", "/attn/MatMul_output_0__fp32__cast", []string{"/attn/MatMul_output_0"}, []string{"/attn/MatMul_output_0__fp32"}},
+		{"ReduceL2", "/attn/ReduceL2", []string{"/attn/MatMul_output_0__fp32"}, []string{"/attn/ReduceL2_output_0"}},
+		{"Clip", "/attn/Clip", []string{"/attn/ReduceL2_output_0", "/attn/Constant_output_0", ""}, []string{"/attn/Clip_output_0"}},
+		{"Shape", "/attn/Shape", []string{"/attn/MatMul_output_0"}, []string{"/attn/Shape_output_0"}},
+		{"Expand", "/attn/Expand", []string{"/attn/Clip_output_0", "/attn/Shape_output_0"}, []string{"/attn/Expand_output_0"}},
+		{"Div", "/attn/Div", []string{"/attn/MatMul_output_0__fp32", "/attn/Expand_output_0"}, []string{"/attn/Div_output_0"}},
+		{"LayerNormalization", "/norm/LayerNormalization", []string{"/attn/Div_output_0", "w32", "b"}, []string{"/norm/out"}},
+		{"Softmax", "/attn/Softmax", []string{"/norm/out"}, []string{"sharp__fp32"}},
+		{"Identity", "sharp__out", []string{"sharp__fp32"}, []string{"sharp"}},
+	}
+	mixedTypes = map[string]int64{
+		"blur__fp16": 10, "/attn/Reshape_output_0": 10, "/attn/MatMul_output_0": 10, "/attn/MatMul_output_0__fp32": 1,
+		"/attn/ReduceL2_output_0": 1, "/attn/Clip_output_0": 1, "/attn/Shape_output_0": 7, "/attn/Expand_output_0": 1,
+		"/attn/Div_output_0": 1, "/norm/out": 1, "sharp__fp32": 1,
+	}
+)
 
 func tinyMeta(kind string) map[string]string {
 	return map[string]string{
@@ -96,13 +142,21 @@ func tinyMeta(kind string) map[string]string {
 	}
 }
 
-// writeTinyModel writes a model folder whose transformer carries l2Nodes.
+// writeTinyModel writes a model folder whose transformer carries l2Nodes,
+// with its float16 graph (mixedNodes) beside it.
 func writeTinyModel(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
+	transformer := encodeModel("transformer", l2Nodes, tinyMeta("transformer"))
+	sum := sha256.Sum256(transformer)
+	meta := tinyMeta("transformer")
+	meta["precision"] = "fp16"
+	meta["fp32_source_sha256"] = hex.EncodeToString(sum[:])
+	meta["fp32_islands"] = "LayerNormalization 1, ReduceL2 1, Softmax 1, L2 normalisation 1, decomposed layer norm 0"
 	files := map[string][]byte{
-		"prior.onnx":       encodeModel("prior", []tnode{{"Identity", "p", []string{"noise"}, []string{"prior"}}}, tinyMeta("prior")),
-		"transformer.onnx": encodeModel("transformer", l2Nodes, tinyMeta("transformer")),
+		"prior.onnx":            encodeModel("prior", []tnode{{"Identity", "p", []string{"noise"}, []string{"prior"}}}, tinyMeta("prior")),
+		"transformer.onnx":      transformer,
+		"transformer.fp16.onnx": encodeModel("transformer", mixedNodes, meta, mixedTypes),
 	}
 	for name, b := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {

@@ -10,101 +10,96 @@ import (
 // FP16 hazards of this model family (DESIGN.md, "ONNX contract"): the
 // layer-norm variance and the L2 normalisation inside channel attention sum
 // over every pixel of a tile, and their intermediate sums overflow FP16's
-// 65504 long before the result would; softmax exponentiates. The builder
-// keeps those in FP32 and lets everything else (convolutions, matrix
-// products: the bulk of the time) run in FP16.
+// 65504 long before the result would; softmax exponentiates. Those stay in
+// FP32 and everything else (convolutions, matrix products: the bulk of the
+// time) runs in FP16.
 //
-// LayerNormalization and Softmax become TensorRT layers of their own type
-// (kNORMALIZATION since 8.6, kSOFTMAX), which the shim pins by type. The L2
-// normalisation has no layer type: PyTorch exports F.normalize(x, dim=-1)
-// as
+// Which nodes those are is decided in one place, the exporter
+// (engine_build/precision.py), which writes transformer.fp16.onnx: the
+// transformer in float16 with the islands kept float32 through Cast nodes,
+// node names unchanged, and the type of every tensor in its value_info.
+// The engines follow that graph on every TensorRT:
 //
-//	n = ReduceL2(x); c = Clip(n, eps) (or Max); e = Expand(c, Shape(x)); y = Div(x, e)
-//
-// and TensorRT's parser turns ReduceL2 into square, sum and square-root
-// layers named after the node. FP32Nodes finds that pattern in the graph
-// and returns the node names (and their output tensor names) for the shim
-// to pin; LayerNormalization and Softmax nodes are listed as well so the
-// pins do not depend on the parser's layer types alone.
+//   - strongly typed (TensorRT 10 and 11): the builder runs the float16
+//     graph itself; each tensor has the type the file gives it, nothing is
+//     pinned here.
+//   - weakly typed (TensorRT 8.5/8.6, which has no strongly typed mode):
+//     the builder runs the float32 transformer.onnx with kFP16, and the
+//     nodes that compute in float32 in the float16 graph (FP32Pins, read
+//     from its types) are pinned to FP32 through precision constraints. The
+//     shim also pins LayerNormalization and Softmax layers by type.
 //
 // TensorRT before 8.6 (JetPack 5) cannot parse LayerNormalization at all;
-// for it the model is exported with `--layernorm decomposed`:
-//
-//	m = ReduceMean(x); d = Sub(x, m); v = ReduceMean(Mul(d, d)); y = Div(d, Sqrt(Add(v, eps)))
-//
-// FP32Nodes finds that chain too and pins all seven nodes.
+// for it the model is exported with `--layernorm decomposed`, whose float16
+// graph keeps the decomposed chain (ReduceMean, Sub, Mul, ReduceMean, Add,
+// Sqrt, Div) in float32, so the same pins follow.
 
-// fp32Ops are pinned wherever they appear.
-var fp32Ops = map[string]bool{
-	"LayerNormalization": true,
-	"Softmax":            true,
-	"LpNormalization":    true, // the single-node form of an L2 normalisation
-	"ReduceL2":           true,
-	"ReduceSumSquare":    true,
+// Typing modes of a TensorRT network (hidiff_trt.h, HIDIFF_TRT_TYPING_*).
+const (
+	Weak   = "weak"
+	Strong = "strong"
+)
+
+// TypingFor is the typing mode engines are built with on d: strongly typed
+// wherever the shim can (TensorRT 10 and later), else weakly typed (8.x).
+// TensorRT 10.x could still build weakly typed (deprecated since 10.12);
+// nothing measured argues for it, so it is not offered.
+func TypingFor(d DeviceInfo) string {
+	if d.TypingModes&CanStrong != 0 {
+		return Strong
+	}
+	return Weak
 }
 
-// l2Chain are the ops that may sit between ReduceL2 and its Div.
-var l2Chain = map[string]bool{"Clip": true, "Max": true, "Expand": true, "Add": true, "Unsqueeze": true, "Reshape": true}
+// MixedCounts are the compute nodes of a float16 graph by the type they run
+// in (Cast, Identity and Constant nodes not counted).
+type MixedCounts struct{ FP16, FP32 int }
 
-// FP32Nodes returns the sorted names of the nodes to keep in FP32 and of
-// their output tensors, and how many L2 normalisations and decomposed layer
-// norms it recognised.
-func FP32Nodes(nodes []ort.Node) (names []string, l2, layerNorms int) {
-	consumers := map[string][]int{} // tensor name -> nodes reading it
-	for i, n := range nodes {
-		for _, in := range n.Inputs {
-			consumers[in] = append(consumers[in], i)
-		}
-	}
-	pin := map[int]bool{}
-	for i, n := range nodes {
-		if n.OpType == "ReduceMean" {
-			if chain := decomposedLayerNorm(nodes, consumers, i); chain != nil {
-				for _, j := range chain {
-					pin[j] = true
-				}
-				layerNorms++
-			}
-		}
-	}
-	for i, n := range nodes {
-		if !fp32Ops[n.OpType] {
+// CountMixed reads which nodes of the float16 graph compute in which type.
+// A graph with no float16 node is no float16 export, and one with no
+// float32 node has no islands: either is refused, with the file named.
+func CountMixed(path string, nodes []ort.Node, types map[string]int32) (MixedCounts, error) {
+	var c MixedCounts
+	for _, n := range nodes {
+		switch n.OpType {
+		case "Cast", "Identity", "Constant":
 			continue
 		}
-		pin[i] = true
-		if n.OpType != "ReduceL2" || len(n.Outputs) == 0 {
-			continue
+		switch ort.ComputeType(n, types) {
+		case ort.ElemFloat16:
+			c.FP16++
+		case ort.ElemFloat:
+			c.FP32++
 		}
-		// Walk the norm's tensor forward through the eps clamp and the
-		// broadcast to the Div that applies it. Only single-consumer links
-		// are followed: the chain is private to one normalisation.
-		t, chain := n.Outputs[0], []int{}
-		for steps := 0; steps < 8; steps++ {
-			next := consumers[t]
-			if len(next) != 1 {
-				break
-			}
-			j := next[0]
-			m := nodes[j]
-			if m.OpType == "Div" && len(m.Inputs) == 2 && m.Inputs[1] == t {
-				for _, k := range chain {
-					pin[k] = true
-				}
-				pin[j] = true
-				l2++
-				break
-			}
-			if !l2Chain[m.OpType] || len(m.Outputs) == 0 {
-				break
-			}
-			chain = append(chain, j)
-			t = m.Outputs[0]
+	}
+	if c.FP16 == 0 {
+		return c, fmt.Errorf("%s: no node computes in float16 (is it the float32 graph?)", path)
+	}
+	if c.FP32 == 0 {
+		return c, fmt.Errorf("%s: no node computes in float32: it has no FP32 islands, and FP16 would overflow in its layer norms and L2 norms; refusing it", path)
+	}
+	return c, nil
+}
+
+// FP32Pins are the weakly typed build's FP32 pins: the names of the nodes
+// of the float32 graph (and of their output tensors, sorted) whose
+// namesakes compute in float32 in the float16 graph (mixed, with its
+// types), and how many nodes that is.
+func FP32Pins(fp32 []ort.Node, mixed []ort.Node, types map[string]int32) (names []string, nodes int) {
+	island := map[string]bool{}
+	for _, n := range mixed {
+		if n.OpType != "Cast" && n.OpType != "Identity" && n.OpType != "Constant" && ort.ComputeType(n, types) == ort.ElemFloat {
+			island[n.Name] = true
 		}
 	}
 	set := map[string]bool{}
-	for i := range pin {
-		set[nodes[i].Name] = true
-		for _, o := range nodes[i].Outputs {
+	for _, n := range fp32 {
+		if n.OpType == "Constant" || !island[n.Name] {
+			continue
+		}
+		nodes++
+		set[n.Name] = true
+		for _, o := range n.Outputs {
 			set[o] = true
 		}
 	}
@@ -113,68 +108,7 @@ func FP32Nodes(nodes []ort.Node) (names []string, l2, layerNorms int) {
 		names = append(names, s)
 	}
 	sort.Strings(names)
-	return names, l2, layerNorms
-}
-
-// decomposedLayerNorm returns the seven nodes of the layer norm whose first
-// ReduceMean is nodes[r] (see above), or nil if nodes[r] does not start one.
-// Later stages may be shared with another norm of the same input (the
-// exporter merges equal subexpressions): only the links are checked.
-func decomposedLayerNorm(nodes []ort.Node, consumers map[string][]int, r int) []int {
-	// the consumer of tensor t with op type op and inputs ins ("" = t)
-	find := func(t, op string, ins ...string) int {
-		for _, j := range consumers[t] {
-			n := nodes[j]
-			if n.OpType != op || len(n.Inputs) != len(ins) || len(n.Outputs) == 0 {
-				continue
-			}
-			match := true
-			for k, in := range ins {
-				if in == "" {
-					in = t
-				}
-				if in != "*" && n.Inputs[k] != in {
-					match = false
-				}
-			}
-			if match {
-				return j
-			}
-		}
-		return -1
-	}
-	out := func(j int) string { return nodes[j].Outputs[0] }
-	mean := nodes[r]
-	if len(mean.Inputs) == 0 || len(mean.Outputs) == 0 {
-		return nil
-	}
-	x := mean.Inputs[0]
-	sub := find(out(r), "Sub", x, "")
-	if sub < 0 {
-		return nil
-	}
-	d := out(sub)
-	sq := find(d, "Mul", "", "")
-	if sq < 0 {
-		return nil
-	}
-	variance := find(out(sq), "ReduceMean", "")
-	if variance < 0 {
-		return nil
-	}
-	eps := find(out(variance), "Add", "", "*")
-	if eps < 0 {
-		return nil
-	}
-	sqrt := find(out(eps), "Sqrt", "")
-	if sqrt < 0 {
-		return nil
-	}
-	div := find(out(sqrt), "Div", d, "")
-	if div < 0 {
-		return nil
-	}
-	return []int{r, sub, sq, variance, eps, sqrt, div}
+	return names, nodes
 }
 
 // CheckParsable refuses, before minutes of building, a graph that TensorRT

@@ -10,23 +10,36 @@ import (
 	"hidiffd/ort"
 )
 
-func TestFP32NodesFindsTheHazards(t *testing.T) {
-	nodes := make([]ort.Node, len(l2Nodes))
-	for i, n := range l2Nodes {
+func toNodes(ts []tnode) []ort.Node {
+	nodes := make([]ort.Node, len(ts))
+	for i, n := range ts {
 		nodes[i] = ort.Node{Name: n.name, OpType: n.op, Inputs: n.in, Outputs: n.out}
 	}
-	names, l2, ln := FP32Nodes(nodes)
-	if l2 != 1 || ln != 0 {
-		t.Errorf("l2 = %d, layer norms = %d", l2, ln)
+	return nodes
+}
+
+func toTypes(ts map[string]int64) map[string]int32 {
+	out := map[string]int32{}
+	for k, v := range ts {
+		out[k] = int32(v)
+	}
+	return out
+}
+
+func TestFP32PinsFromTheFloat16Graph(t *testing.T) {
+	names, n := FP32Pins(toNodes(l2Nodes), toNodes(mixedNodes), toTypes(mixedTypes))
+	if n != 6 {
+		t.Errorf("%d nodes pinned, want 6: %v", n, names)
 	}
 	for _, want := range []string{"/attn/ReduceL2", "/attn/Clip", "/attn/Expand", "/attn/Div", "/attn/Div_output_0",
-		"/norm/LayerNormalization", "/attn/Softmax"} {
+		"/norm/LayerNormalization", "/attn/Softmax", "sharp"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("%s not pinned: %v", want, names)
 		}
 	}
-	// Shape arithmetic and the producer of the normalised tensor stay FP16.
-	for _, not := range []string{"/attn/Shape", "/attn/Reshape", "/attn/Constant", ""} {
+	// What runs in float16 there stays FP16 here: the matrix product, shape
+	// arithmetic, the constant; nor do the float16 graph's casts leak in.
+	for _, not := range []string{"/attn/MatMul", "/attn/Reshape", "/attn/Shape", "/attn/Constant", "sharp__out", ""} {
 		if slices.Contains(names, not) {
 			t.Errorf("%q pinned", not)
 		}
@@ -34,23 +47,51 @@ func TestFP32NodesFindsTheHazards(t *testing.T) {
 	if !slices.IsSorted(names) {
 		t.Error("names not sorted")
 	}
-
-	// A ReduceL2 whose result is shared is pinned, but its consumers are
-	// not followed: that is not the normalisation pattern.
-	shared := []ort.Node{
-		{Name: "r", OpType: "ReduceL2", Inputs: []string{"x"}, Outputs: []string{"n"}},
-		{Name: "a", OpType: "Div", Inputs: []string{"x", "n"}, Outputs: []string{"y"}},
-		{Name: "b", OpType: "Mul", Inputs: []string{"x", "n"}, Outputs: []string{"z"}},
+	// Without types (a float16 graph without value_info) nothing is pinned,
+	// which Build refuses.
+	if names, n := FP32Pins(toNodes(l2Nodes), toNodes(mixedNodes), nil); n != 0 || len(names) != 0 {
+		t.Errorf("untyped: %v", names)
 	}
-	names, l2, _ = FP32Nodes(shared)
-	if l2 != 0 || !slices.Contains(names, "r") || slices.Contains(names, "a") {
-		t.Errorf("shared norm: %v, %d", names, l2)
+}
+
+func TestCountMixed(t *testing.T) {
+	c, err := CountMixed("m.onnx", toNodes(mixedNodes), toTypes(mixedTypes))
+	if err != nil || c != (MixedCounts{FP16: 2, FP32: 6}) {
+		t.Errorf("counts %+v, %v", c, err)
+	}
+	all32 := toTypes(mixedTypes)
+	for k, v := range all32 {
+		if v == ort.ElemFloat16 {
+			all32[k] = ort.ElemFloat
+		}
+	}
+	if _, err := CountMixed("m.onnx", toNodes(mixedNodes), all32); err == nil || !strings.Contains(err.Error(), "no node computes in float16") {
+		t.Errorf("float32 graph: %v", err)
+	}
+	all16 := toTypes(mixedTypes)
+	for k, v := range all16 {
+		if v == ort.ElemFloat {
+			all16[k] = ort.ElemFloat16
+		}
+	}
+	if _, err := CountMixed("m.onnx", toNodes(mixedNodes), all16); err == nil || !strings.Contains(err.Error(), "no FP32 islands") {
+		t.Errorf("no islands: %v", err)
+	}
+}
+
+func TestTypingFor(t *testing.T) {
+	for _, c := range []struct {
+		modes int
+		want  string
+	}{{CanWeak, Weak}, {CanWeak | CanStrong, Strong}, {CanStrong, Strong}} {
+		if got := TypingFor(DeviceInfo{TypingModes: c.modes}); got != c.want {
+			t.Errorf("modes %d: %s, want %s", c.modes, got, c.want)
+		}
 	}
 }
 
 // decomposedLN is one layer norm as `export --layernorm decomposed` writes
-// it (names and links as in a real export), with its affine tail and an
-// unrelated ReduceMean (a mean that is not a layer norm).
+// it, with its affine tail and an unrelated ReduceMean.
 var decomposedLN = []ort.Node{
 	{Name: "/n/ReduceMean", OpType: "ReduceMean", Inputs: []string{"x"}, Outputs: []string{"m"}},
 	{Name: "/n/Sub", OpType: "Sub", Inputs: []string{"x", "m"}, Outputs: []string{"d"}},
@@ -62,32 +103,6 @@ var decomposedLN = []ort.Node{
 	{Name: "/n/Div", OpType: "Div", Inputs: []string{"d", "s"}, Outputs: []string{"y"}},
 	{Name: "/n/Mul_1", OpType: "Mul", Inputs: []string{"y", "w"}, Outputs: []string{"yw"}},
 	{Name: "/n/Add_1", OpType: "Add", Inputs: []string{"yw", "b"}, Outputs: []string{"out"}},
-	{Name: "/pool/ReduceMean", OpType: "ReduceMean", Inputs: []string{"out"}, Outputs: []string{"p"}},
-	{Name: "/pool/Sub", OpType: "Sub", Inputs: []string{"p", "out"}, Outputs: []string{"r"}},
-}
-
-func TestFP32NodesFindsDecomposedLayerNorm(t *testing.T) {
-	names, l2, ln := FP32Nodes(decomposedLN)
-	if ln != 1 || l2 != 0 {
-		t.Fatalf("layer norms %d, l2 %d; want 1, 0", ln, l2)
-	}
-	for _, want := range []string{"/n/ReduceMean", "/n/Sub", "/n/Mul", "/n/ReduceMean_1", "/n/Add", "/n/Sqrt", "/n/Div", "d", "v", "y"} {
-		if !slices.Contains(names, want) {
-			t.Errorf("%s not pinned: %v", want, names)
-		}
-	}
-	// the affine tail and the other mean stay FP16
-	for _, not := range []string{"/n/Mul_1", "/n/Add_1", "/n/Constant", "/pool/ReduceMean", "/pool/Sub"} {
-		if slices.Contains(names, not) {
-			t.Errorf("%s pinned", not)
-		}
-	}
-	// a broken link (Div by something else) is not a layer norm
-	broken := slices.Clone(decomposedLN)
-	broken[7] = ort.Node{Name: "/n/Div", OpType: "Div", Inputs: []string{"d", "ve"}, Outputs: []string{"y"}}
-	if _, _, ln := FP32Nodes(broken); ln != 0 {
-		t.Errorf("broken chain recognised")
-	}
 }
 
 func TestCheckParsable(t *testing.T) {
@@ -102,6 +117,7 @@ func TestCheckParsable(t *testing.T) {
 		{"8.6.2", fused, false},
 		{"10.3.0", fused, false},
 		{"8.5.2", decomposedLN, false},
+		{"11.1.0", fused, false},
 		{"", fused, false}, // unknown version: let the parser say
 	} {
 		err := CheckParsable(c.version, "m/transformer.onnx", c.nodes)
@@ -115,50 +131,75 @@ func TestCheckParsable(t *testing.T) {
 	}
 }
 
-// TestFP32NodesOnExport checks the recipe against a real export when one
-// is around (make models; HIDIFFD_TEST_MODELS): every ReduceL2 of channel
-// attention must be recognised as a full normalisation.
-func TestFP32NodesOnExport(t *testing.T) {
+// TestFP32PinsOnExport checks, on a real export when one is around (make
+// models; HIDIFFD_TEST_MODELS), that the pins read from the float16 graph's
+// types are the FP16 hazards and only them: every LayerNormalization and
+// Softmax, and each L2 normalisation of channel attention whole (ReduceL2,
+// Clip, Expand, Div), never a convolution or matrix product.
+func TestFP32PinsOnExport(t *testing.T) {
 	_, nodes, count := exportedGraph(t, "s", "transformer.onnx")
-	names, l2, _ := FP32Nodes(nodes)
-	if count["ReduceL2"] == 0 || l2 != count["ReduceL2"] {
-		t.Errorf("recognised %d of %d ReduceL2 normalisations", l2, count["ReduceL2"])
+	mixedPath, mixed, _ := exportedGraph(t, "s", ort.MixedFile)
+	types, err := ort.ReadTypes(mixedPath)
+	if err != nil {
+		t.Fatal(err)
 	}
-	pinned := 0
-	for _, n := range nodes {
-		if slices.Contains(names, n.Name) {
-			pinned++
-			if n.OpType == "Conv" || n.OpType == "MatMul" {
-				t.Errorf("%s (%s) pinned: the heavy layers must stay FP16", n.Name, n.OpType)
-			}
+	names, n := FP32Pins(nodes, mixed, types)
+	if want := count["LayerNormalization"] + count["Softmax"] + 4*count["ReduceL2"]; n != want || count["ReduceL2"] == 0 {
+		t.Errorf("%d nodes pinned, want %d (%v)", n, want, count)
+	}
+	for _, nd := range nodes {
+		if slices.Contains(names, nd.Name) && (nd.OpType == "Conv" || nd.OpType == "MatMul" || nd.OpType == "Gemm") {
+			t.Errorf("%s (%s) pinned: the heavy layers must stay FP16", nd.Name, nd.OpType)
 		}
 	}
-	want := count["LayerNormalization"] + count["Softmax"] + 4*count["ReduceL2"]
-	if pinned != want {
-		t.Errorf("%d nodes pinned, want %d (%v)", pinned, want, count)
-	}
-	if !strings.Contains(strings.Join(names, "\n"), "/attn/ReduceL2") {
-		t.Errorf("unexpected names: %v", names[:5])
+	if c, err := CountMixed(mixedPath, mixed, types); err != nil || c.FP32 != n {
+		t.Errorf("float16 graph: %+v, %v (%d pins)", c, err, n)
 	}
 }
 
-// TestFP32NodesOnDecomposedExport: in the TensorRT 8.5 export every Sqrt
-// belongs to a layer norm, and each is recognised and pinned whole.
-func TestFP32NodesOnDecomposedExport(t *testing.T) {
-	for _, graph := range []string{"prior.onnx", "transformer.onnx"} {
-		path, nodes, count := exportedGraph(t, "s-decomposed-ln", graph)
-		if count["LayerNormalization"] != 0 || count["Sqrt"] == 0 {
-			t.Fatalf("%s: not a decomposed export: %v", graph, count)
+// TestFP32PinsOnDecomposedExport: in the TensorRT 8.5 export every Sqrt
+// belongs to a layer norm, and each is pinned whole (seven nodes).
+func TestFP32PinsOnDecomposedExport(t *testing.T) {
+	path, nodes, count := exportedGraph(t, "s-decomposed-ln", "transformer.onnx")
+	mixedPath, mixed, _ := exportedGraph(t, "s-decomposed-ln", ort.MixedFile)
+	types, err := ort.ReadTypes(mixedPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if count["LayerNormalization"] != 0 || count["Sqrt"] == 0 {
+		t.Fatalf("not a decomposed export: %v", count)
+	}
+	names, n := FP32Pins(nodes, mixed, types)
+	if want := 7*count["Sqrt"] + count["Softmax"] + 4*count["ReduceL2"]; n != want {
+		t.Errorf("%d nodes pinned, want %d (%v)", n, want, count)
+	}
+	for _, nd := range nodes {
+		if (nd.OpType == "Sqrt" || nd.OpType == "ReduceMean") && !slices.Contains(names, nd.Name) {
+			t.Errorf("%s (%s) not pinned", nd.Name, nd.OpType)
 		}
-		names, _, ln := FP32Nodes(nodes)
-		if ln != count["Sqrt"] {
-			t.Errorf("%s: %d layer norms recognised, %d Sqrt in the graph", graph, ln, count["Sqrt"])
+	}
+	if err := CheckParsable("8.5.2", path, nodes); err != nil {
+		t.Errorf("TensorRT 8.5 would refuse it: %v", err)
+	}
+}
+
+// TestShippedModelFloat16Graph: models/default's float16 graph is the
+// rewrite of the transformer.onnx beside it, so every TensorRT's FP16 plan
+// accepts it. After new weights: python3 -m engine_build.precision mixed models/default.
+func TestShippedModelFloat16Graph(t *testing.T) {
+	m, err := ort.Inspect(filepath.Join("..", "models", "default"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := Profile{Min: Size{8, 8}, Opt: Size{384, 384}, Max: Size{384, 384}}
+	for _, modes := range []int{CanWeak, CanStrong} {
+		d := DeviceInfo{TensorRT: "x", GPU: "g", ComputeCapability: "8.7", TypingModes: modes}
+		k, err := KeyFor(m, d, FP16, p)
+		if err != nil {
+			t.Fatalf("typing modes %d: %v", modes, err)
 		}
-		if err := CheckParsable("8.5.2", path, nodes); err != nil {
-			t.Errorf("TensorRT 8.5 would refuse it: %v", err)
-		}
-		if !slices.Contains(names, nodes[slices.IndexFunc(nodes, func(n ort.Node) bool { return n.OpType == "Sqrt" })].Name) {
-			t.Errorf("%s: first Sqrt not pinned", graph)
+		if k.Typing == Strong && k.ONNXPrecision != FP16 || k.Typing == Weak && k.PinsONNX == "" {
+			t.Errorf("key %+v", k)
 		}
 	}
 }

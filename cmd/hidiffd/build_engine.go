@@ -56,6 +56,10 @@ type buildResult struct {
 	TensorRT string  `json:"tensorrt"`
 	GPU      string  `json:"gpu"`
 	Profile  string  `json:"profile"`
+	// Typing is the network typing mode ("strong" on TensorRT 10 and
+	// later, "weak" on 8.x) and ONNX the transformer graph built from.
+	Typing string `json:"typing"`
+	ONNX   string `json:"transformer_onnx"`
 }
 
 // runBuildEngine builds both engines. Progress goes to stderr, one line
@@ -164,6 +168,11 @@ func runBuildEngine(ctx context.Context, args []string) int {
 	defer rt.Close()
 	d := rt.Device()
 	say("TensorRT %s (%s), %s, compute capability %s, CUDA driver %s", d.TensorRT, d.NvinferPath, d.GPU, d.ComputeCapability, d.CUDADriver)
+	plan, err := trt.PlanFor(m, d, *precision)
+	if err != nil {
+		return fail("%v", err)
+	}
+	say("engines: %s", plan)
 
 	c := trt.Cache{Dir: *engineDir}
 	if err := c.Clean(); err != nil {
@@ -173,7 +182,7 @@ func runBuildEngine(ctx context.Context, args []string) int {
 	if err != nil {
 		return fail("%v", err)
 	}
-	res := buildResult{TensorRT: d.TensorRT, GPU: d.GPU, Profile: profile.String(), ID: key.ID()}
+	res := buildResult{TensorRT: d.TensorRT, GPU: d.GPU, Profile: profile.String(), ID: key.ID(), Typing: plan.Typing, ONNX: plan.Transformer}
 	if e, err := c.Lookup(key); err == nil && !*force {
 		say("a matching engine is cached already: %s (--force rebuilds it)", e.Dir)
 		res.Entry = e.Dir
@@ -225,6 +234,7 @@ func doctorTensorRT(r *doctorReport, cfg *config.Config) bool {
 	r.ok("tensorrt: TensorRT %s (%s; headers %s), %s, compute capability %s, CUDA driver %s%s",
 		d.TensorRT, d.NvinferPath, d.TensorRTHeaders, d.GPU, d.ComputeCapability, d.CUDADriver,
 		map[bool]string{true: ", integrated (zero-copy I/O)", false: ""}[d.ZeroCopy])
+	doctorEnginePlan(r, cfg, d)
 	sidecars, _ := filepath.Glob(filepath.Join(cfg.Backend.EngineDir, "*", trt.SidecarFile))
 	sort.Strings(sidecars)
 	if len(sidecars) == 0 {
@@ -242,12 +252,40 @@ func doctorTensorRT(r *doctorReport, cfg *config.Config) bool {
 			continue
 		}
 		here := sc.Key.TensorRT == d.TensorRT && sc.Key.GPU == d.GPU && sc.Key.ComputeCapability == d.ComputeCapability
-		r.info("engine %s: %s %s, %s, profile %s, TensorRT %s on %s, built %s by hidiffd %s%s",
-			filepath.Base(filepath.Dir(p)), sc.Preset, sc.Key.Precision, sc.Model, sc.Key.Profile, sc.Key.TensorRT, sc.Key.GPU,
+		how := fmt.Sprintf("%sly typed, from a %s graph", sc.Key.Typing, sc.Key.ONNXPrecision)
+		if sc.Key.Recipe != trt.Recipe {
+			how, here = fmt.Sprintf("builder recipe %d", sc.Key.Recipe), false
+		}
+		r.info("engine %s: %s %s (%s), %s, profile %s, TensorRT %s on %s, built %s by hidiffd %s%s",
+			filepath.Base(filepath.Dir(p)), sc.Preset, sc.Key.Precision, how, sc.Model, sc.Key.Profile, sc.Key.TensorRT, sc.Key.GPU,
 			sc.BuiltAt.Format(time.RFC3339), sc.HidiffdVersion,
-			map[bool]string{true: "", false: " (for another GPU or TensorRT: unused here)"}[here])
+			map[bool]string{true: "", false: " (for another GPU, TensorRT or builder recipe: unused here)"}[here])
 	}
 	return true
+}
+
+// doctorEnginePlan says which path engines take on this machine for the
+// configured model and precision (typing mode, graph, pins), and whether
+// the model's float16 graph is usable for it.
+func doctorEnginePlan(r *doctorReport, cfg *config.Config, d trt.DeviceInfo) {
+	m, err := ort.Inspect(cfg.Model.Dir)
+	if err != nil {
+		return // the model check reports it
+	}
+	p := trt.Profile{Min: trt.Size{H: 8, W: 8}, Opt: trt.Size{H: 8, W: 8}, Max: trt.Size{H: 8, W: 8}}
+	plan, err := trt.PlanFor(m, d, cfg.Backend.Precision)
+	if err == nil {
+		_, err = trt.KeyFor(m, d, cfg.Backend.Precision, p) // the float16 graph's source check
+	}
+	if err != nil {
+		if cfg.Backend.Kind == "tensorrt" {
+			r.fail("tensorrt engines (backend.precision = %q): %v", cfg.Backend.Precision, err)
+		} else {
+			r.info("tensorrt engines (backend.precision = %q) cannot be built: %v", cfg.Backend.Precision, err)
+		}
+		return
+	}
+	r.ok("tensorrt engines (backend.precision = %q): %s", cfg.Backend.Precision, plan)
 }
 
 // doctorSelected says what backend.kind resolves to on this machine.

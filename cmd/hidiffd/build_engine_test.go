@@ -2,9 +2,14 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"hidiffd/config"
+	"hidiffd/trt"
 )
 
 // TestBuildEngineWithoutTensorRT: the command parses its flags, checks the
@@ -29,5 +34,49 @@ func TestBuildEngineWithoutTensorRT(t *testing.T) {
 	code, msg := run("--model", modelDir, "--engine-dir", t.TempDir(), "--tile", "64x64")
 	if code != 1 || !strings.Contains(msg, "rebuild with -tags tensorrt") {
 		t.Errorf("without TensorRT: exit %d, %s", code, msg)
+	}
+}
+
+// TestDoctorSaysTheEnginePath: doctor names the path engines take for the
+// shipped model on each TensorRT major (the device as a TensorRT shim
+// reports it; no TensorRT here), and what is missing when there is none.
+func TestDoctorSaysTheEnginePath(t *testing.T) {
+	shipped := filepath.Join("..", "..", "models", "default")
+	for _, c := range []struct {
+		version   string
+		modes     int
+		precision string
+		want      string
+	}{
+		{"8.6.2", trt.CanWeak, "fp16", "ok    tensorrt engines (backend.precision = \"fp16\"): weakly typed (TensorRT 8.x), transformer FP16 from transformer.onnx with the nodes that stay float32 in transformer.fp16.onnx pinned to FP32"},
+		{"10.3.0", trt.CanWeak | trt.CanStrong, "fp16", "ok    tensorrt engines (backend.precision = \"fp16\"): strongly typed, transformer FP16 from transformer.fp16.onnx (float16, float32 islands: LayerNormalization 40, ReduceL2 26, Softmax 20, L2 normalisation 26"},
+		{"11.1.0", trt.CanStrong, "fp32", "ok    tensorrt engines (backend.precision = \"fp32\"): strongly typed, transformer FP32 from transformer.onnx (TF32 off)"},
+	} {
+		var out bytes.Buffer
+		r := &doctorReport{w: &out}
+		cfg := config.Default()
+		cfg.Model.Dir, cfg.Backend.Precision = shipped, c.precision
+		doctorEnginePlan(r, cfg, trt.DeviceInfo{TensorRT: c.version, GPU: "g", ComputeCapability: "8.7", TypingModes: c.modes})
+		if !strings.Contains(out.String(), c.want) || r.problems != 0 {
+			t.Errorf("TensorRT %s:\n%s\nwant %s", c.version, out.String(), c.want)
+		}
+	}
+	// A model folder without its float16 graph: FP16 engines cannot be
+	// built, and doctor says how to make the graph.
+	dir := t.TempDir()
+	for _, f := range []string{"prior.onnx", "transformer.onnx"} {
+		b, err := os.ReadFile(filepath.Join(shipped, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, f), b, 0o644)
+	}
+	var out bytes.Buffer
+	r := &doctorReport{w: &out}
+	cfg := config.Default()
+	cfg.Model.Dir, cfg.Backend.Kind = dir, "tensorrt"
+	doctorEnginePlan(r, cfg, trt.DeviceInfo{TensorRT: "11.1.0", GPU: "g", ComputeCapability: "8.7", TypingModes: trt.CanStrong})
+	if r.problems != 1 || !strings.Contains(out.String(), "python3 -m engine_build.precision mixed "+dir) {
+		t.Errorf("no float16 graph:\n%s", out.String())
 	}
 }

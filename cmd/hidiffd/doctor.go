@@ -15,6 +15,7 @@ import (
 
 	"hidiffd/config"
 	"hidiffd/ort"
+	"hidiffd/trt"
 )
 
 func init() {
@@ -195,6 +196,7 @@ func doctorModel(r *doctorReport, dir, lib string, libOK bool) {
 	if missing {
 		return
 	}
+	doctorMixed(r, dir)
 	if !libOK {
 		r.info("metadata not read: ONNX Runtime is not available")
 		return
@@ -214,6 +216,30 @@ func doctorModel(r *doctorReport, dir, lib string, libOK bool) {
 	if in.WeightsSHA256 != "" {
 		r.info("weights sha256 %s", in.WeightsSHA256)
 	}
+}
+
+// doctorMixed reports the model's float16 graph (transformer.fp16.onnx),
+// which only TensorRT FP16 engines need: present, and rewritten from the
+// transformer.onnx beside it.
+func doctorMixed(r *doctorReport, dir string) {
+	m, err := ort.Inspect(dir)
+	if err != nil {
+		return // the load below reports it
+	}
+	mx, err := ort.InspectMixed(m)
+	if err == nil {
+		var sum string
+		if sum, err = trt.SHA256File(m.TransformerPath); err == nil && sum != mx.SourceSHA256 {
+			err = fmt.Errorf("%s was rewritten from another %s (the weights changed since); %s", mx.Path, ort.TransformerFile, ort.MixedFix(dir))
+		}
+	}
+	if err != nil {
+		r.info("TensorRT FP16 engines cannot be built from this folder: %v", err)
+		return
+	}
+	fi, _ := os.Stat(mx.Path)
+	r.ok("%s (%.1f MB): float16 with float32 islands (%s), rewritten from this %s; for TensorRT FP16 engines",
+		mx.Path, float64(fi.Size())/1e6, mx.Islands, ort.TransformerFile)
 }
 
 func doctorSpool(r *doctorReport, root string) {

@@ -14,11 +14,18 @@
 // so a shim compiled against 10.x headers can only drive a 10.x library, and
 // within a major only a library at least as new as the headers (methods are
 // appended). open() checks getInferLibVersion() against NV_TENSORRT_VERSION
-// and refuses a mismatch by name. API differences between 8.5/8.6 and 10.x
-// are compile-time branches on NV_TENSORRT_MAJOR; the name-based tensor API
-// (getIOTensorName, setInputShape, setTensorAddress, enqueueV3), `delete`
+// and refuses a mismatch by name. API differences between 8.5/8.6, 10.x and
+// 11.x are compile-time branches on NV_TENSORRT_MAJOR; the name-based tensor
+// API (getIOTensorName, setInputShape, setTensorAddress, enqueueV3), `delete`
 // instead of destroy(), buildSerializedNetwork and setMemoryPoolLimit exist
 // in every supported version and are used throughout.
+//
+// Typing (hidiff_trt.h, HIDIFF_TRT_TYPING_*): 8.x builds weakly typed
+// networks only (kFP16 plus FP32 precision constraints); 10.x both, strongly
+// typed with NetworkDefinitionCreationFlag::kSTRONGLY_TYPED; 11.x strongly
+// typed only (kFP16, kOBEY_PRECISION_CONSTRAINTS, ILayer::setPrecision and
+// setOutputType are gone, deprecated since 10.12), so the weakly typed code
+// is not compiled for it.
 #include "../hidiff_trt.h"
 #include "cuda_driver.h"
 
@@ -41,8 +48,18 @@
 #include <utility>
 #include <vector>
 
-#if NV_TENSORRT_MAJOR < 8 || (NV_TENSORRT_MAJOR == 8 && NV_TENSORRT_MINOR < 5) || NV_TENSORRT_MAJOR > 10
-#error "hidiffd's TensorRT shim supports TensorRT 8.5 to 10.x headers"
+#if NV_TENSORRT_MAJOR < 8 || (NV_TENSORRT_MAJOR == 8 && NV_TENSORRT_MINOR < 5) || NV_TENSORRT_MAJOR == 9 ||       \
+    NV_TENSORRT_MAJOR > 11
+#error "hidiffd's TensorRT shim supports TensorRT 8.5 to 8.6, 10.x and 11.x headers"
+#endif
+
+// The typing modes this shim can build with (see the top of the file).
+#if NV_TENSORRT_MAJOR < 10
+#define HIDIFF_TYPING_MODES HIDIFF_TRT_TYPING_WEAK
+#elif NV_TENSORRT_MAJOR == 10
+#define HIDIFF_TYPING_MODES (HIDIFF_TRT_TYPING_WEAK | HIDIFF_TRT_TYPING_STRONG)
+#else
+#define HIDIFF_TYPING_MODES HIDIFF_TRT_TYPING_STRONG
 #endif
 
 using namespace nvinfer1;
@@ -74,7 +91,7 @@ std::string Itoa(long long v) {
 
 std::string VersionText(long v) {
     // getInferLibVersion encodes 8.x as major*1000+minor*100+patch and
-    // 10.x as major*10000+minor*100+patch.
+    // 10.x and later as major*10000+minor*100+patch.
     long major = v >= 100000 ? v / 10000 : v / 1000;
     long rest = v >= 100000 ? v % 10000 : v % 1000;
     return Itoa(major) + "." + Itoa(rest / 100) + "." + Itoa(rest % 100);
@@ -215,10 +232,17 @@ Libs &TheLibs() {
     return *l;
 }
 
-constexpr int kOtherMajor = NV_TENSORRT_MAJOR == 10 ? 8 : 10;
-
+// DefaultNvinfer is the major built against, then the other supported
+// majors: those are loaded only to be refused by name ("TensorRT 10.3.0, but
+// this hidiffd was built against 11.1 headers"), never used.
 std::string DefaultNvinfer() {
-    return "libnvinfer.so." + Itoa(NV_TENSORRT_MAJOR) + ":libnvinfer.so." + Itoa(kOtherMajor);
+    std::string list = "libnvinfer.so." + Itoa(NV_TENSORRT_MAJOR);
+    for (int major : {11, 10, 8}) {
+        if (major != NV_TENSORRT_MAJOR) {
+            list += ":libnvinfer.so." + Itoa(major);
+        }
+    }
+    return list;
 }
 
 std::string HeaderVersion() { return Itoa(NV_TENSORRT_MAJOR) + "." + Itoa(NV_TENSORRT_MINOR); }
@@ -566,6 +590,7 @@ int DeviceInfo(hidiff_trt_runtime *rt, hidiff_trt_device_info *out, char *err, s
     out->can_map_host = rt->dev.can_map_host ? 1 : 0;
     out->zero_copy = rt->zero_copy ? 1 : 0;
     out->total_mem = static_cast<int64_t>(rt->dev.total_mem);
+    out->typing_modes = HIDIFF_TYPING_MODES;
     std::snprintf(out->gpu_name, sizeof out->gpu_name, "%s", rt->dev.name.c_str());
     std::snprintf(out->nvinfer_path, sizeof out->nvinfer_path, "%s", L.nvinfer_path.c_str());
     std::snprintf(out->cuda_path, sizeof out->cuda_path, "%s", L.cuda.path.c_str());
@@ -881,6 +906,7 @@ private:
 };
 #endif
 
+#if NV_TENSORRT_MAJOR < 11
 // Pinned says whether a layer is kept in FP32: by type (normalisation,
 // softmax) or because it was made from one of the ONNX nodes the Go side
 // named. The ONNX parser names each layer after its node, adding "_<n>"
@@ -928,13 +954,40 @@ bool FloatLayer(ILayer *layer) {
     }
     return true;
 }
+#endif // NV_TENSORRT_MAJOR < 11
 
-// TensorRT 10 deprecates weakly typed networks (kFP16, precision
-// constraints) in favour of strongly typed ones, whose types come from the
-// ONNX file itself; our ONNX is float32 at every node by contract, so a
-// strongly typed FP16 build would need a second, FP16 export. The weakly
-// typed API still works in every 10.x; the warnings are silenced only
-// around its uses.
+// CountTyped counts, in a strongly typed network (whose tensors carry the
+// types of the ONNX file from the parser on), the float layers that run in
+// float16 (any half output) and those that stay float32 (every output float):
+// the build result shows the islands made it into the network.
+void CountTyped(INetworkDefinition *net, int32_t *fp16, int32_t *fp32) {
+    *fp16 = *fp32 = 0;
+    for (int i = 0; i < net->getNbLayers(); ++i) {
+        ILayer *layer = net->getLayer(i);
+        if (layer->getNbOutputs() == 0 || layer->getType() == LayerType::kCONSTANT) {
+            continue;
+        }
+        bool half = false, all_float = true;
+        for (int k = 0; k < layer->getNbOutputs(); ++k) {
+            ITensor *o = layer->getOutput(k);
+            DataType t = o != nullptr ? o->getType() : DataType::kINT32;
+            half = half || t == DataType::kHALF;
+            all_float = all_float && t == DataType::kFLOAT;
+        }
+        if (half) {
+            ++*fp16;
+        } else if (all_float) {
+            ++*fp32;
+        }
+    }
+}
+
+#if NV_TENSORRT_MAJOR < 11
+// The weakly typed FP16 recipe: kFP16 lets the builder pick FP16 anywhere,
+// and precision constraints keep the pinned layers in FP32. TensorRT 10.12
+// deprecates all of it (strongly typed networks take the precision from
+// the graph instead) and 11 removed it; 8.x has nothing else. The
+// deprecation warnings are silenced only around its uses.
 #if defined(__GNUC__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
@@ -976,6 +1029,7 @@ int PinFP32(INetworkDefinition *net, IBuilderConfig *cfg, const char *fp32_names
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop
 #endif
+#endif // NV_TENSORRT_MAJOR < 11
 
 int Build(hidiff_trt_runtime *rt, const hidiff_trt_build_options *o, hidiff_trt_build_result *res, char *err,
           size_t errlen) {
@@ -986,6 +1040,16 @@ int Build(hidiff_trt_runtime *rt, const hidiff_trt_build_options *o, hidiff_trt_
     if (o->precision != HIDIFF_TRT_FP32 && o->precision != HIDIFF_TRT_FP16) {
         return Fail(err, errlen, HIDIFF_TRT_E_INVALID, "build: unknown precision " + Itoa(o->precision));
     }
+    if ((o->typing != HIDIFF_TRT_TYPING_WEAK && o->typing != HIDIFF_TRT_TYPING_STRONG) ||
+        (o->typing & HIDIFF_TYPING_MODES) == 0) {
+        return Fail(err, errlen, HIDIFF_TRT_E_INVALID,
+                    std::string("build: typing mode ") + Itoa(o->typing) + " is not one this shim (TensorRT " +
+                        HeaderVersion() + " headers) builds: " +
+                        (HIDIFF_TYPING_MODES == HIDIFF_TRT_TYPING_WEAK     ? "weakly typed only (TensorRT 8.x)"
+                         : HIDIFF_TYPING_MODES == HIDIFF_TRT_TYPING_STRONG ? "strongly typed only (TensorRT 11)"
+                                                                           : "weakly or strongly typed"));
+    }
+    const bool strong = o->typing == HIDIFF_TRT_TYPING_STRONG;
     if (o->n_inputs < 0 || o->n_inputs > 4) {
         return Fail(err, errlen, HIDIFF_TRT_E_INVALID, "build: n_inputs out of range");
     }
@@ -1012,10 +1076,13 @@ int Build(hidiff_trt_runtime *rt, const hidiff_trt_build_options *o, hidiff_trt_
         return Fail(err, errlen, HIDIFF_TRT_E_TENSORRT, en.scope.With("createInferBuilder failed"));
     }
 #if NV_TENSORRT_MAJOR < 10
-    // 8.x needs explicit batch requested; 10.x has no other mode (and
-    // deprecates the flag).
+    // 8.x needs explicit batch requested (and is weakly typed: checked above).
     uint32_t flags = 1U << static_cast<uint32_t>(NetworkDefinitionCreationFlag::kEXPLICIT_BATCH);
+#elif NV_TENSORRT_MAJOR == 10
+    // 10.x: explicit batch is the only mode; strong typing is asked for.
+    uint32_t flags = strong ? 1U << static_cast<uint32_t>(NetworkDefinitionCreationFlag::kSTRONGLY_TYPED) : 0U;
 #else
+    // 11.x: every network is strongly typed (the flag is deprecated, ignored).
     uint32_t flags = 0;
 #endif
     Owned<INetworkDefinition> net(builder->createNetworkV2(flags));
@@ -1044,8 +1111,16 @@ int Build(hidiff_trt_runtime *rt, const hidiff_trt_build_options *o, hidiff_trt_
     if (o->workspace_bytes > 0) {
         cfg->setMemoryPoolLimit(MemoryPoolType::kWORKSPACE, static_cast<size_t>(o->workspace_bytes));
     }
-    if (o->precision == HIDIFF_TRT_FP16) {
+    if (strong) {
+        // The graph's types decide; no builder flag may add FP16 (TensorRT
+        // refuses kFP16 on a strongly typed network). TF32 off: the float32
+        // islands and FP32 graphs are FP32 for a reason (below).
+        CountTyped(net.get(), &res->fp16_layers, &res->fp32_layers);
+        cfg->clearFlag(BuilderFlag::kTF32);
+    } else if (o->precision == HIDIFF_TRT_FP16) {
+#if NV_TENSORRT_MAJOR < 11
         PinFP32(net.get(), cfg.get(), o->fp32_names, &res->pinned_fp32);
+#endif
     } else {
         // FP32 means FP32: TF32 (on by default from Ampere) keeps only 10
         // mantissa bits in matrix products, which the prior, whose first

@@ -12,6 +12,7 @@
  *
  *     HIDIFF-FAKE-PLAN 1
  *     op transformer            (prior | transformer | nan | const)
+ *     typing strong             (weak | strong: how it was built; optional)
  *     in blur 4 1 3 -1 -1 min 1 3 8 8 opt 1 3 64 64 max 1 3 64 64
  *     in prior 3 1 16 256
  *     out sharp 4 1 3 -1 -1
@@ -20,6 +21,14 @@
  * prior: out = 0.5*in1 + mean(in0); transformer: out = in0 + mean(in1);
  * nan: transformer with a NaN in element 0; const: every element 0.25.
  * A -1 in the output's dims takes in0's dimension (sharp has blur's shape).
+ *
+ * The fake's TensorRT version (fake_set_version, default 10.3.0) decides
+ * the typing modes it builds with, as the real shim's headers do: weakly
+ * typed only for 8.x, both for 10.x, strongly typed only for 11.x. A build
+ * in another mode is refused with the shim's words. A strongly typed
+ * build reports float16 and float32 layer counts from its onnx file's name
+ * (it reads no ONNX): "*.fp16.onnx" has 40 float16 layers and 2 float32
+ * ones, any other file 42 float32 layers.
  *
  * Test knobs (fake_*) inject failures and read counters; see fakeabi.go.
  */
@@ -49,8 +58,24 @@ static struct {
     char gpu_name[64];
     int integrated;
     char fp16_op[16]; /* op written for FP16 transformer builds */
+    int32_t version;  /* getInferLibVersion() and the header version */
     long live_runtimes, live_engines, calls, thread_switches, builds;
-} g = {0, "", "", 0, "", "Fake GPU", 0, "transformer", 0, 0, 0, 0, 0};
+    /* what the last build was asked for */
+    int last_typing, last_precision;
+    char last_names[4096];
+} g = {0, "", "", 0, "", "Fake GPU", 0, "transformer", 100300, 0, 0, 0, 0, 0, 0, 0, ""};
+
+/* typing_modes is what a shim built against version's headers supports. */
+static int typing_modes(int32_t version) {
+    int major = version >= 100000 ? version / 10000 : version / 1000;
+    if (major < 10) {
+        return HIDIFF_TRT_TYPING_WEAK;
+    }
+    if (major == 10) {
+        return HIDIFF_TRT_TYPING_WEAK | HIDIFF_TRT_TYPING_STRONG;
+    }
+    return HIDIFF_TRT_TYPING_STRONG;
+}
 
 void fake_reset(void) {
     pthread_mutex_lock(&g_mu);
@@ -62,7 +87,10 @@ void fake_reset(void) {
     snprintf(g.gpu_name, sizeof g.gpu_name, "%s", "Fake GPU");
     g.integrated = 0;
     snprintf(g.fp16_op, sizeof g.fp16_op, "%s", "transformer");
+    g.version = 100300;
     g.calls = g.thread_switches = g.builds = 0;
+    g.last_typing = g.last_precision = 0;
+    g.last_names[0] = 0;
     pthread_mutex_unlock(&g_mu);
 }
 
@@ -91,6 +119,20 @@ void fake_set_device(const char *name, int integrated) {
 void fake_set_fp16_op(const char *op) {
     pthread_mutex_lock(&g_mu);
     snprintf(g.fp16_op, sizeof g.fp16_op, "%s", op);
+    pthread_mutex_unlock(&g_mu);
+}
+
+void fake_set_version(int32_t version) {
+    pthread_mutex_lock(&g_mu);
+    g.version = version;
+    pthread_mutex_unlock(&g_mu);
+}
+
+void fake_last_build(int *typing, int *precision, char *names, size_t len) {
+    pthread_mutex_lock(&g_mu);
+    *typing = g.last_typing;
+    *precision = g.last_precision;
+    snprintf(names, len, "%s", g.last_names);
     pthread_mutex_unlock(&g_mu);
 }
 
@@ -229,8 +271,11 @@ static int f_device_info(hidiff_trt_runtime *rt, hidiff_trt_device_info *out, ch
         return st;
     }
     memset(out, 0, sizeof *out);
-    out->trt_version = 100300;
-    out->trt_header_version = 100300;
+    pthread_mutex_lock(&g_mu);
+    out->trt_version = g.version;
+    out->trt_header_version = g.version;
+    out->typing_modes = typing_modes(g.version);
+    pthread_mutex_unlock(&g_mu);
     out->cuda_driver_version = 12040;
     out->cc_major = 8;
     out->cc_minor = 7;
@@ -241,7 +286,8 @@ static int f_device_info(hidiff_trt_runtime *rt, hidiff_trt_device_info *out, ch
     snprintf(out->gpu_name, sizeof out->gpu_name, "%s", g.gpu_name);
     pthread_mutex_unlock(&g_mu);
     out->total_mem = (int64_t)8 << 30;
-    snprintf(out->nvinfer_path, sizeof out->nvinfer_path, "fake-libnvinfer.so.10");
+    snprintf(out->nvinfer_path, sizeof out->nvinfer_path, "fake-libnvinfer.so.%d",
+             out->trt_version >= 100000 ? out->trt_version / 10000 : out->trt_version / 1000);
     snprintf(out->cuda_path, sizeof out->cuda_path, "fake-libcuda.so.1");
     return HIDIFF_TRT_OK;
 }
@@ -330,7 +376,7 @@ static int parse_plan(hidiff_trt_engine *e, const char *plan, size_t size) {
          line = strtok_r(NULL, "\n", &save)) {
         char word[8], name[HIDIFF_TRT_NAME_LEN];
         int used = 0;
-        if (sscanf(line, "op %15s", e->op) == 1) {
+        if (sscanf(line, "op %15s", e->op) == 1 || strncmp(line, "typing ", 7) == 0) {
             continue;
         }
         if (sscanf(line, "%7s %63s %n", word, name, &used) != 2 || e->n >= 4) {
@@ -605,6 +651,20 @@ static int f_build(hidiff_trt_runtime *rt, const hidiff_trt_build_options *o, hi
         return st;
     }
     memset(res, 0, sizeof *res);
+    pthread_mutex_lock(&g_mu);
+    int modes = typing_modes(g.version);
+    g.last_typing = o->typing;
+    g.last_precision = o->precision;
+    snprintf(g.last_names, sizeof g.last_names, "%s", o->fp32_names != NULL ? o->fp32_names : "");
+    pthread_mutex_unlock(&g_mu);
+    if ((o->typing != HIDIFF_TRT_TYPING_WEAK && o->typing != HIDIFF_TRT_TYPING_STRONG) || (o->typing & modes) == 0) {
+        set_err(err, errlen, "build: typing mode %d is not one this shim (fake TensorRT) builds: %s", o->typing,
+                modes == HIDIFF_TRT_TYPING_WEAK     ? "weakly typed only (TensorRT 8.x)"
+                : modes == HIDIFF_TRT_TYPING_STRONG ? "strongly typed only (TensorRT 11)"
+                                                    : "weakly or strongly typed");
+        return HIDIFF_TRT_E_INVALID;
+    }
+    const int strong = o->typing == HIDIFF_TRT_TYPING_STRONG;
     if (rt->log_fd >= 0) {
         char line[512];
         int n = snprintf(line, sizeof line, "tensorrt: [I] fake build of %s\n", o->onnx_path);
@@ -648,7 +708,7 @@ static int f_build(hidiff_trt_runtime *rt, const hidiff_trt_build_options *o, hi
     if (transformer && o->precision == HIDIFF_TRT_FP16) {
         op = fp16op;
     }
-    fprintf(f, "HIDIFF-FAKE-PLAN 1\nop %s\n", op);
+    fprintf(f, "HIDIFF-FAKE-PLAN 1\nop %s\ntyping %s\n", op, strong ? "strong" : "weak");
     int64_t dyn[HIDIFF_TRT_MAX_DIMS];
     for (int i = 0; i < img->rank; i++) {
         dyn[i] = img->min[i] == img->max[i] ? img->min[i] : -1;
@@ -678,7 +738,12 @@ static int f_build(hidiff_trt_runtime *rt, const hidiff_trt_build_options *o, hi
     }
     res->engine_bytes = (uint64_t)size;
     res->layers = transformer ? 42 : 7;
-    if (o->precision == HIDIFF_TRT_FP16 && o->fp32_names != NULL) {
+    if (strong) {
+        size_t n = strlen(o->onnx_path);
+        int half = n >= 10 && strcmp(o->onnx_path + n - 10, ".fp16.onnx") == 0;
+        res->fp16_layers = half ? res->layers - 2 : 0;
+        res->fp32_layers = half ? 2 : res->layers;
+    } else if (o->precision == HIDIFF_TRT_FP16 && o->fp32_names != NULL) {
         for (const char *p = o->fp32_names; *p; p++) {
             res->pinned_fp32 += *p == '\n';
         }

@@ -20,6 +20,8 @@ void fake_fail_next(const char *op, int status, const char *msg);
 void fake_set_device(const char *name, int integrated);
 void fake_set_fp16_op(const char *op);
 void fake_counters(long *runtimes, long *engines, long *calls, long *switches, long *builds);
+void fake_set_version(int32_t version);
+void fake_last_build(int *typing, int *precision, char *names, size_t len);
 */
 import "C"
 
@@ -65,6 +67,28 @@ func SetFP16Op(op string) {
 	cs := C.CString(op)
 	defer C.free(unsafe.Pointer(cs))
 	C.fake_set_fp16_op(cs)
+}
+
+// SetVersion makes the fake a TensorRT of that getInferLibVersion() number
+// (8601 = 8.6.1, 100300 = 10.3.0, 110100 = 11.1.0; headers the same), with
+// the typing modes a shim built against it has: weak on 8.x, both on 10.x,
+// strong on 11.x. Reset goes back to 10.3.0.
+func SetVersion(v int) { C.fake_set_version(C.int32_t(v)) }
+
+// LastBuild is what the last build was asked for.
+type LastBuild struct {
+	Typing    int    // HIDIFF_TRT_TYPING_*: 1 weak, 2 strong
+	Precision int    // HIDIFF_TRT_FP32 (0) or HIDIFF_TRT_FP16 (1)
+	FP32Names string // the pins, '\n'-separated
+}
+
+// Last returns what the last build was asked for.
+func Last() LastBuild {
+	var typing, precision C.int
+	buf := (*C.char)(C.calloc(4096, 1))
+	defer C.free(unsafe.Pointer(buf))
+	C.fake_last_build(&typing, &precision, buf, 4096)
+	return LastBuild{Typing: int(typing), Precision: int(precision), FP32Names: C.GoString(buf)}
 }
 
 // Counters are the fake's global counts.
