@@ -436,7 +436,7 @@ class Trainer:
             self.i, self.elapsed, self.pixels = ck["iteration"], ck["elapsed"], ck["pixels"]
             self.pixels0 = ck["schedule_from_pixels"]
             self.emit({"event": "resume", "from": str(src), "iter": self.i, "pixels": self.pixels,
-                       "batch": a.batch, "patches": a.patch})
+                       "batch": a.batch, "patches": a.patch, "val_crops": a.val_count, "val_patch": a.val_patch})
             return ck
         if a.init:
             self.init_from(Path(a.init))
@@ -510,7 +510,7 @@ class Trainer:
                        "released_init": a.released_init, "device": str(self.device), "threads": a.threads,
                        "workers": a.workers, "params_trained": sum(p.numel() for p in self.params),
                        "params_model": count_params(self.m), "train_photos": len(train_rel),
-                       "val_photos": len(val_rel), "val_crops": a.val_count})
+                       "val_photos": len(val_rel), "val_crops": a.val_count, "val_patch": a.val_patch})
 
     def patch_now(self, _i: int) -> int:
         return recipe.patch_at(self.plan.progress(self.pixels - self.pixels0), self.a.patch, self.a.patch_fractions)
