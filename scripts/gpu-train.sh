@@ -160,7 +160,9 @@ finish() { # DIR
 	export PYTHONPATH=.
 	logs=training/s/gpu-$(date -u +%Y%m%d-%H%M)
 	mkdir -p "$logs"
-	cp "$dir/log.jsonl" "$logs/log.jsonl"
+	# the device's absolute output folder, if a log line names it, as $OUT
+	# (the repository names no machine's paths: internal/archtest)
+	sed -E 's#"/[^"]*/run/#"$OUT/run/#g' "$dir/log.jsonl" >"$logs/log.jsonl"
 	rm -rf "$STATE"
 	cp -r "$dir/state" "$STATE"
 	note=$(/usr/bin/python3 -c "$TRAINING_NOTE")
