@@ -1,10 +1,12 @@
 """Ablations: does each part of a trained HI-Diff do its job?
 
-    python3 -m engine_build.ablate --pairs DIR (--weights W | --state S) [--preset s]
-        [--limit N] [--json FILE]
+    python3 -m engine_build.ablate (--pairs DIR | --crops N [--crop-size P])
+        (--weights W | --state S) [--preset s] [--limit N] [--json FILE]
 
-On a pairs folder (make_pairs output, the held-out validation photos) it
-scores the full model and the same model with one part taken away:
+On a pairs folder (make_pairs output: the held-out validation photos at full
+size) or on the training's fixed validation crops (the same photos, N crops
+of P px: several times cheaper on a CPU) it scores the full model and the
+same model with one part taken away:
 
 - `generated`: the shipped path, prior from LE_DM + reverse diffusion (seed 0);
 - `other_prior`: each image gets the NEXT image's generated prior (the prior
@@ -114,7 +116,10 @@ def load_pairs(folder: Path, limit: int) -> list[tuple[torch.Tensor, torch.Tenso
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m engine_build.ablate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pairs", required=True)
+    where = ap.add_mutually_exclusive_group(required=True)
+    where.add_argument("--pairs", help="a make_pairs folder")
+    where.add_argument("--crops", type=int, help="the training's fixed validation crops (data.val_crops)")
+    ap.add_argument("--crop-size", type=int, default=64)
     ap.add_argument("--preset", default="s")
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--weights", help="official-layout folder (net_g/net_le_dm/net_d.pth), e.g. build/train/RUN/weights")
@@ -133,8 +138,17 @@ def main(argv: list[str] | None = None) -> int:
         checkpoints.load_folder(m, a.weights)
     else:
         m, le = train.load_state_modules(Path(a.state), ema=a.ema)
-    res = ablate(m, load_pairs(Path(a.pairs), a.limit), le)
-    out = {"images": a.limit or len(list((Path(a.pairs) / "blur").iterdir())), "psnr_db": res, "delta_db": deltas(res)}
+    if a.pairs:
+        pairs = load_pairs(Path(a.pairs), a.limit)
+    else:
+        from . import data
+        _, val_rel = data.split(data.manifest())
+        with data.threads(1):
+            blur, sharp = data.val_crops(data.load_photos(val_rel), a.crops, a.crop_size)
+        pairs = [(b[None], s[None]) for b, s in zip(blur, sharp)]
+    res = ablate(m, pairs, le)
+    out = {"images": len(pairs), "source": a.pairs or f"{a.crops} validation crops of {a.crop_size} px",
+           "psnr_db": res, "delta_db": deltas(res)}
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))

@@ -1,4 +1,4 @@
-"""The ONNX contract of ../shared/DESIGN.md, in one place."""
+"""The ONNX contract of docs/ARCHITECTURE.md, in one place."""
 from __future__ import annotations
 
 OPSET = 17

@@ -30,10 +30,10 @@ def points(logs: list[Path]) -> list[dict[str, Any]]:
         batch, crops, last_iter, px = 0, "16x128", 0, 0
         for ln in log.read_text().splitlines():
             r = json.loads(ln)
-            if r.get("event") == "start":
-                batch = int(r["batch"])
+            if r.get("event") in ("start", "resume"):
+                batch = int(r.get("batch", batch))
                 if "val_crops" in r:
-                    crops = f"{r['val_crops']}x?"
+                    crops = f"{r['val_crops']}x{r.get('val_patch', '?')}"
             if r.get("event") == "resume":
                 last_iter = int(r["iter"])
             if "event" in r:
@@ -47,7 +47,7 @@ def points(logs: list[Path]) -> list[dict[str, Any]]:
             if "val_ema_model" in r:  # new format
                 gain, raw = r["val_ema_model"] - r["val_blurry"], r["val_model"] - r["val_blurry"]
                 out.append({"log": str(log), "iter": r["iter"], "pixels": base + px, "gain_db": round(gain, 3),
-                            "raw_gain_db": round(raw, 3), "crops": crops.replace("?", "96"),
+                            "raw_gain_db": round(raw, 3), "crops": crops,
                             "gt_prior_gain_db": round(r["val_ema_gt_prior"] - r["val_blurry"], 3),
                             "prior_worth_db": round(r["val_ema_gt_prior"] - r["val_ema_gt_prior_shuffled"], 3)})
             elif "val_psnr" in r:

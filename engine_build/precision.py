@@ -32,7 +32,7 @@ squares of 4.3e5, past float16's 65504; it grows with the tile), the
 layer-norm variance likewise sums squares, and softmax exponentiates. No
 other op comes near float16's range (`peaks`, the largest |value| each
 PyTorch op writes, on a SUN photograph: outside the islands at most 105 for
-the trained `s` (training/s/weights.pt) at 384x384, 59 for the random-weight
+the trained `s` (the shipped weights, `git show 2795f89:training/s/weights.pt`) at 384x384, 59 for the random-weight
 `gopro` at 256x256, both a layer norm's output), and the float16 rounding
 simulation of ort/fp16_test.go finds no inf on real photographs.
 

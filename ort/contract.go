@@ -10,7 +10,7 @@ import (
 	"hidiffd/deblur"
 )
 
-// File names of the two graphs in a model folder (DESIGN.md, "ONNX contract"),
+// File names of the two graphs in a model folder (docs/ARCHITECTURE.md, "ONNX contract"),
 // and of the transformer's float16 rewrite (engine_build/precision.py), which
 // only strongly typed TensorRT FP16 engines run; ONNX Runtime never loads it.
 const (

@@ -27,7 +27,7 @@ type Model struct {
 }
 
 // GraphIO names one graph's two inputs and its output, as the ONNX contract
-// (DESIGN.md) fixes them.
+// (docs/ARCHITECTURE.md) fixes them.
 type GraphIO struct {
 	File   string // file name in the model folder
 	Inputs [2]string

@@ -30,7 +30,7 @@ type Options struct {
 	// follows the cgroup CPU quota, so a systemd CPUQuota= is respected).
 	IntraOpThreads int
 	// DisableMemArena turns ORT's CPU arena off. The arena keeps every peak
-	// it has reached for the life of the session (DESIGN.md: 10.4 GB for one
+	// it has reached for the life of the session (docs/ARCHITECTURE.md: 10.4 GB for one
 	// untiled 720p frame of a small net); with fixed-size tiles, as the
 	// pipeline feeds, the peak is fixed and the arena is faster, so leave it
 	// on unless inputs vary in size.
@@ -124,7 +124,7 @@ func Open(modelDir string, opts Options) (*Backend, error) {
 	return b, nil
 }
 
-// sessionOptions are the settings DESIGN.md ("Backends") measured: spinning
+// sessionOptions are the settings docs/ARCHITECTURE.md ("Backends") records: spinning
 // off (a spinning pool costs 2x when the CPU is shared, and an edge box always
 // shares it with decode/encode), every graph optimisation, sequential
 // execution (the graphs are chains; a parallel executor only adds an

@@ -300,7 +300,7 @@ func BenchmarkPriorS(b *testing.B) {
 	ctx := context.Background()
 	blur := ramp(1, 3, 256, 256)
 	noise := deblur.Tensor{Shape: []int64{1, 16, 256}, Data: deblur.StartingNoise(1, 16*256)}
-	// The first run at a new shape is slower (DESIGN.md); keep it out.
+	// The first run at a new shape is slower (docs/ARCHITECTURE.md); keep it out.
 	if _, err := be.Prior(ctx, blur, noise); err != nil {
 		b.Fatal(err)
 	}

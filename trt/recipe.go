@@ -7,7 +7,7 @@ import (
 	"hidiffd/ort"
 )
 
-// FP16 hazards of this model family (DESIGN.md, "ONNX contract"): the
+// FP16 hazards of this model family (docs/ARCHITECTURE.md, "ONNX contract"): the
 // layer-norm variance and the L2 normalisation inside channel attention sum
 // over every pixel of a tile, and their intermediate sums overflow FP16's
 // 65504 long before the result would; softmax exponentiates. Those stay in

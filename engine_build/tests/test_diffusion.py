@@ -10,7 +10,7 @@ from engine_build.model import build
 
 def test_gopro_schedule() -> None:
     s = Schedule(make_betas("linear", 8, 0.1, 0.99))
-    # DESIGN.md: the first reverse step multiplies by about 174.
+    # docs/ARCHITECTURE.md: the first reverse step multiplies by about 174.
     assert abs(s.sqrt_recip_abar[7] - 173.962) < 1e-2
     # The last step returns x0 itself.
     assert s.coef1[0] == 1.0 and s.coef2[0] == 0.0

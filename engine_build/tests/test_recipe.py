@@ -105,3 +105,26 @@ def test_ablate_on_pairs(tmp_path: Path) -> None:
             *(f"bypass_{lv}" for lv in ablate.LEVELS)} <= set(rows)
     assert rows["bypass_refinement"] != rows["generated"]
     assert res["delta_db"]["other_prior"] == pytest.approx(rows["other_prior"] - rows["generated"])
+
+
+def test_curve_adds_old_runs_before_new_ones(tmp_path: Path) -> None:
+    """Old logs (no pixels field) are reconstructed from their step lines
+    and add up; a new log's pixels count after them."""
+    from engine_build import curve
+    old = tmp_path / "old.jsonl"
+    old.write_text("\n".join(json.dumps(r) for r in [
+        {"event": "start", "batch": 2},
+        {"iter": 10, "loss": 1.0, "patch": 32},
+        {"iter": 10, "val_psnr": 21.0, "val_psnr_blurry": 20.0},
+        {"iter": 20, "loss": 1.0, "patch": 64}]) + "\n")
+    new = tmp_path / "new.jsonl"
+    new.write_text("\n".join(json.dumps(r) for r in [
+        {"event": "start", "batch": 4, "val_crops": 64, "val_patch": 96},
+        {"iter": 5, "pixels": 1000, "patch": 16},
+        {"iter": 5, "pixels": 1000, "val_blurry": 20.0, "val_model": 20.5, "val_ema_model": 21.5,
+         "val_ema_gt_prior": 22.0, "val_ema_gt_prior_shuffled": 21.25}]) + "\n")
+    pts = curve.points([old, new])
+    old_px = 10 * 2 * 32 * 32 + 10 * 2 * 64 * 64
+    assert [p["pixels"] for p in pts] == [10 * 2 * 32 * 32, old_px + 1000]
+    assert pts[0]["gain_db"] == 1.0 and pts[1]["gain_db"] == 1.5 and pts[1]["raw_gain_db"] == 0.5
+    assert pts[1]["prior_worth_db"] == 0.75 and pts[1]["crops"] == "64x96"

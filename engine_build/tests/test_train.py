@@ -162,7 +162,10 @@ def test_compact_state_continues_the_schedule(tmp_path: Path, photos: Path) -> N
         train.plan_args(train.load_state(kept)["plan"])
     train.main(again + ["--iters", "5", "--run", str(tmp_path / "b")])     # plan_args gives the same plan
     full, back = checkpoints.load_pickle(ckpt), train.load_state(kept)
-    assert _same(full["ema_model"], back["ema_model"]) and _same(full["model"], back["model"])
+    assert _same(full["model"], back["model"])
+    for k, v in full["ema_model"].items():      # the EMA kept as a bf16 difference: close, not equal
+        d = (v - full["model"][k]).abs().max()
+        assert torch.allclose(back["ema_model"][k], v, atol=float(d) / 128 + 1e-12), k
 
 
 def test_new_schedule_from_weights(tmp_path: Path, photos: Path) -> None:
