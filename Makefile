@@ -20,7 +20,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # included, still shows. For every go command below (build, vet, test, deb).
 export CGO_CFLAGS := $(shell $(GO) env CGO_CFLAGS 2>/dev/null || echo -O2 -g) -include $(CURDIR)/scripts/cgo-quiet.h
 
-.PHONY: all deps setup ort models build build-tensorrt test test-go test-python vet run bench deb check-arm64 test-deb clean
+.PHONY: all deps setup ort models build build-tensorrt test test-go test-python vet run bench fault-run deb check-arm64 test-deb clean
 
 all: build
 
@@ -95,6 +95,13 @@ run: setup build
 
 bench: setup build models
 	scripts/bench.sh
+
+## The long fault run (not part of `make test`: about ten minutes): the real
+## binary SIGKILLed 200 times over a mixed stream with same-name frames,
+## invariants checked after every kill (test/crash/fault_test.go). Knobs:
+## HIDIFFD_FAULT_FILES, HIDIFFD_FAULT_KILLS, HIDIFFD_FAULT_SEED.
+fault-run: setup models
+	HIDIFFD_TEST_MODELS=$(CURDIR)/$(MODELS) HIDIFFD_FAULT_RUN=1 $(GO) test -count=1 -timeout 90m -run '^TestFaultRun$$' -v ./test/crash/
 
 clean:
 	rm -rf build

@@ -36,6 +36,7 @@ type Config struct {
 	Retry    Retry    `toml:"retry"`
 	Shutdown Shutdown `toml:"shutdown"`
 	GPU      GPU      `toml:"gpu"`
+	Limits   Limits   `toml:"limits"`
 
 	// path is the file this came from ("" for Default()); positions maps a
 	// dotted key to where it was written, so later checks (a model folder
@@ -128,6 +129,15 @@ type GPU struct {
 	ResumeHold          Duration `toml:"resume_hold"`
 }
 
+// Limits bound the resources the daemon plans for.
+type Limits struct {
+	// MemoryMiB is the memory budget: what the model and runtime hold at
+	// start plus the estimated peak of every frame in flight (from its
+	// header) stays below it. A frame that would not fit waits for the
+	// frames ahead of it; one that cannot fit even alone goes to failed/.
+	MemoryMiB int `toml:"memory_mib"`
+}
+
 // Duration is written as a string such as "2s" or "1m30s". Decoding only
 // keeps the text; Validate parses it, so a bad duration (or a bare number,
 // which go-toml would otherwise hand over without a position) is reported
@@ -184,6 +194,9 @@ func Default() *Config {
 			OnThermalEvent: "wait", OnPowerEvent: "ignore", OnHWSlowdown: "wait",
 			SlowPause: D(250 * time.Millisecond), ResumeHold: D(5 * time.Second),
 		},
+		// An 8 GB Jetson shares its memory between the CPU, the GPU, the
+		// system and the camera pipeline: 3 GiB is the daemon's share.
+		Limits: Limits{MemoryMiB: 3072},
 	}
 }
 
@@ -465,6 +478,10 @@ func (c *Config) Validate() error {
 
 	c.validateGPU(bad)
 
+	if c.Limits.MemoryMiB < 256 || c.Limits.MemoryMiB > 1<<20 {
+		bad("limits.memory_mib", "must be between 256 and 1048576 (MiB)")
+	}
+
 	if len(errs) > 0 {
 		return errs
 	}
@@ -673,6 +690,9 @@ var Keys = []Key{
 	{"gpu.resume_hold", "a duration string such as \"5s\"", true,
 		func(c *Config) string { return c.GPU.ResumeHold.String() },
 		func(d, s *Config) { d.GPU.ResumeHold = s.GPU.ResumeHold }},
+	{"limits.memory_mib", "an integer (MiB)", true,
+		func(c *Config) string { return strconv.Itoa(c.Limits.MemoryMiB) },
+		func(d, s *Config) { d.Limits.MemoryMiB = s.Limits.MemoryMiB }},
 }
 
 func keyByName(name string) (Key, bool) {

@@ -270,6 +270,8 @@ on_power_event = "wait"
 on_hw_slowdown = "ignore"
 slow_pause = "100ms"
 resume_hold = "10s"
+[limits]
+memory_mib = 8192
 `
 	next, err := Parse([]byte(doc), "/c.toml")
 	if err != nil {

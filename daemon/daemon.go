@@ -62,6 +62,11 @@ type Options struct {
 	Signals <-chan os.Signal
 	// OnListen is called with the bound HTTP address (tests use port 0).
 	OnListen func(net.Addr)
+	// Clock replaces the system clock for the retry backoff (tests).
+	Clock Clock
+	// SkipWarmup skips the tile run through the network at start (tests
+	// whose fake network counts or holds its calls).
+	SkipWarmup bool
 }
 
 // maxModelLoad bounds how long start-up keeps asking systemd for more time
@@ -87,6 +92,7 @@ type Daemon struct {
 
 	backoff backoff
 	clocks  clocks
+	mem     memBudget
 
 	// loadDeadline (unix nanoseconds) is how long loadBackend keeps asking
 	// systemd for more start-up time; an engine build pushes it out.
@@ -121,6 +127,11 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	d := &Daemon{opts: opts, log: log, stop: make(chan struct{})}
+	if opts.Clock == nil {
+		opts.Clock = systemClock{}
+		d.opts.Clock = opts.Clock
+	}
+	d.backoff.clock = opts.Clock
 	d.cfg.Store(cfg)
 	d.notify, err = NewNotifier()
 	if err != nil {
@@ -154,7 +165,14 @@ func (d *Daemon) run(ctx context.Context) (err error) {
 	// Read by the HTTP handlers and STATUS= lines from other goroutines while
 	// start-up assigns d.spool and d.intake: these two never change.
 	d.inbox = filepath.Join(filepath.Clean(cfg.Spool.Root), spool.Inbox)
-	d.metrics = NewMetrics(d.opts.Version, d.queueDepth, d.backlog)
+	d.metrics = NewMetrics(d.opts.Version, d.queueDepth, d.backlog, func() float64 {
+		if d.health.Serving() && !d.stopping() {
+			return 1
+		}
+		return 0
+	})
+	d.health.SetCheck(d.problem)
+	d.registerMemoryMetrics()
 
 	// Signals first: a SIGTERM during a long model load must stop the load
 	// cleanly rather than kill the process with the default action.
@@ -245,6 +263,20 @@ func (d *Daemon) run(ctx context.Context) (err error) {
 	if err != nil {
 		return cfg.Errorf("model.tile", "%v", err)
 	}
+	// One tile through the network: the runtime's working memory for it is
+	// allocated now (and kept), so it is measured below as the model's,
+	// not charged to the first frame; the first frame is faster too.
+	if !d.opts.SkipWarmup {
+		d.warmUp(startCtx, pipe, cfg)
+		if startCtx.Err() != nil {
+			log.Info().Msg("stopped during start-up")
+			return nil
+		}
+	}
+	// What the model and runtime hold now is outside the frames' budget.
+	if err := d.measureFixed(); err != nil {
+		return err
+	}
 
 	// Intake.
 	wlog := kvLogger(log.With().Str("component", "watch").Logger())
@@ -291,7 +323,6 @@ func (d *Daemon) run(ctx context.Context) (err error) {
 	go func() { defer wg.Done(); d.encodeLoop(encCh) }()
 
 	d.health.SetReady()
-	d.metrics.Ready.Set(1)
 	d.notify.Ready(d.statusLine())
 	log.Info().Str("backend", d.backend.Name()).Str("model", info.Model).Str("preset", info.Preset).
 		Str("model_version", info.Version).Int("tile", cfg.Model.Tile).Msg("ready")
@@ -353,9 +384,6 @@ func (d *Daemon) beginDrain(why string) {
 		timeout := d.cfg.Load().Shutdown.DrainTimeout.Duration
 		d.log.Info().Str("reason", why).Dur("drain_timeout", timeout).Msg("draining")
 		d.health.SetNotReady("draining")
-		if d.metrics != nil {
-			d.metrics.Ready.Set(0)
-		}
 		// The timer exists before d.stop closes: run reads it after <-d.stop.
 		d.drainTimer = time.AfterFunc(timeout, func() {
 			d.log.Warn().Msg("drain timeout: cancelling the frame in flight")
@@ -402,6 +430,12 @@ func (d *Daemon) reload() {
 		_ = SetLevel(eff.Log.Level) // validated by Load
 	}
 	d.cfg.Store(eff)
+	if eff.Limits.MemoryMiB != old.Limits.MemoryMiB {
+		if c := d.memCapacity(); c < 64<<20 {
+			d.log.Error().Int("limits.memory_mib", eff.Limits.MemoryMiB).Str("model_and_runtime", mib(d.mem.fixed)).
+				Msg("the new memory budget leaves almost nothing for frames: every frame will go to failed/")
+		}
+	}
 	d.metrics.Reloads.WithLabelValues("ok").Inc()
 	var applied, restart []string
 	for _, c := range changes {
@@ -411,6 +445,13 @@ func (d *Daemon) reload() {
 			restart = append(restart, c.Key)
 			d.log.Warn().Str("key", c.Key).Str("running", c.Old).Str("file", c.New).
 				Msg("changed key needs a restart to take effect")
+		}
+		if c.Key == "model.dir" {
+			// Only a restart loads it: say now if that restart would fail.
+			if _, err := ort.Inspect(next.Model.Dir); err != nil {
+				d.log.Error().Err(next.Errorf("model.dir", "%v", err)).
+					Msg("the reloaded model.dir cannot be loaded: a restart would fail; the running model stays")
+			}
 		}
 	}
 	d.log.Info().Str("config", path).Strs("applied", applied).Strs("needs_restart", restart).Msg("configuration reloaded")
@@ -516,10 +557,13 @@ func (d *Daemon) statusLine() string {
 }
 
 func (d *Daemon) statusWith(state string) string {
+	if p := d.problem(); p != "" && state != "stopped" {
+		state += " (" + p + ")"
+	}
 	s := fmt.Sprintf("%s; %d processed, %d failed, %d retried", state,
 		d.processed.Load(), d.failed.Load(), d.retried.Load())
 	s += fmt.Sprintf(", %d in inbox", int(d.backlog()))
-	if w := d.backoff.remaining(); w > 0 {
+	if w, _ := d.backoff.paused(); w > 0 {
 		s += fmt.Sprintf(", output paused %s (retry backoff)", w.Round(time.Second))
 	}
 	if g := d.gpu.status(); g != "" {
@@ -544,14 +588,30 @@ func (d *Daemon) housekeeping(ctx context.Context) {
 	defer t.Stop()
 	lastStatus := ""
 	lastStatusAt := time.Time{}
+	lastIntake := ""
 	for {
-		if wd > 0 {
-			if stalled := d.clocks.stalled(wd); stalled == "" {
-				d.notify.Watchdog()
+		intake := d.intakeProblem()
+		if intake != lastIntake {
+			if intake != "" {
+				d.log.Error().Str("reason", intake).Msg("not ready: no new frame can be found")
 			} else {
+				d.log.Info().Msg("intake works again; ready")
+			}
+			lastIntake = intake
+		}
+		if wd > 0 {
+			stalled := d.clocks.stalled(wd)
+			switch {
+			case stalled != "":
 				// No ping: systemd restarts us after WatchdogSec. The frame
 				// in work/ is re-queued at start.
 				d.log.Error().Str("stage", stalled).Dur("watchdog", wd).Msg("frame loop made no progress; withholding watchdog ping")
+			case intake != "":
+				// No ping either: a restart recreates a removed inbox/;
+				// what it cannot fix stays visible in STATUS= and /readyz.
+				d.log.Error().Str("reason", intake).Dur("watchdog", wd).Msg("intake is failing; withholding watchdog ping")
+			default:
+				d.notify.Watchdog()
 			}
 		}
 		if time.Since(lastStatusAt) >= time.Second {
@@ -567,6 +627,34 @@ func (d *Daemon) housekeeping(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// problem is what /healthz and the watchdog check: "" while the daemon can
+// do its job, else why it cannot (a restart may help).
+func (d *Daemon) problem() string {
+	if p := d.intakeProblem(); p != "" {
+		return p
+	}
+	if wd := WatchdogInterval(); wd > 0 {
+		if s := d.clocks.stalled(wd); s != "" {
+			return fmt.Sprintf("the %s loop has made no progress for over %v", s, wd)
+		}
+	}
+	return ""
+}
+
+// intakeProblem is why intake cannot find new frames ("" when it can).
+func (d *Daemon) intakeProblem() string {
+	p := d.queued.Load()
+	if p == nil {
+		return ""
+	}
+	if h, ok := (*p).(interface{ Health() error }); ok {
+		if err := h.Health(); err != nil {
+			return "intake: " + err.Error()
+		}
+	}
+	return ""
 }
 
 // clocks track, per frame loop, since when it has worked without progress
@@ -592,43 +680,6 @@ func (c *clocks) stalled(limit time.Duration) string {
 		}
 	}
 	return ""
-}
-
-// backoff is the shared pause after a transient error: a full disk or a
-// read-only out/ affects every frame, so intake waits rather than cycling
-// frames between inbox/ and work/.
-type backoff struct {
-	mu    sync.Mutex
-	cur   time.Duration
-	until time.Time
-}
-
-// fail doubles the backoff (from initial, up to max) and returns it.
-func (b *backoff) fail(initial, max time.Duration) time.Duration {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.cur == 0 {
-		b.cur = initial
-	} else {
-		b.cur *= 2
-	}
-	if b.cur > max {
-		b.cur = max
-	}
-	b.until = time.Now().Add(b.cur)
-	return b.cur
-}
-
-func (b *backoff) ok() {
-	b.mu.Lock()
-	b.cur = 0
-	b.mu.Unlock()
-}
-
-func (b *backoff) remaining() time.Duration {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return time.Until(b.until)
 }
 
 // kvLogger adapts zerolog to the func(level, msg, kv...) logger that spool

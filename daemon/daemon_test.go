@@ -282,24 +282,40 @@ func TestPanicInNetworkFailsOnlyThatFrame(t *testing.T) {
 
 // TestTransientOutputErrorKeepsOriginal makes out/ unwritable in a way that
 // stops root too (tests run as root, so chmod would not): out/ is replaced by
-// a regular file, so creating the temporary output fails with ENOTDIR, which
-// the spool classes as transient. The original must go back to inbox/
-// untouched (not failed/, not done/), and be processed once out/ is back.
+// a regular file while the frame is in the network, so creating the
+// temporary output fails with ENOTDIR, which the spool classes as
+// transient. The original must go back to inbox/ untouched (not failed/,
+// not done/), stay there while out/ is broken (the claim sees it too), and
+// be processed once out/ is back.
 func TestTransientOutputErrorKeepsOriginal(t *testing.T) {
-	in := start(t, setup{})
+	entered := make(chan struct{})
+	var once atomic.Bool
+	fb := &fakeBackend{onTransform: func(ctx context.Context) error {
+		if once.CompareAndSwap(false, true) {
+			entered <- struct{}{}
+			<-entered
+		}
+		return nil
+	}}
+	in := start(t, setup{backend: fb})
 	in.waitReady()
 	out := in.dir("out")
-	if err := os.Remove(out); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(out, []byte("not a folder"), 0o644); err != nil {
-		t.Fatal(err)
+	breakOut := func() {
+		if err := os.Remove(out); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(out, []byte("not a folder"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	orig := testJPEG(t, 64, 64)
 	in.drop("keep.jpg", orig)
-	in.eventually(10*time.Second, "a retry", func() bool {
+	<-entered
+	breakOut()
+	entered <- struct{}{}
+	in.eventually(10*time.Second, "a retry, then a paused claim", func() bool {
 		n, _ := strconv.Atoi(in.metric("hidiffd_images_retried_total"))
-		return n >= 2 // released, re-found, failed again: the backoff loop works
+		return n >= 1 && len(in.logs.lines("claim failed; pausing intake")) >= 1
 	})
 	if in.has("failed", "keep.jpg") || in.has("done", "keep.jpg") {
 		t.Fatalf("frame left the retry loop: failed=%v done=%v", in.names("failed"), in.names("done"))

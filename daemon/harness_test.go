@@ -117,13 +117,21 @@ type setup struct {
 	// monitor.
 	wrapBackend func(*fakeBackend) deblur.Backend
 	monitor     gpu.Monitor
+	// dir, if set, is the folder holding the spool and the configuration
+	// (a restart on the spool of an earlier instance); default a new one.
+	dir string
+	// clock, if set, drives the retry backoff.
+	clock Clock
 }
 
 // start runs a daemon with a fresh spool, fast settle/rescan and HTTP on a
 // free port, and waits until it is ready (unless the backend open blocks).
 func start(t *testing.T, s setup) *instance {
 	t.Helper()
-	dir := t.TempDir()
+	dir := s.dir
+	if dir == "" {
+		dir = t.TempDir()
+	}
 	in := &instance{
 		t: t, root: filepath.Join(dir, "spool"), cfgPath: filepath.Join(dir, "hidiffd.toml"),
 		backend: s.backend, logs: &syncBuffer{}, sigs: make(chan os.Signal, 4),
@@ -154,6 +162,10 @@ func start(t *testing.T, s setup) *instance {
 			return in.backend, nil
 		},
 		OnListen: func(a net.Addr) { in.addr <- a },
+		Clock:    s.clock,
+		// The fake network counts and holds calls; a warm-up call would
+		// shift every test's count.
+		SkipWarmup: true,
 	}
 	if s.monitor != nil {
 		opts.OpenMonitor = func(*config.Config) (gpu.Monitor, error) { return s.monitor, nil }

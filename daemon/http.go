@@ -14,10 +14,33 @@ import (
 )
 
 // Health is what /healthz and /readyz answer from.
+//
+//   - /healthz: 200 while the process can do its job, 503 with the reason
+//     when it cannot and a restart may help: the same condition as the
+//     systemd watchdog (the intake cannot scan the inbox; a frame loop has
+//     made no progress for a watchdog period).
+//   - /readyz: 200 once the spool is recovered and the model loaded, while
+//     /healthz is 200 and the daemon is not draining; 503 with the reason
+//     otherwise.
 type Health struct {
 	ready  atomic.Bool
-	reason atomic.Value // string: why not ready
+	reason atomic.Value                  // string: why not ready
+	check  atomic.Pointer[func() string] // "" when healthy, else why not
 }
+
+// SetCheck installs the live health check ("" healthy, else the reason).
+func (h *Health) SetCheck(f func() string) { h.check.Store(&f) }
+
+// Problem runs the live check: "" when healthy.
+func (h *Health) Problem() string {
+	if f := h.check.Load(); f != nil {
+		return (*f)()
+	}
+	return ""
+}
+
+// Serving reports what /readyz says: ready and healthy.
+func (h *Health) Serving() bool { return h.Ready() && h.Problem() == "" }
 
 // SetReady marks the daemon ready (model loaded, spool recovered).
 func (h *Health) SetReady() { h.ready.Store(true) }
@@ -35,23 +58,33 @@ func (h *Health) Ready() bool { return h.ready.Load() }
 func (h *Health) Handler(m *Metrics) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
-	// /healthz: the process is alive and serving HTTP. It is not tied to the
-	// model: a restart cannot fix a missing model, and systemd's watchdog
-	// already covers a hung worker.
+	// /healthz is not tied to the model (a restart cannot fix a missing
+	// model): only to what the watchdog checks.
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		if p := h.Problem(); p != "" {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "unhealthy:", p)
+			return
+		}
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
-		if h.Ready() {
+		why := ""
+		if !h.Ready() {
+			why, _ = h.reason.Load().(string)
+			if why == "" {
+				why = "starting"
+			}
+		} else {
+			why = h.Problem()
+		}
+		if why == "" {
 			fmt.Fprintln(w, "ready")
 			return
-		}
-		why, _ := h.reason.Load().(string)
-		if why == "" {
-			why = "starting"
 		}
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintln(w, "not ready:", why)

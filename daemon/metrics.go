@@ -33,13 +33,12 @@ type Metrics struct {
 	Retried     prometheus.Counter
 	Stage       *prometheus.HistogramVec // label stage
 	BackendInfo *prometheus.GaugeVec
-	Ready       prometheus.Gauge
 	Reloads     *prometheus.CounterVec // label result
 }
 
-// NewMetrics registers every metric. queueDepth and backlog are read at
-// scrape time (nil: report 0) so they cost nothing between scrapes.
-func NewMetrics(version string, queueDepth, backlog func() float64) *Metrics {
+// NewMetrics registers every metric. queueDepth, backlog and ready are read
+// at scrape time (nil: report 0) so they cost nothing between scrapes.
+func NewMetrics(version string, queueDepth, backlog, ready func() float64) *Metrics {
 	reg := prometheus.NewRegistry()
 	m := &Metrics{
 		Registry: reg,
@@ -65,10 +64,6 @@ func NewMetrics(version string, queueDepth, backlog func() float64) *Metrics {
 			Name: "hidiffd_backend_info",
 			Help: "The loaded backend and model (value 1).",
 		}, []string{"backend", "model", "preset", "version"}),
-		Ready: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "hidiffd_ready",
-			Help: "1 once the model is loaded and the spool recovered; 0 before and while draining.",
-		}),
 		Reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hidiffd_config_reloads_total",
 			Help: "SIGHUP configuration reloads, by result (ok, error).",
@@ -81,7 +76,8 @@ func NewMetrics(version string, queueDepth, backlog func() float64) *Metrics {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	reg.MustRegister(
-		m.Processed, m.Failed, m.Retried, m.Stage, m.BackendInfo, m.Ready, m.Reloads,
+		m.Processed, m.Failed, m.Retried, m.Stage, m.BackendInfo, m.Reloads,
+		gaugeFunc("hidiffd_ready", "1 while /readyz answers 200: model loaded, spool recovered, intake scanning the inbox, not draining.", ready),
 		gaugeFunc("hidiffd_queue_depth", "Files accepted by intake and waiting for the worker.", queueDepth),
 		gaugeFunc("hidiffd_backlog_files", "Files in inbox/ (read at scrape time).", backlog),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -20,6 +20,9 @@ type Image struct {
 	Format   string    // FormatJPEG or FormatPNG
 	BitDepth int       // 8 or 16 per channel
 	Meta     *Metadata
+	// Dropped says what of the file the result will not carry (alpha,
+	// animation frames, a PNG's eXIf orientation), one sentence each.
+	Dropped []string
 }
 
 // NewImage allocates a zeroed image.
@@ -115,6 +118,7 @@ func DecodeBytes(data []byte, lim Limits) (*Image, error) {
 	img, depth := toPlanar(src, info.Orientation)
 	img.Format = info.Format
 	img.BitDepth = depth
+	img.Dropped = dropped(data, info.Format, src)
 	// The metadata walk cannot fail for a file that decoded: problems in
 	// it are recorded in Meta and the part concerned is left out.
 	if img.Meta, err = ExtractMetadata(data); err != nil {

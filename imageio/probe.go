@@ -63,6 +63,13 @@ type Info struct {
 	BitDepth    int    // 8 or 16 (per channel)
 	Orientation int    // EXIF orientation 1..8; 1 for PNG or when absent
 	Size        int64  // file size in bytes; 0 when probing a stream
+	// SampleBytes is the size of one pixel in the decoder's own image (the
+	// standard library's, before conversion to float32): 1 gray or
+	// paletted, 2 gray16, 3 JPEG YCbCr (at most), 4 RGBA or CMYK, 8 RGBA64.
+	SampleBytes int
+	// Interlaced: an Adam7 PNG, which the decoder assembles from a second
+	// image of the same size.
+	Interlaced bool
 }
 
 // Pixels is Width*Height without overflow on 32-bit platforms.
@@ -123,6 +130,8 @@ func ProbeReader(r io.Reader, lim Limits) (Info, error) {
 	}
 	if format == FormatJPEG {
 		info.Orientation = jpegOrientation(capt.buf.Bytes())
+	} else if b := capt.buf.Bytes(); len(b) > 28 && string(b[12:16]) == "IHDR" {
+		info.Interlaced = b[28] == 1
 	}
 	return info, nil
 }
@@ -186,10 +195,24 @@ func decodeConfig(r io.Reader, format, stage string, lim Limits) (Info, error) {
 	if err != nil {
 		return Info{}, classifyDecodeErr(stage, format, err)
 	}
-	info := Info{Format: format, Width: cfg.Width, Height: cfg.Height, BitDepth: 8, Orientation: 1}
+	info := Info{Format: format, Width: cfg.Width, Height: cfg.Height, BitDepth: 8, Orientation: 1, SampleBytes: 8}
 	switch cfg.ColorModel {
 	case color.Gray16Model, color.RGBA64Model, color.NRGBA64Model:
 		info.BitDepth = 16
+	}
+	switch cfg.ColorModel {
+	case color.GrayModel:
+		info.SampleBytes = 1
+	case color.Gray16Model:
+		info.SampleBytes = 2
+	case color.YCbCrModel:
+		info.SampleBytes = 3
+	case color.RGBAModel, color.NRGBAModel, color.CMYKModel:
+		info.SampleBytes = 4
+	default:
+		if _, ok := cfg.ColorModel.(color.Palette); ok {
+			info.SampleBytes = 1
+		}
 	}
 	if info.Width <= 0 || info.Height <= 0 {
 		return info, newErr(stage, CodeCorrupt, nil, "%s header has empty size %dx%d", format, info.Width, info.Height)

@@ -18,8 +18,8 @@ func TestHeaderMatchesORT(t *testing.T) {
 	}
 	dirs := []string{writeTinyModel(t, func(p, tr *tinyGraph) {
 		// Unusual but legal: an extra output and a dynamic batch.
-		tr.outputs = append(tr.outputs, tinyIO{"extra", onnxDouble, []any{1, 3, "H", "W"}})
-		p.inputs[1].dims = []any{"N", 16, 256}
+		tr.Outputs = append(tr.Outputs, tinyIO{Name: "extra", Elem: onnxDouble, Dims: []any{1, 3, "H", "W"}})
+		p.Inputs[1].Dims = []any{"N", 16, 256}
 	})}
 	if root := findModelsRoot(); root != "" {
 		for _, preset := range []string{"s", "gopro", "realblur"} {

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"hidiffd/internal/tinyonnx"
 )
 
 func TestInspectReadsContractAndMetadata(t *testing.T) {
@@ -25,7 +27,7 @@ func TestInspectReadsContractAndMetadata(t *testing.T) {
 	}
 
 	// The same refusals as Open, before any library is involved.
-	bad := writeTinyModel(t, func(p, tr *tinyGraph) { tr.inputs[0].name = "image" })
+	bad := writeTinyModel(t, func(p, tr *tinyGraph) { tr.Inputs[0].Name = "image" })
 	if _, err := Inspect(bad); err == nil || !strings.Contains(err.Error(), `input "blur" missing`) {
 		t.Errorf("renamed input: %v", err)
 	}
@@ -44,7 +46,7 @@ func TestReadNodes(t *testing.T) {
 	for _, n := range nodes {
 		ops = append(ops, n.OpType)
 	}
-	// tinyGraph.encode: a Cast per input, ReduceMean, Add, a Cast per output.
+	// tinyonnx.Graph.Encode: a Cast per input, ReduceMean, Add, a Cast per output.
 	if got := strings.Join(ops, ","); got != "Cast,Cast,ReduceMean,Add,Cast" {
 		t.Fatalf("ops = %s", got)
 	}
@@ -55,8 +57,8 @@ func TestReadNodes(t *testing.T) {
 
 	// An unnamed node gets the ONNX parser's layer name; a truncated file
 	// is an error that names it.
-	unnamed := pb(nil).str(1, "x").str(2, "y").str(4, "Relu")
-	model := pb(nil).varint(1, 8).bytes(7, pb(nil).bytes(1, unnamed))
+	unnamed := tinyonnx.PB(nil).Str(1, "x").Str(2, "y").Str(4, "Relu")
+	model := tinyonnx.PB(nil).Varint(1, 8).Bytes(7, tinyonnx.PB(nil).Bytes(1, unnamed))
 	p := filepath.Join(t.TempDir(), "x.onnx")
 	if err := os.WriteFile(p, model, 0o644); err != nil {
 		t.Fatal(err)
@@ -82,14 +84,14 @@ func TestInspectMixed(t *testing.T) {
 		t.Errorf("no float16 graph: %v", err)
 	}
 	write := func(edit func(g *tinyGraph)) {
-		g := tinyTransformer()
-		g.meta["precision"] = "fp16"
-		g.meta["fp32_source_sha256"] = "abc"
-		g.meta["fp32_islands"] = "Softmax 1"
+		g := tinyonnx.Transformer()
+		g.Meta["precision"] = "fp16"
+		g.Meta["fp32_source_sha256"] = "abc"
+		g.Meta["fp32_islands"] = "Softmax 1"
 		if edit != nil {
 			edit(&g)
 		}
-		if err := os.WriteFile(filepath.Join(dir, MixedFile), g.encode(), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, MixedFile), g.Encode(), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -99,9 +101,9 @@ func TestInspectMixed(t *testing.T) {
 		t.Errorf("mixed = %+v, %v", mx, err)
 	}
 	for want, edit := range map[string]func(g *tinyGraph){
-		`metadata "precision" = "fp32"`: func(g *tinyGraph) { g.meta["precision"] = "fp32" },
-		`weights_sha256 "other"`:        func(g *tinyGraph) { g.meta["weights_sha256"] = "other" },
-		`output "sharp" missing`:        func(g *tinyGraph) { g.outputs[0].name = "out" },
+		`metadata "precision" = "fp32"`: func(g *tinyGraph) { g.Meta["precision"] = "fp32" },
+		`weights_sha256 "other"`:        func(g *tinyGraph) { g.Meta["weights_sha256"] = "other" },
+		`output "sharp" missing`:        func(g *tinyGraph) { g.Outputs[0].Name = "out" },
 	} {
 		write(edit)
 		if _, err := InspectMixed(m); err == nil || !strings.Contains(err.Error(), want) {

@@ -69,7 +69,7 @@ func mean(xs []float32) float64 {
 
 func TestOpenReadsMetadata(t *testing.T) {
 	b := openTiny(t, func(p, tr *tinyGraph) {
-		p.meta["pad_multiple"] = "16" // transformer keeps 8: the lcm wins
+		p.Meta["pad_multiple"] = "16" // transformer keeps 8: the lcm wins
 	})
 	want := deblur.ModelInfo{
 		Model: "HI-Diff", Version: "test-1", Preset: "tiny", Timesteps: 4,
@@ -99,9 +99,9 @@ func TestOpenDefaultsPriorSize(t *testing.T) {
 	// Without prior_tokens/prior_channels the graphs' fixed shapes say it.
 	b := openTiny(t, func(p, tr *tinyGraph) {
 		for _, g := range []*tinyGraph{p, tr} {
-			delete(g.meta, "prior_tokens")
-			delete(g.meta, "prior_channels")
-			delete(g.meta, "graph") // optional too
+			delete(g.Meta, "prior_tokens")
+			delete(g.Meta, "prior_channels")
+			delete(g.Meta, "graph") // optional too
 		}
 	})
 	if i := b.Info(); i.PriorTokens != 16 || i.PriorChannels != 256 {
@@ -215,7 +215,7 @@ func TestCloseTwice(t *testing.T) {
 func TestTwoBackendsCoexist(t *testing.T) {
 	opts := testOptions(t)
 	dirs := []string{writeTinyModel(t, nil), writeTinyModel(t, func(p, tr *tinyGraph) {
-		p.meta["preset"], tr.meta["preset"] = "other", "other"
+		p.Meta["preset"], tr.Meta["preset"] = "other", "other"
 	})}
 	// Opened at once: the process-wide environment must come up once.
 	backends := make([]*Backend, len(dirs))
@@ -292,27 +292,27 @@ func TestWrongIO(t *testing.T) {
 		edit func(p, tr *tinyGraph)
 		want []string
 	}{
-		{"renamed input", func(p, tr *tinyGraph) { tr.inputs[0].name = "image" },
+		{"renamed input", func(p, tr *tinyGraph) { tr.Inputs[0].Name = "image" },
 			[]string{TransformerFile, `input "blur" missing`, "image [1 3 ? ?] float32", "blur [1 3 H W] float32"}},
-		{"renamed output", func(p, tr *tinyGraph) { p.outputs[0].name = "z" },
+		{"renamed output", func(p, tr *tinyGraph) { p.Outputs[0].Name = "z" },
 			[]string{PriorFile, `output "prior" missing`}},
 		{"extra input", func(p, tr *tinyGraph) {
-			p.inputs = append(p.inputs, tinyIO{"t", onnxFloat, []any{1}})
+			p.Inputs = append(p.Inputs, tinyIO{Name: "t", Elem: onnxFloat, Dims: []any{1}})
 		}, []string{PriorFile, `unexpected input "t"`}},
-		{"missing input", func(p, tr *tinyGraph) { tr.inputs = tr.inputs[:1] },
+		{"missing input", func(p, tr *tinyGraph) { tr.Inputs = tr.Inputs[:1] },
 			[]string{TransformerFile, `input "prior" missing`}},
-		{"double input", func(p, tr *tinyGraph) { p.inputs[0].elem = onnxDouble },
+		{"double input", func(p, tr *tinyGraph) { p.Inputs[0].Elem = onnxDouble },
 			[]string{PriorFile, `input "blur"`, "element type DOUBLE, expected float32"}},
-		{"double output", func(p, tr *tinyGraph) { tr.outputs[0].elem = onnxDouble },
+		{"double output", func(p, tr *tinyGraph) { tr.Outputs[0].Elem = onnxDouble },
 			[]string{TransformerFile, `output "sharp"`, "DOUBLE"}},
-		{"fixed height", func(p, tr *tinyGraph) { tr.inputs[0].dims = []any{1, 3, 64, "W"} },
+		{"fixed height", func(p, tr *tinyGraph) { tr.Inputs[0].Dims = []any{1, 3, 64, "W"} },
 			[]string{TransformerFile, `input "blur"`, "[1 3 64 ?]", "expected [1 3 H W]", "must be dynamic"}},
-		{"rank", func(p, tr *tinyGraph) { p.inputs[0].dims = []any{3, "H", "W"} },
+		{"rank", func(p, tr *tinyGraph) { p.Inputs[0].Dims = []any{3, "H", "W"} },
 			[]string{PriorFile, `input "blur"`, "rank 3, expected 4"}},
-		{"channels", func(p, tr *tinyGraph) { p.inputs[0].dims = []any{1, 4, "H", "W"} },
+		{"channels", func(p, tr *tinyGraph) { p.Inputs[0].Dims = []any{1, 4, "H", "W"} },
 			[]string{PriorFile, "dimension 1 is 4, expected 3"}},
 		{"prior tokens disagree", func(p, tr *tinyGraph) {
-			tr.inputs[1].dims = []any{1, 8, 256}
+			tr.Inputs[1].Dims = []any{1, 8, 256}
 		}, []string{TransformerFile, `input "prior"`, "token count 8 disagrees with 16"}},
 	}
 	for _, c := range cases {
@@ -330,28 +330,28 @@ func TestBadMetadata(t *testing.T) {
 		edit func(p, tr *tinyGraph)
 		want []string
 	}{
-		{"no preset", func(p, tr *tinyGraph) { delete(tr.meta, "preset") },
+		{"no preset", func(p, tr *tinyGraph) { delete(tr.Meta, "preset") },
 			[]string{TransformerFile, `"preset" missing`}},
-		{"empty preset", func(p, tr *tinyGraph) { p.meta["preset"] = " " },
+		{"empty preset", func(p, tr *tinyGraph) { p.Meta["preset"] = " " },
 			[]string{PriorFile, `"preset" missing or empty`}},
-		{"no timesteps", func(p, tr *tinyGraph) { delete(p.meta, "timesteps") },
+		{"no timesteps", func(p, tr *tinyGraph) { delete(p.Meta, "timesteps") },
 			[]string{PriorFile, `"timesteps" missing`}},
-		{"no pad multiple", func(p, tr *tinyGraph) { delete(tr.meta, "pad_multiple") },
+		{"no pad multiple", func(p, tr *tinyGraph) { delete(tr.Meta, "pad_multiple") },
 			[]string{TransformerFile, `"pad_multiple" missing`}},
-		{"pad multiple not a number", func(p, tr *tinyGraph) { p.meta["pad_multiple"] = "eight" },
+		{"pad multiple not a number", func(p, tr *tinyGraph) { p.Meta["pad_multiple"] = "eight" },
 			[]string{PriorFile, `"pad_multiple" = "eight"`, "positive integer"}},
-		{"zero timesteps", func(p, tr *tinyGraph) { p.meta["timesteps"] = "0" },
+		{"zero timesteps", func(p, tr *tinyGraph) { p.Meta["timesteps"] = "0" },
 			[]string{PriorFile, `"timesteps" = "0"`}},
-		{"bad prior_tokens", func(p, tr *tinyGraph) { tr.meta["prior_tokens"] = "16.0" },
+		{"bad prior_tokens", func(p, tr *tinyGraph) { tr.Meta["prior_tokens"] = "16.0" },
 			[]string{TransformerFile, `"prior_tokens" = "16.0"`}},
 		{"prior_channels vs shape", func(p, tr *tinyGraph) {
-			p.meta["prior_channels"], tr.meta["prior_channels"] = "128", "128"
+			p.Meta["prior_channels"], tr.Meta["prior_channels"] = "128", "128"
 		}, []string{"prior_channels is 128", "but 256", `"noise" shape`}},
-		{"presets differ", func(p, tr *tinyGraph) { tr.meta["preset"] = "gopro" },
+		{"presets differ", func(p, tr *tinyGraph) { tr.Meta["preset"] = "gopro" },
 			[]string{PriorFile, TransformerFile, `"tiny"`, `"gopro"`, "different exports"}},
-		{"weights differ", func(p, tr *tinyGraph) { p.meta["weights_sha256"] = "ffff" },
+		{"weights differ", func(p, tr *tinyGraph) { p.Meta["weights_sha256"] = "ffff" },
 			[]string{PriorFile, TransformerFile, "weights_sha256", "ffff", "0123abcd"}},
-		{"graph key", func(p, tr *tinyGraph) { p.meta["graph"] = "transformer" },
+		{"graph key", func(p, tr *tinyGraph) { p.Meta["graph"] = "transformer" },
 			[]string{PriorFile, `"graph" = "transformer"`, `expected "prior"`}},
 	}
 	for _, c := range cases {

@@ -9,13 +9,25 @@
 //	inbox/  --FailInbox-->  failed/        (refused before claiming)
 //	outputs: out/.NAME.hidiffd-tmp-XXXX  --fsync, rename-->  out/NAME
 //
-// Name collisions never lose an input: moves into done/, failed/ and inbox/
-// use renameat2(RENAME_NOREPLACE), and when the name is taken the file gets
-// the first free name "stem.N.ext" (N = 1, 2, ...; the number goes before the
-// extension so the format stays recognisable), e.g. done/frame.1.jpg. The
-// output folder is the exception: out/NAME is replaced by the newest output,
-// because reprocessing a frame after a crash between WriteOutput and Finish
-// must be idempotent (the replacement is logged).
+// Names: a frame gets its name for the rest of its way when it is claimed.
+// It keeps the name it arrived with unless that name is taken in work/,
+// out/, done/ or failed/ (a camera that restarts its numbering, the same
+// name dropped while the first is still in work/); then it takes the first
+// free "stem.N.ext" (N = 1, 2, ...; the number goes before the extension so
+// the format stays recognisable), e.g. frame.1.jpg. Its output is
+// out/frame.1.jpg, its original done/frame.1.jpg, or failed/frame.1.jpg
+// with failed/frame.1.jpg.error.json (whose "name" is the name it arrived
+// with). So an output never replaces another frame's output, and the
+// original <-> output pairing is the file name. Names longer than 244 bytes
+// are shortened at the claim (the extension kept) so that NAME.error.json
+// fits NAME_MAX. Every move uses renameat2(RENAME_NOREPLACE): a name taken
+// by something outside the daemon is never overwritten either (the frame
+// then takes the next free name there, which is logged).
+//
+// A crash between publishing the output and moving the original leaves
+// work/NAME beside out/NAME: Recover finishes such a frame (its output is
+// complete: written, fsynced, then renamed) instead of re-queueing it, so
+// a frame never gets two outputs.
 package spool
 
 import (
@@ -72,25 +84,17 @@ var (
 	// (another claimer took it, or someone removed it). The caller forgets
 	// the name; nothing is lost.
 	ErrGone = errors.New("spool: file is gone")
-	// ErrBusy is returned by Claim when work/NAME exists already: a second
-	// file with the same name arrived while the first is still being
-	// processed. The new file stays in inbox/ and is found again by the next
-	// scan. errors.Is(ErrBusy, ErrGone) is true, so a caller that only knows
-	// ErrGone does the right thing (skip it for now).
-	ErrBusy error = busyError{}
+	// ErrOutputExists is returned by WriteOutput when out/NAME exists
+	// although the claim found the name free: something outside the daemon
+	// put a file there. It is not replaced; the caller releases the frame,
+	// whose next claim takes a free name.
+	ErrOutputExists = errors.New("spool: out/ already holds a file of this name (not written by this frame); not replaced")
 	// ErrNoOutput is returned by Finish for a job whose output was never
 	// written: finishing it would drop the original without a result.
 	ErrNoOutput = errors.New("spool: Finish before a successful WriteOutput")
 	// ErrBadName is returned for names that are not a single path element.
 	ErrBadName = errors.New("spool: invalid file name")
 )
-
-type busyError struct{}
-
-func (busyError) Error() string {
-	return "spool: a file with this name is still in work/ (claim it again later)"
-}
-func (busyError) Is(target error) bool { return target == ErrGone }
 
 // Logger receives the spool's rare notable events (collisions, replaced
 // outputs, cleanup at Recover). level is "debug", "info", "warn" or "error";
@@ -127,14 +131,18 @@ type Spool struct {
 	noReplaceUnsupported atomic.Bool
 }
 
-// Job is a claimed frame: its original is at Path (work/NAME).
+// Job is a claimed frame: its original is at Path (work/NAME). Name is the
+// frame's name in every state folder from the claim on; Arrived is the name
+// it had in inbox/ (different when that name was taken or too long).
 type Job struct {
-	Name string
-	Path string
+	Name    string
+	Arrived string
+	Path    string
 	// Output is the output's file name in out/, set by WriteOutput.
 	Output string
 
-	written bool // WriteOutput succeeded; Finish may drop the original
+	written bool     // WriteOutput succeeded; Finish may drop the original
+	beside  []string // files WriteBeside published in out/ for this job
 }
 
 // ErrorRecord is the content of failed/NAME.error.json.
@@ -156,6 +164,11 @@ func Open(root string, opts Options) (*Spool, error) {
 		return nil, errors.New("spool: empty root path")
 	}
 	root = filepath.Clean(root)
+	// Before anything is created: a spool inside another one's folders
+	// would have its files claimed, moved or failed by the other daemon.
+	if err := checkNotNested(root); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(root, dirMode); err != nil {
 		return nil, fmt.Errorf("spool: create root %s: %w", root, err)
 	}
@@ -200,6 +213,56 @@ func Open(root string, opts Options) (*Spool, error) {
 		s.dirs[state] = dir
 	}
 	return s, nil
+}
+
+// checkNotNested refuses a root inside another spool (an ancestor folder
+// holds a spool's lock file and its five folders) and a root whose state
+// folders hold another spool one level down.
+func checkNotNested(root string) error {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return fmt.Errorf("spool: %s: %w", root, err)
+	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = real
+	}
+	for dir := filepath.Dir(abs); ; dir = filepath.Dir(dir) {
+		if isSpool(dir) {
+			where, _ := filepath.Rel(dir, abs)
+			return fmt.Errorf("spool: %s is inside the spool %s (at %s): another daemon's spool would take, move or fail "+
+				"this one's files; choose a folder outside it", root, dir, where)
+		}
+		if parent := filepath.Dir(dir); parent == dir {
+			break
+		}
+	}
+	for _, state := range States {
+		entries, err := os.ReadDir(filepath.Join(abs, state))
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if e.IsDir() && isSpool(filepath.Join(abs, state, e.Name())) {
+				return fmt.Errorf("spool: %s holds another spool in %s/%s: this daemon would take, move or fail its files; "+
+					"move that spool out first", root, state, e.Name())
+			}
+		}
+	}
+	return nil
+}
+
+// isSpool reports whether dir is a spool root: the lock file and the five
+// state folders.
+func isSpool(dir string) bool {
+	if _, err := os.Lstat(filepath.Join(dir, lockName)); err != nil {
+		return false
+	}
+	for _, state := range States {
+		if fi, err := os.Stat(filepath.Join(dir, state)); err != nil || !fi.IsDir() {
+			return false
+		}
+	}
+	return true
 }
 
 // probeWritable creates and removes a dotfile: access(2) would say yes to
@@ -262,6 +325,7 @@ func IsTempName(name string) bool {
 // there (a crash between writing the record and moving the frame; the frame
 // was in work/ and is re-queued now). It fsyncs the folders it changed.
 func (s *Spool) Recover() (requeued int, err error) {
+	finished := 0
 	var errs []error
 	changed := map[string]bool{}
 	for _, state := range States {
@@ -281,6 +345,13 @@ func (s *Spool) Recover() (requeued int, err error) {
 				}
 				s.log("info", "removed leftover temporary file", "folder", state, "name", name)
 				changed[state] = true
+			case state == Work && s.hasOwnOutput(name):
+				if ferr := s.finishRecovered(name); ferr != nil {
+					errs = append(errs, fmt.Errorf("spool: recover: finish %s: %w", name, ferr))
+					continue
+				}
+				finished++
+				changed[Work], changed[Done] = true, true
 			case state == Work:
 				final, merr := s.move(Work, name, Inbox)
 				if merr != nil {
@@ -316,37 +387,158 @@ func (s *Spool) Recover() (requeued int, err error) {
 	if requeued > 0 {
 		s.log("info", "re-queued interrupted frames", "count", requeued)
 	}
+	if finished > 0 {
+		s.log("info", "finished interrupted frames whose output was already complete in out/", "count", finished)
+	}
 	return requeued, errors.Join(errs...)
 }
 
-// Claim moves inbox/NAME to work/NAME with one atomic rename. ErrGone: the
-// file vanished (another claimer, or the user removed it). ErrBusy: a file of
-// the same name is still in work/; this one stays in inbox/.
+// hasOwnOutput reports whether work/NAME has its output in out/NAME: a
+// regular file published after the frame was claimed (its ctime, which
+// publishing sets and no one can set back, is not before the frame's
+// ctime, which the claim's rename set; the mtime may be the original's,
+// output.keep_mtime). The claim made sure out/NAME was free, so such a
+// file is this frame's; the time check keeps a spool written by an older
+// hidiffd (which reused out/ names) from passing another frame's output
+// off as this one's.
+func (s *Spool) hasOwnOutput(name string) bool {
+	ofi, err := os.Lstat(filepath.Join(s.dirs[Out], name))
+	if err != nil || !ofi.Mode().IsRegular() {
+		return false
+	}
+	wfi, err := os.Lstat(filepath.Join(s.dirs[Work], name))
+	if err != nil {
+		return false
+	}
+	ost, ok1 := ofi.Sys().(*syscall.Stat_t)
+	wst, ok2 := wfi.Sys().(*syscall.Stat_t)
+	if !ok1 || !ok2 {
+		return false
+	}
+	return !time.Unix(ost.Ctim.Unix()).Before(time.Unix(wst.Ctim.Unix()))
+}
+
+// finishRecovered is Finish for a frame found in work/ with its output.
+func (s *Spool) finishRecovered(name string) error {
+	if !s.opts.KeepOriginals {
+		if err := os.Remove(filepath.Join(s.dirs[Work], name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		s.log("info", "finished interrupted frame: its output was complete; original deleted (keep_originals = false)", "name", name)
+		return nil
+	}
+	final, err := s.move(Work, name, Done)
+	if final == "" {
+		return err
+	}
+	s.log("info", "finished interrupted frame: its output was complete", "name", name, "done", final)
+	if final != name {
+		s.log("warn", "done/ holds a file of this name that hidiffd did not put there; original kept under another name",
+			"name", name, "as", final, "output", name)
+	}
+	return err
+}
+
+// Claim moves inbox/NAME into work/ with one atomic rename, under the name
+// the frame keeps from now on: NAME, or the first free "stem.N.ext" when
+// NAME is taken in work/, out/, done/ or failed/ (see the package comment).
+// ErrGone: the file vanished (another claimer, or the user removed it).
 func (s *Spool) Claim(name string) (*Job, error) {
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
 	src := filepath.Join(s.dirs[Inbox], name)
-	dst := filepath.Join(s.dirs[Work], name)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	// No fsync: if a power loss undoes the claim the frame is back in inbox/,
 	// which is still exactly one state; the later renames fsync both folders.
-	err := s.renameNoReplace(src, dst)
+	final, err := s.reserveLocked(name, func(cand string) error {
+		return s.renameNoReplace(src, filepath.Join(s.dirs[Work], cand))
+	})
 	switch {
 	case err == nil:
-		return &Job{Name: name, Path: dst}, nil
 	case errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("%w: inbox/%s", ErrGone, name)
-	case errors.Is(err, fs.ErrExist):
-		return nil, ErrBusy
 	default:
 		return nil, fmt.Errorf("spool: claim %s: %w", name, err)
+	}
+	s.logRenamed(name, final)
+	return &Job{Name: final, Arrived: name, Path: filepath.Join(s.dirs[Work], final)}, nil
+}
+
+// frameNameMax is the longest frame name: failed/NAME.error.json must fit
+// NAME_MAX.
+const frameNameMax = nameMax - len(ErrorSuffix)
+
+// reserveLocked tries place(cand) for the candidate names of a frame that
+// arrived as name (name itself, shortened to frameNameMax, then stem.N.ext)
+// that no frame or output holds in work/, out/, done/ or failed/, until
+// place succeeds; a place that fails with fs.ErrExist (someone outside the
+// daemon took the name meanwhile) moves on to the next candidate. Names
+// ending in .error.json are skipped: in failed/ they belong to records.
+// It returns the name placed. s.mu must be held.
+func (s *Spool) reserveLocked(name string, place func(cand string) error) (string, error) {
+	for i := 0; i < maxSuffix; i++ {
+		cand := candidate(name, i, frameNameMax)
+		if strings.HasSuffix(cand, ErrorSuffix) {
+			continue
+		}
+		taken, err := s.takenLocked(cand)
+		if err != nil {
+			return "", err
+		}
+		if taken {
+			continue
+		}
+		switch err := place(cand); {
+		case err == nil:
+			return cand, nil
+		case errors.Is(err, fs.ErrExist):
+			continue
+		default:
+			return "", err
+		}
+	}
+	return "", fmt.Errorf("no free name after %d tries", maxSuffix)
+}
+
+// takenLocked reports whether a frame or output of this name exists in
+// work/, out/, done/ or failed/. A record in failed/ without its frame does
+// not count: it is a leftover of a crash that Fail overwrites.
+func (s *Spool) takenLocked(name string) (bool, error) {
+	for _, p := range []string{
+		filepath.Join(s.dirs[Work], name), filepath.Join(s.dirs[Out], name),
+		filepath.Join(s.dirs[Done], name), filepath.Join(s.dirs[Failed], name),
+	} {
+		_, err := os.Lstat(p)
+		switch {
+		case err == nil:
+			return true, nil
+		case errors.Is(err, fs.ErrNotExist):
+		default:
+			return false, err
+		}
+	}
+	return false, nil
+}
+
+// logRenamed says why a frame does not keep the name it arrived with.
+func (s *Spool) logRenamed(arrived, final string) {
+	switch {
+	case final == arrived:
+	case final == candidate(arrived, 0, frameNameMax):
+		s.log("info", "long name shortened so that NAME.error.json fits the 255-byte limit",
+			"name", arrived, "as", final)
+	default:
+		s.log("info", "name taken by an earlier frame (in work/, out/, done/ or failed/); this frame and its output take the next free name",
+			"name", arrived, "as", final)
 	}
 }
 
 // WriteOutput writes the job's output: write fills a temporary file in out/
 // (.NAME.hidiffd-tmp-XXXX, mode 0640), which is then fsynced, closed and
-// renamed to out/NAME (an older out/NAME is replaced and the replacement
-// logged), and out/ is fsynced. On any error the temporary file is removed and
+// renamed to out/NAME without replacing anything (ErrOutputExists if a file
+// of that name appeared since the claim), and out/ is fsynced. On any error the temporary file is removed and
 // the original stays in work/. Filesystem failures (disk full, read-only,
 // permission, I/O error, out/ missing) satisfy IsTransient; an error returned
 // by write itself is transient only if it wraps such an errno.
@@ -376,29 +568,29 @@ func (s *Spool) WriteOutput(j *Job, write func(f *os.File) error) error {
 		return transient(fmt.Errorf("spool: close output %s: %w", j.Name, err))
 	}
 	final := filepath.Join(dir, j.Name)
-	if fi, err := os.Lstat(final); err == nil {
-		// Expected after a crash between WriteOutput and Finish (the frame is
-		// reprocessed), or when the same name was dropped twice.
-		s.log("info", "replacing existing output", "name", j.Name, "old_size", fi.Size())
-	}
-	if err := os.Rename(tmp, final); err != nil {
+	if err := s.renameNoReplace(tmp, final); err != nil {
 		os.Remove(tmp)
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%w: out/%s", ErrOutputExists, j.Name)
+		}
 		return transient(fmt.Errorf("spool: publish output %s: %w", j.Name, err))
 	}
 	if err := syncDir(dir); err != nil {
 		// The output is visible but maybe not durable; keep the original
-		// until it is. The retry rewrites the same name.
+		// until it is: the caller unpublishes it and retries.
+		j.written, j.Output = true, j.Name
 		return transient(fmt.Errorf("spool: fsync out/: %w", err))
 	}
-	j.written = true
-	j.Output = filepath.Base(final)
+	j.written, j.Output = true, j.Name
 	return nil
 }
 
 // WriteBeside writes out/OUTPUT+suffix, a file that belongs to the job's
 // output (its NAME.json sidecar), after a successful WriteOutput and the
-// same way: a temporary dotfile filled by write, fsynced and renamed, then
-// out/ fsynced. Errors are classified like WriteOutput's.
+// same way: a temporary dotfile filled by write, fsynced and renamed
+// without replacing anything (ErrOutputExists: a file of that name is
+// there, perhaps another frame's output), then out/ fsynced. Errors are
+// classified like WriteOutput's.
 func (s *Spool) WriteBeside(j *Job, suffix string, write func(f *os.File) error) error {
 	if j == nil || !j.written || checkName(j.Output+suffix) != nil {
 		return ErrNoOutput
@@ -422,14 +614,39 @@ func (s *Spool) WriteBeside(j *Job, suffix string, write func(f *os.File) error)
 		os.Remove(tmp)
 		return transient(fmt.Errorf("spool: close %s: %w", name, err))
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+	if err := s.renameNoReplace(tmp, filepath.Join(dir, name)); err != nil {
 		os.Remove(tmp)
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%w: out/%s", ErrOutputExists, name)
+		}
 		return transient(fmt.Errorf("spool: publish %s: %w", name, err))
 	}
+	j.beside = append(j.beside, name)
 	if err := syncDir(dir); err != nil {
 		return transient(fmt.Errorf("spool: fsync out/: %w", err))
 	}
 	return nil
+}
+
+// Unpublish removes the job's output from out/ (and fsyncs out/): for a
+// frame whose original goes back to inbox/ after its output was published
+// (Finish failed), so that the retry writes the one output of this frame
+// again instead of leaving a second one. A job without an output is left
+// alone.
+func (s *Spool) Unpublish(j *Job) error {
+	if j == nil || checkName(j.Name) != nil {
+		return ErrBadName
+	}
+	if !j.written {
+		return nil
+	}
+	for _, name := range append([]string{j.Name}, j.beside...) {
+		if err := os.Remove(filepath.Join(s.dirs[Out], name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("spool: remove output %s: %w", name, err)
+		}
+	}
+	j.written, j.beside = false, nil
+	return syncDir(s.dirs[Out])
 }
 
 // Finish completes a job whose WriteOutput succeeded: work/NAME moves to
@@ -455,12 +672,17 @@ func (s *Spool) Finish(j *Job) error {
 		return nil
 	}
 	final, err := s.move(Work, j.Name, Done)
-	if err != nil {
+	if final == "" {
 		return fmt.Errorf("spool: finish %s: %w", j.Name, err)
 	}
+	if err != nil {
+		// Moved, not yet durable: the frame is in done/ beside its output,
+		// which is a consistent state; say so and go on.
+		s.log("warn", "original moved to done/ but the folder could not be fsynced", "name", j.Name, "error", err.Error())
+	}
 	if final != j.Name {
-		s.log("warn", "done/ already holds this name; original kept under another name",
-			"name", j.Name, "as", final)
+		s.log("warn", "done/ holds a file of this name that hidiffd did not put there; original kept under another name",
+			"name", j.Name, "as", final, "output", j.Name)
 	}
 	j.Path = filepath.Join(s.dirs[Done], final)
 	return nil
@@ -476,20 +698,27 @@ func (s *Spool) Fail(j *Job, stage, reason string) error {
 	if j == nil || checkName(j.Name) != nil {
 		return ErrBadName
 	}
-	return s.fail(Work, j.Name, stage, reason)
+	arrived := j.Arrived
+	if arrived == "" {
+		arrived = j.Name
+	}
+	return s.fail(Work, j.Name, arrived, stage, reason)
 }
 
 // FailInbox is Fail for a file refused before claiming (symlink, fifo,
-// directory, unreadable): inbox/NAME moves to failed/ directly. rename(2)
-// moves symlinks, fifos and directories without opening them.
+// directory, unreadable): inbox/NAME moves to failed/ directly, under a name
+// chosen as Claim chooses it. rename(2) moves symlinks, fifos and
+// directories without opening them.
 func (s *Spool) FailInbox(name, stage, reason string) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
-	return s.fail(Inbox, name, stage, reason)
+	return s.fail(Inbox, name, name, stage, reason)
 }
 
-func (s *Spool) fail(from, name, stage, reason string) error {
+// fail moves from/name to failed/ with its record; arrived is the name the
+// frame came with, for the record.
+func (s *Spool) fail(from, name, arrived, stage, reason string) error {
 	src := filepath.Join(s.dirs[from], name)
 	fi, err := os.Lstat(src)
 	if err != nil {
@@ -499,7 +728,7 @@ func (s *Spool) fail(from, name, stage, reason string) error {
 		return fmt.Errorf("spool: fail %s: %w", name, err)
 	}
 	rec := ErrorRecord{
-		Name:   name,
+		Name:   arrived,
 		Reason: reason,
 		Stage:  stage,
 		Time:   time.Now().UTC().Format(time.RFC3339Nano),
@@ -509,13 +738,25 @@ func (s *Spool) fail(from, name, stage, reason string) error {
 	dir := s.dirs[Failed]
 
 	s.mu.Lock()
-	final, err := s.failMoveLocked(src, dir, name, &rec)
+	var final string
+	if from == Inbox {
+		// Not claimed: choose its name now, as Claim would.
+		final, err = s.reserveLocked(name, func(cand string) error { return s.failPlaceLocked(src, dir, cand, &rec) })
+		if err != nil {
+			err = goneOr(src, fmt.Errorf("spool: move %s to failed/: %w", name, err))
+		}
+	} else {
+		final, err = s.failMoveLocked(src, dir, name, &rec)
+	}
 	s.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	if final != name {
-		s.log("warn", "failed/ already holds this name; frame kept under another name",
+	switch {
+	case from == Inbox:
+		s.logRenamed(name, final)
+	case final != name:
+		s.log("warn", "failed/ holds a file of this name that hidiffd did not put there; frame kept under another name",
 			"name", name, "as", final)
 	}
 	if err := syncDir(dir); err != nil {
@@ -529,9 +770,9 @@ func (s *Spool) fail(from, name, stage, reason string) error {
 
 func (s *Spool) failMoveLocked(src, dir, name string, rec *ErrorRecord) (string, error) {
 	for i := 0; i < maxSuffix; i++ {
-		// The record's name must fit NAME_MAX too, so very long names are
-		// shortened here (the record keeps the original in "name").
-		cand := candidate(name, i, nameMax-len(ErrorSuffix))
+		// The claim made name short enough for its record; the cut is
+		// only a guard.
+		cand := candidate(name, i, frameNameMax)
 		// A frame never takes a name ending in .error.json, so every such
 		// file in failed/ is a record and can never overwrite a frame.
 		if strings.HasSuffix(cand, ErrorSuffix) {
@@ -542,30 +783,44 @@ func (s *Spool) failMoveLocked(src, dir, name string, rec *ErrorRecord) (string,
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return "", fmt.Errorf("spool: fail %s: %w", name, err)
 		}
-		rec.File = ""
-		if cand != name {
-			rec.File = cand
-		}
-		if err := writeRecord(dir, cand+ErrorSuffix, rec); err != nil {
-			return "", fmt.Errorf("spool: write error record for %s: %w", name, err)
-		}
-		err := s.renameNoReplace(src, filepath.Join(dir, cand))
+		err := s.failPlaceLocked(src, dir, cand, rec)
 		switch {
 		case err == nil:
 			return cand, nil
 		case errors.Is(err, fs.ErrExist):
-			// Someone outside the daemon created failed/cand meanwhile;
-			// drop our record and take the next name.
-			os.Remove(filepath.Join(dir, cand+ErrorSuffix))
 			continue
-		case errors.Is(err, fs.ErrNotExist):
-			os.Remove(filepath.Join(dir, cand+ErrorSuffix))
-			return "", fmt.Errorf("%w: %s", ErrGone, src)
 		default:
-			return "", fmt.Errorf("spool: move %s to failed/: %w", name, err)
+			return "", goneOr(src, fmt.Errorf("spool: move %s to failed/: %w", name, err))
 		}
 	}
 	return "", fmt.Errorf("spool: fail %s: no free name in failed/ after %d tries", name, maxSuffix)
+}
+
+// goneOr is ErrGone when src no longer exists (another process took or
+// removed it), else err.
+func goneOr(src string, err error) error {
+	if _, serr := os.Lstat(src); errors.Is(serr, fs.ErrNotExist) {
+		return fmt.Errorf("%w: %s", ErrGone, src)
+	}
+	return err
+}
+
+// failPlaceLocked writes failed/cand.error.json, then renames src to
+// failed/cand without replacing anything. fs.ErrExist: someone outside the
+// daemon created failed/cand meanwhile (the record is dropped again).
+func (s *Spool) failPlaceLocked(src, dir, cand string, rec *ErrorRecord) error {
+	rec.File = ""
+	if cand != rec.Name {
+		rec.File = cand
+	}
+	if err := writeRecord(dir, cand+ErrorSuffix, rec); err != nil {
+		return fmt.Errorf("write error record: %w", err)
+	}
+	if err := s.renameNoReplace(src, filepath.Join(dir, cand)); err != nil {
+		os.Remove(filepath.Join(dir, cand+ErrorSuffix))
+		return err
+	}
+	return nil
 }
 
 func writeRecord(dir, name string, rec *ErrorRecord) error {
@@ -608,8 +863,11 @@ func (s *Spool) Release(j *Job) error {
 		return ErrBadName
 	}
 	final, err := s.move(Work, j.Name, Inbox)
-	if err != nil {
+	if final == "" {
 		return fmt.Errorf("spool: release %s: %w", j.Name, err)
+	}
+	if err != nil {
+		s.log("warn", "frame returned to inbox/ but the folders could not be fsynced", "name", j.Name, "error", err.Error())
 	}
 	if final != j.Name {
 		s.log("warn", "released frame renamed: inbox/ holds a newer file of the same name",
@@ -622,7 +880,8 @@ func (s *Spool) Release(j *Job) error {
 const maxSuffix = 10000
 
 // move renames from/NAME into to/ under the first free name and fsyncs both
-// folders. It returns the name used.
+// folders. It returns the name used; a non-empty name with an error means
+// the rename happened but an fsync failed.
 func (s *Spool) move(from, name, to string) (string, error) {
 	src := filepath.Join(s.dirs[from], name)
 	s.mu.Lock()

@@ -218,36 +218,108 @@ func TestFinishDelete(t *testing.T) {
 	wantListing(t, s, "out/a.png")
 }
 
-func TestDoneCollisionKeepsBoth(t *testing.T) {
-	s := openTest(t, Options{KeepOriginals: true})
-	for i, content := range []string{"first", "second", "third"} {
-		drop(t, s, "f.jpg", content)
-		j, err := s.Claim("f.jpg")
-		if err != nil {
-			t.Fatal(err)
+// TestSameNameKeepsEveryOutput: a name that comes back (a camera restarting
+// its numbering) takes the next free name at the claim, and its output and
+// original keep that name: nothing in out/ is replaced, and out/X is the
+// output of done/X. With keep_originals off, out/ alone tells which names
+// are taken.
+func TestSameNameKeepsEveryOutput(t *testing.T) {
+	for _, keep := range []bool{true, false} {
+		s := openTest(t, Options{KeepOriginals: keep})
+		var logged []string
+		s.opts.Log = func(level, msg string, kv ...any) { logged = append(logged, msg) }
+		for i, content := range []string{"first", "second", "third"} {
+			drop(t, s, "f.jpg", content)
+			j, err := s.Claim("f.jpg")
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []string{"f.jpg", "f.1.jpg", "f.2.jpg"}[i]
+			if j.Name != want || j.Arrived != "f.jpg" {
+				t.Fatalf("keep=%v: claimed as %q (arrived %q), want %s", keep, j.Name, j.Arrived, want)
+			}
+			if err := s.WriteOutput(j, writeString("out-"+content)); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Finish(j); err != nil {
+				t.Fatal(err)
+			}
 		}
-		if err := s.WriteOutput(j, writeString("out-"+content)); err != nil {
-			t.Fatal(err)
+		if keep {
+			wantListing(t, s, "done/f.jpg", "done/f.1.jpg", "done/f.2.jpg", "out/f.jpg", "out/f.1.jpg", "out/f.2.jpg")
+			if got := readFile(t, filepath.Join(s.Dir(Done), "f.2.jpg")); got != "third" {
+				t.Fatalf("done/f.2.jpg = %q", got)
+			}
+		} else {
+			wantListing(t, s, "out/f.jpg", "out/f.1.jpg", "out/f.2.jpg")
 		}
-		if err := s.Finish(j); err != nil {
-			t.Fatal(err)
+		for i, n := range []string{"f.jpg", "f.1.jpg", "f.2.jpg"} {
+			want := "out-" + []string{"first", "second", "third"}[i]
+			if got := readFile(t, filepath.Join(s.Dir(Out), n)); got != want {
+				t.Fatalf("out/%s = %q, want %q", n, got, want)
+			}
 		}
-		want := []string{"", "f.1.jpg", "f.2.jpg"}[i]
-		if want != "" && j.Path != filepath.Join(s.Dir(Done), want) {
-			t.Fatalf("finished path %s, want done/%s", j.Path, want)
+		if n := strings.Count(strings.Join(logged, "\n"), "name taken by an earlier frame"); n != 2 {
+			t.Errorf("want the two renames logged, got %q", logged)
 		}
-	}
-	wantListing(t, s, "done/f.jpg", "done/f.1.jpg", "done/f.2.jpg", "out/f.jpg")
-	if got := readFile(t, filepath.Join(s.Dir(Done), "f.2.jpg")); got != "third" {
-		t.Fatalf("done/f.2.jpg = %q", got)
-	}
-	// The newest output wins in out/.
-	if got := readFile(t, filepath.Join(s.Dir(Out), "f.jpg")); got != "out-third" {
-		t.Fatalf("out/f.jpg = %q", got)
 	}
 }
 
-func TestClaimGoneAndBusy(t *testing.T) {
+// TestWriteOutputNeverReplaces: a file put into out/ behind the daemon's
+// back after the claim is not replaced; the job learns ErrOutputExists.
+func TestWriteOutputNeverReplaces(t *testing.T) {
+	s := openTest(t, Options{KeepOriginals: true})
+	drop(t, s, "a.jpg", "a")
+	j, err := s.Claim("a.jpg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(s.Dir(Out), "a.jpg"), []byte("someone else's"), 0o644)
+	err = s.WriteOutput(j, writeString("ours"))
+	if !errors.Is(err, ErrOutputExists) || IsTransient(err) {
+		t.Fatalf("WriteOutput over a foreign file: %v", err)
+	}
+	if got := readFile(t, filepath.Join(s.Dir(Out), "a.jpg")); got != "someone else's" {
+		t.Fatalf("out/a.jpg = %q", got)
+	}
+	// Released, the frame's next claim takes a free name.
+	if err := s.Release(j); err != nil {
+		t.Fatal(err)
+	}
+	j, err = s.Claim("a.jpg")
+	if err != nil || j.Name != "a.1.jpg" {
+		t.Fatalf("reclaim: %+v %v", j, err)
+	}
+}
+
+// TestUnpublish: an output taken back before a retry leaves out/ as before.
+func TestUnpublish(t *testing.T) {
+	s := openTest(t, Options{KeepOriginals: true})
+	drop(t, s, "a.jpg", "a")
+	j, _ := s.Claim("a.jpg")
+	if err := s.Unpublish(j); err != nil { // nothing written: nothing to do
+		t.Fatal(err)
+	}
+	if err := s.WriteOutput(j, writeString("A")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Unpublish(j); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Finish(j); !errors.Is(err, ErrNoOutput) {
+		t.Fatalf("Finish after Unpublish: %v", err)
+	}
+	if err := s.Release(j); err != nil {
+		t.Fatal(err)
+	}
+	wantListing(t, s, "inbox/a.jpg")
+	// The retry gets the same name back.
+	if j, err := s.Claim("a.jpg"); err != nil || j.Name != "a.jpg" {
+		t.Fatalf("reclaim: %+v %v", j, err)
+	}
+}
+
+func TestClaimGoneAndSameName(t *testing.T) {
 	s := openTest(t, Options{})
 	if _, err := s.Claim("missing.jpg"); !errors.Is(err, ErrGone) {
 		t.Fatalf("claim missing: %v", err)
@@ -263,15 +335,18 @@ func TestClaimGoneAndBusy(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Same name dropped again while the first is in work/: the claim must
-	// not overwrite work/x.jpg.
+	// not overwrite work/x.jpg; the second frame takes the next free name.
 	drop(t, s, "x.jpg", "two")
-	_, err = s.Claim("x.jpg")
-	if !errors.Is(err, ErrBusy) || !errors.Is(err, ErrGone) {
-		t.Fatalf("claim busy: %v", err)
+	j2, err := s.Claim("x.jpg")
+	if err != nil || j2.Name != "x.1.jpg" || j2.Arrived != "x.jpg" {
+		t.Fatalf("second claim: %+v %v", j2, err)
 	}
-	wantListing(t, s, "inbox/x.jpg", "work/x.jpg")
+	wantListing(t, s, "work/x.jpg", "work/x.1.jpg")
 	if got := readFile(t, j.Path); got != "one" {
 		t.Fatalf("work/x.jpg = %q", got)
+	}
+	if got := readFile(t, j2.Path); got != "two" {
+		t.Fatalf("work/x.1.jpg = %q", got)
 	}
 }
 
@@ -475,6 +550,15 @@ func TestRecoverCrashStates(t *testing.T) {
 	// Crash after the output was published but before Finish.
 	os.WriteFile(filepath.Join(w, "b.jpg"), []byte("b"), 0o640)
 	os.WriteFile(filepath.Join(o, "b.jpg"), []byte("B"), 0o640)
+	// A spool of an older hidiffd: work/g.jpg was claimed after out/g.jpg
+	// (another frame's output) was written, so it is not g.jpg's output.
+	// Its mtime says nothing (output.keep_mtime gives outputs the
+	// original's); the ctimes do.
+	os.WriteFile(filepath.Join(o, "g.jpg"), []byte("G-old"), 0o640)
+	laterCtime(t, filepath.Join(o, "g.jpg"), filepath.Join(w, "g.jpg"), "g")
+	// b.jpg's output keeps its original's (old) mtime: still its own.
+	old := time.Now().Add(-time.Hour)
+	os.Chtimes(filepath.Join(o, "b.jpg"), old, old)
 	// Crash while writing an output: temp file in out/.
 	os.WriteFile(filepath.Join(o, ".c.jpg"+tmpMarker+"0badf00d"), []byte("half"), 0o640)
 	// Crash between error record and moving the frame.
@@ -496,28 +580,52 @@ func TestRecoverCrashStates(t *testing.T) {
 	if n != 3 {
 		t.Fatalf("requeued %d, want 3", n)
 	}
-	wantListing(t, s, "inbox/a.jpg", "inbox/a.1.jpg", "inbox/b.jpg", "inbox/d.jpg", "out/b.jpg",
-		"failed/e.jpg", "failed/e.jpg.error.json")
+	// b.jpg had its output: finished, not re-queued (a second run would
+	// give it a second output).
+	wantListing(t, s, "inbox/a.jpg", "inbox/a.1.jpg", "done/b.jpg", "inbox/d.jpg", "out/b.jpg",
+		"inbox/g.jpg", "out/g.jpg", "failed/e.jpg", "failed/e.jpg.error.json")
 	if readFile(t, filepath.Join(in, "a.jpg")) != "newer" || readFile(t, filepath.Join(in, "a.1.jpg")) != "a" {
 		t.Fatal("requeue mixed up a.jpg")
 	}
-	// Reprocessing b.jpg replaces its earlier output.
-	j, err := s.Claim("b.jpg")
-	if err != nil {
-		t.Fatal(err)
+	if readFile(t, filepath.Join(o, "b.jpg")) != "B" || readFile(t, filepath.Join(s.Dir(Done), "b.jpg")) != "b" {
+		t.Fatal("b.jpg and its output changed")
 	}
-	if err := s.WriteOutput(j, writeString("B2")); err != nil {
-		t.Fatal(err)
+	// g.jpg runs again and takes a free name: the old output stays.
+	j, err := s.Claim("g.jpg")
+	if err != nil || j.Name != "g.1.jpg" {
+		t.Fatalf("claim g.jpg: %+v %v", j, err)
 	}
-	if err := s.Finish(j); err != nil {
-		t.Fatal(err)
+	if readFile(t, filepath.Join(o, "g.jpg")) != "G-old" {
+		t.Fatal("old output replaced")
 	}
-	if readFile(t, filepath.Join(o, "b.jpg")) != "B2" {
-		t.Fatal("output not replaced")
+	if err := s.Release(j); err != nil {
+		t.Fatal(err)
 	}
 	// Recover on a clean spool does nothing.
 	if n, err := s.Recover(); n != 0 || err != nil {
 		t.Fatalf("second Recover: %d %v", n, err)
+	}
+}
+
+// laterCtime writes path with content once a new file's ctime is later
+// than ref's (file times move in clock ticks of a few milliseconds).
+func laterCtime(t *testing.T, ref, path, content string) {
+	t.Helper()
+	ctime := func(p string) time.Time {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return time.Unix(fi.Sys().(*syscall.Stat_t).Ctim.Unix())
+	}
+	for {
+		if err := os.WriteFile(path, []byte(content), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		if ctime(path).After(ctime(ref)) {
+			return
+		}
+		os.Remove(path)
 	}
 }
 
@@ -642,16 +750,26 @@ func TestSuffixed(t *testing.T) {
 	}
 }
 
-// Names near NAME_MAX: the temporary name is shortened, a colliding done/
-// name and the failed/ record name are cut to fit instead of failing.
+// Names near NAME_MAX: the claim shortens a name so that its error record
+// fits (the extension kept), the temporary name is shortened, and a
+// returning long name takes numbered names of the same length. The log
+// says "shortened", not "taken", for the first.
 func TestLongNames(t *testing.T) {
 	s := openTest(t, Options{KeepOriginals: true})
+	var logged []string
+	s.opts.Log = func(level, msg string, kv ...any) { logged = append(logged, msg) }
 	name := strings.Repeat("n", 251) + ".jpg" // 255 bytes
+	short := strings.Repeat("n", 240) + ".jpg"
+	short1 := strings.Repeat("n", 238) + ".1.jpg"
+	short2 := strings.Repeat("n", 238) + ".2.jpg"
 	for round := 0; round < 2; round++ {
 		drop(t, s, name, "x")
 		j, err := s.Claim(name)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if want := []string{short, short1}[round]; j.Name != want || j.Arrived != name {
+			t.Fatalf("round %d: claimed as %q", round, j.Name)
 		}
 		if err := s.WriteOutput(j, writeString("y")); err != nil {
 			t.Fatal(err)
@@ -665,17 +783,44 @@ func TestLongNames(t *testing.T) {
 	if err := s.Fail(j, "decode", "bad"); err != nil {
 		t.Fatal(err)
 	}
-	got := listing(t, s)
-	if len(got) != 5 {
-		t.Fatalf("listing %v", got)
-	}
-	short := strings.Repeat("n", 240) + ".jpg"
-	rec := readRecord(t, filepath.Join(s.Dir(Failed), short+ErrorSuffix))
-	if rec.Name != name || rec.File != short {
+	wantListing(t, s, "done/"+short, "done/"+short1, "out/"+short, "out/"+short1,
+		"failed/"+short2, "failed/"+short2+ErrorSuffix)
+	rec := readRecord(t, filepath.Join(s.Dir(Failed), short2+ErrorSuffix))
+	if rec.Name != name || rec.File != short2 {
 		t.Fatalf("record %+v", rec)
 	}
-	done1 := strings.Repeat("n", 249) + ".1.jpg"
-	if _, err := os.Stat(filepath.Join(s.Dir(Done), done1)); err != nil {
+	if logged[0] != "long name shortened so that NAME.error.json fits the 255-byte limit" ||
+		!strings.HasPrefix(logged[1], "name taken by an earlier frame") {
+		t.Errorf("log: %q", logged)
+	}
+	for _, m := range logged {
+		if strings.Contains(m, "already holds") {
+			t.Errorf("misleading log line: %q", m)
+		}
+	}
+}
+
+// TestNestedSpoolRefused: a second spool root inside the first one's done/
+// (or any of its folders) is refused before a folder is created there, and
+// so is a root whose folders already hold a spool.
+func TestNestedSpoolRefused(t *testing.T) {
+	outer := openTest(t, Options{Lock: true})
+	inner := filepath.Join(outer.Dir(Done), "second")
+	_, err := Open(inner, Options{Lock: true})
+	if err == nil || !strings.Contains(err.Error(), "is inside the spool "+outer.Root()) {
+		t.Fatalf("nested root: %v", err)
+	}
+	if _, serr := os.Stat(inner); !errors.Is(serr, fs.ErrNotExist) {
+		t.Errorf("the refused root was created: %v", serr)
+	}
+	// The other way round: a spool already inside inbox/ of a new root.
+	root := filepath.Join(t.TempDir(), "outer")
+	in, err := Open(filepath.Join(root, Inbox, "sub"), Options{Lock: true})
+	if err != nil {
 		t.Fatal(err)
+	}
+	in.Close()
+	if _, err := Open(root, Options{}); err == nil || !strings.Contains(err.Error(), "holds another spool in inbox/sub") {
+		t.Fatalf("root holding a spool: %v", err)
 	}
 }

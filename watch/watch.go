@@ -12,8 +12,11 @@
 // A regular file is stable once its size, mtime, ctime and inode have not
 // changed for Options.Settle (writers that write in place; writers that use
 // tmp-then-rename produce a file that is stable at once and is delivered one
-// Settle after it appears). Symlinks, fifos, directories and other
-// non-regular entries are delivered at once, so the daemon can fail them.
+// Settle after it appears). A folder is stable once neither it nor anything
+// inside it (entries, sizes, times; up to 10000 entries) has changed for
+// Settle, so one still being copied in is not judged half-copied. Symlinks,
+// fifos and other non-regular entries are delivered at once, so the daemon
+// can fail them.
 // Dotfiles and names ending in .tmp or .part are ignored until renamed.
 //
 // Memory is bounded whatever the backlog: per-file state exists only for
@@ -80,6 +83,10 @@ type Stats struct {
 	Overflows    uint64 // inotify queue overflows seen
 	Missed       uint64 // times a file was left to a later scan (observation set full)
 	Polling      bool   // true when inotify is not in use
+	// ScanError is why the last scan of the inbox failed ("" when it
+	// worked): the inbox was removed, replaced or made unreadable. While
+	// it is set no new file can be found; the scan is retried every second.
+	ScanError string
 }
 
 // Watcher watches one inbox folder. Create it with New, start Run, read
@@ -98,6 +105,11 @@ type Watcher struct {
 
 	statsMu sync.Mutex
 	stats   Stats
+
+	// judged holds, for each name handed out and not yet Done, the size and
+	// mtime the file had when it was judged complete (Observed).
+	judgedMu sync.Mutex
+	judged   map[string]obs
 }
 
 // Ignored reports whether a name in inbox/ is never delivered: dotfiles
@@ -146,6 +158,7 @@ func New(inbox string, opts Options, log Logger) (*Watcher, error) {
 		log:      log,
 		out:      make(chan string),
 		doneKick: make(chan struct{}, 1),
+		judged:   map[string]obs{},
 	}, nil
 }
 
@@ -161,6 +174,9 @@ func (w *Watcher) Ready() <-chan string { return w.out }
 // the same name, or a frame put back by spool.Release. Safe to call from any
 // goroutine, also after Run returned.
 func (w *Watcher) Done(name string) {
+	w.judgedMu.Lock()
+	delete(w.judged, name)
+	w.judgedMu.Unlock()
 	w.doneMu.Lock()
 	w.doneList = append(w.doneList, name)
 	w.doneMu.Unlock()
@@ -170,10 +186,34 @@ func (w *Watcher) Done(name string) {
 	}
 }
 
+// Observed returns the size and modification time a delivered file had when
+// the watcher judged it complete, until Done: the daemon compares them with
+// the file it claimed, and puts back a file that changed since (a writer
+// that paused for longer than Settle and went on).
+func (w *Watcher) Observed(name string) (size int64, mtime time.Time, ok bool) {
+	w.judgedMu.Lock()
+	defer w.judgedMu.Unlock()
+	o, ok := w.judged[name]
+	if !ok {
+		return 0, time.Time{}, false
+	}
+	return o.size, time.Unix(0, o.mtime), true
+}
+
 // Forget is Done for a name the daemon did not move (for example its claim
-// failed with spool.ErrBusy); the file, if still there, is found again by
-// the watcher's events or next scan.
+// failed); the file, if still there, is found again by the watcher's events
+// or next scan.
 func (w *Watcher) Forget(name string) { w.Done(name) }
+
+// Health is nil while the watcher can scan the inbox, else why it cannot
+// (the inbox was removed, replaced by a file, made unreadable): the daemon
+// is then not ready, since no new frame can be found.
+func (w *Watcher) Health() error {
+	if e := w.Stats().ScanError; e != "" {
+		return fmt.Errorf("cannot scan the inbox: %s", e)
+	}
+	return nil
+}
 
 // Stats returns a snapshot of the watcher's bookkeeping.
 func (w *Watcher) Stats() Stats {
@@ -200,14 +240,44 @@ type obs struct {
 	mode         fs.FileMode
 }
 
-func observe(fi fs.FileInfo) obs {
+// observe describes an entry of the inbox at path. For a folder it also
+// sums up what is inside (entries, bytes, newest mtime and ctime, at most
+// maxDirWalk entries deep down), so a folder still being filled (`cp -r`)
+// is not stable until its contents are.
+func observe(path string, fi fs.FileInfo) obs {
 	o := obs{size: fi.Size(), mtime: fi.ModTime().UnixNano(), mode: fi.Mode()}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		o.ctime = st.Ctim.Nano()
 		o.ino = uint64(st.Ino)
 	}
+	if fi.IsDir() {
+		n := 0
+		filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || p == path {
+				return nil
+			}
+			if n++; n > maxDirWalk {
+				return filepath.SkipAll
+			}
+			if i, err := d.Info(); err == nil {
+				o.size += i.Size() + 1
+				o.mtime = max(o.mtime, i.ModTime().UnixNano())
+				if st, ok := i.Sys().(*syscall.Stat_t); ok {
+					o.ctime = max(o.ctime, st.Ctim.Nano())
+				}
+			}
+			return nil
+		})
+	}
 	return o
 }
+
+// settles reports whether an entry of this mode must be unchanged for the
+// settle period before it is delivered: regular files and folders.
+func settles(m fs.FileMode) bool { return m.IsRegular() || m.IsDir() }
+
+// maxDirWalk bounds the entries observe looks at inside a folder.
+const maxDirWalk = 10000
 
 type entry struct {
 	state      int
@@ -229,7 +299,7 @@ type loop struct {
 	nextDue  time.Time // earliest checkAt among settling entries (may be early)
 	missed   bool      // a file was left out since the last scan
 	lastScan time.Time
-	scanErr  bool // last scan failed (logged once until it works again)
+	scanErr  error // why the last scan failed (logged once until it works again)
 	stats    Stats
 }
 
@@ -264,11 +334,22 @@ func (w *Watcher) Run(ctx context.Context) error {
 		events, errs = fsw.Events, fsw.Errors
 	}
 	watchLost := false
+	// rescan scans the inbox, first watching it again if its watch was
+	// lost (the folder was removed or renamed and may be back).
+	rescan := func(now time.Time) {
+		if watchLost && fsw != nil {
+			if err := fsw.Add(w.inbox); err == nil {
+				watchLost = false
+				w.log("info", "inbox folder is back; watching it again", "dir", w.inbox)
+			}
+		}
+		l.scan(now)
+	}
 
 	l.scan(time.Now())
 
-	rescan := time.NewTicker(w.opts.Rescan)
-	defer rescan.Stop()
+	rescanTick := time.NewTicker(w.opts.Rescan)
+	defer rescanTick.Stop()
 	wake := time.NewTimer(time.Hour)
 	defer wake.Stop()
 
@@ -284,6 +365,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 		if l.missed && l.nSettle <= w.opts.MaxSettling/2 {
 			at := l.lastScan.Add(l.earlyGap())
+			if wakeAt.IsZero() || at.Before(wakeAt) {
+				wakeAt = at
+			}
+		}
+		if l.scanErr != nil {
+			at := l.lastScan.Add(l.scanRetry())
 			if wakeAt.IsZero() || at.Before(wakeAt) {
 				wakeAt = at
 			}
@@ -323,6 +410,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 				if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
 					watchLost = true
 					w.log("error", "inbox folder was removed or renamed; retrying at each rescan", "dir", w.inbox)
+					l.scan(time.Now()) // says at once whether the inbox is still there
 				}
 				break
 			}
@@ -339,18 +427,15 @@ func (w *Watcher) Run(ctx context.Context) error {
 			} else {
 				w.log("error", "inotify error", "error", err.Error())
 			}
-		case <-rescan.C:
-			if watchLost && fsw != nil {
-				if err := fsw.Add(w.inbox); err == nil {
-					watchLost = false
-					w.log("info", "inbox folder is back; watching it again", "dir", w.inbox)
-				}
-			}
-			l.scan(time.Now())
+		case <-rescanTick.C:
+			rescan(time.Now())
 		case <-wakeC:
 			now := time.Now()
 			l.check(now)
-			if l.missed && l.nSettle <= w.opts.MaxSettling/2 && now.Sub(l.lastScan) >= l.earlyGap() {
+			switch {
+			case l.scanErr != nil && now.Sub(l.lastScan) >= l.scanRetry():
+				rescan(now)
+			case l.missed && l.nSettle <= w.opts.MaxSettling/2 && now.Sub(l.lastScan) >= l.earlyGap():
 				l.scan(now)
 			}
 		case <-w.doneKick:
@@ -398,11 +483,12 @@ func (l *loop) admit(name string, fi fs.FileInfo, now time.Time) bool {
 			return true // gone already, or unreadable: the next scan retries
 		}
 	}
-	e := &entry{state: settling, obs: observe(fi), lastChange: now, verified: now}
+	e := &entry{state: settling, obs: observe(l.path(name), fi), lastChange: now, verified: now}
 	e.checkAt = now.Add(l.w.opts.Settle)
-	if !fi.Mode().IsRegular() {
-		// Nothing will make a symlink, fifo or directory a valid frame;
-		// deliver it now so the daemon can fail it with a reason.
+	if !fi.Mode().IsRegular() && !fi.IsDir() {
+		// Nothing will make a symlink or fifo a valid frame; deliver it now
+		// so the daemon can fail it with a reason. A folder settles first:
+		// it may still be being copied in.
 		e.stable = true
 		l.nStable++
 	}
@@ -445,12 +531,12 @@ func (l *loop) restat(name string, e *entry, now time.Time) bool {
 		l.due(e.checkAt)
 		return true
 	}
-	o := observe(fi)
+	o := observe(l.path(name), fi)
 	if o != e.obs {
 		e.obs = o
 		e.lastChange = now
 		e.checkAt = now.Add(l.w.opts.Settle)
-		if e.stable && o.mode.IsRegular() {
+		if e.stable && settles(o.mode) {
 			e.stable = false
 			l.nStable--
 		}
@@ -490,7 +576,7 @@ func (l *loop) event(ev fsnotify.Event, now time.Time) {
 	if l.restat(name, e, now) {
 		e.lastChange = now
 		e.checkAt = now.Add(l.w.opts.Settle)
-		if e.stable && e.obs.mode.IsRegular() {
+		if e.stable && settles(e.obs.mode) {
 			e.stable = false
 			l.nStable--
 		}
@@ -569,6 +655,10 @@ func (l *loop) promote(now time.Time) {
 		l.nSettle--
 		e.state = queued
 		l.queue = append(l.queue, c.name)
+		// Recorded before the name can be received, for Observed.
+		l.w.judgedMu.Lock()
+		l.w.judged[c.name] = e.obs
+		l.w.judgedMu.Unlock()
 		room--
 	}
 }
@@ -586,6 +676,9 @@ func (l *loop) done(name string, now time.Time) {
 				break
 			}
 		}
+		l.w.judgedMu.Lock()
+		delete(l.w.judged, name)
+		l.w.judgedMu.Unlock()
 	}
 	dirty := e.dirty
 	l.drop(name, e)
@@ -645,8 +738,8 @@ func (l *loop) scan(now time.Time) {
 	if l.missed {
 		l.stats.Missed++
 	}
-	if l.scanErr && !failed {
-		l.scanErr = false
+	if l.scanErr != nil && !failed {
+		l.scanErr = nil
 		l.w.log("info", "inbox is readable again", "dir", l.w.inbox)
 	}
 	for _, s := range *h {
@@ -655,16 +748,24 @@ func (l *loop) scan(now time.Time) {
 }
 
 func (l *loop) scanFailed(err error) {
-	if !l.scanErr {
-		l.w.log("error", "cannot scan the inbox", "dir", l.w.inbox, "error", err.Error())
+	if l.scanErr == nil {
+		l.w.log("error", "cannot scan the inbox; no new file can be found until it can (retried every second)",
+			"dir", l.w.inbox, "error", err.Error())
 	}
-	l.scanErr = true
+	l.scanErr = err
 }
+
+// scanRetry is how soon a failed scan is tried again.
+func (l *loop) scanRetry() time.Duration { return min(time.Second, l.w.opts.Rescan) }
 
 func (l *loop) publish(w *Watcher) {
 	l.stats.Settling = l.nSettle
 	l.stats.Queued = len(l.queue)
 	l.stats.Delivered = len(l.pending) - l.nSettle - len(l.queue)
+	l.stats.ScanError = ""
+	if l.scanErr != nil {
+		l.stats.ScanError = l.scanErr.Error()
+	}
 	w.statsMu.Lock()
 	w.stats = l.stats
 	w.statsMu.Unlock()

@@ -312,9 +312,8 @@ func TestNonRegularImmediate(t *testing.T) {
 	start := time.Now()
 	os.Symlink("/etc/hostname", h.path("link.jpg"))
 	unix.Mkfifo(h.path("pipe.jpg"), 0o644)
-	os.Mkdir(h.path("dir.jpg"), 0o755)
 	got := map[string]bool{}
-	for range 3 {
+	for range 2 {
 		d, ok := h.next(2 * time.Second)
 		if !ok {
 			t.Fatalf("non-regular entries not delivered before the settle period: %v", got)
@@ -324,8 +323,37 @@ func TestNonRegularImmediate(t *testing.T) {
 	if time.Since(start) >= opts.Settle {
 		t.Fatal("waited for settle")
 	}
-	if !got["link.jpg"] || !got["pipe.jpg"] || !got["dir.jpg"] {
+	if !got["link.jpg"] || !got["pipe.jpg"] {
 		t.Fatalf("got %v", got)
+	}
+}
+
+// TestFolderSettles (issue 12): a folder being filled (`cp -r`, here files
+// written into it and into a subfolder at intervals shorter than Settle) is
+// not delivered until nothing inside it has changed for Settle.
+func TestFolderSettles(t *testing.T) {
+	opts := Options{Settle: 400 * time.Millisecond, Rescan: time.Minute}
+	h := newHarness(t, "", opts)
+	h.start(opts)
+	dir := h.path("photos")
+	if err := os.MkdirAll(filepath.Join(dir, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var last time.Time
+	for i := range 8 {
+		p := filepath.Join(dir, fmt.Sprintf("%d.jpg", i))
+		if i%2 == 1 {
+			p = filepath.Join(dir, "sub", fmt.Sprintf("%d.jpg", i)) // deeper than the folder's own mtime sees
+		}
+		if err := os.WriteFile(p, []byte(strings.Repeat("x", 100+i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		last = time.Now()
+		time.Sleep(opts.Settle / 4)
+	}
+	d := h.expect(10*time.Second, "photos")[0]
+	if d.at.Before(last) {
+		t.Fatalf("folder delivered at %v, before its last file was written (%v)", d.at.Format("15:04:05.000"), last.Format("15:04:05.000"))
 	}
 }
 
@@ -473,4 +501,41 @@ func TestRunTwice(t *testing.T) {
 		t.Fatal("Ready not closed after Run")
 	}
 	w.Done("x") // must not block after Run returned
+}
+
+// TestHealthWhileInboxGone: removing the inbox makes Health say so at once
+// (the watch sees the removal), and a long rescan period does not delay the
+// recovery: a failed scan is retried every second. Files dropped into the
+// new inbox are found.
+func TestHealthWhileInboxGone(t *testing.T) {
+	opts := Options{Settle: 50 * time.Millisecond, Rescan: time.Hour}
+	h := newHarness(t, "", opts)
+	h.start(opts)
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitFor("the first scan", func() bool { return h.w.Stats().Scans > 0 })
+	if err := h.w.Health(); err != nil {
+		t.Fatalf("Health at start: %v", err)
+	}
+	if err := os.Remove(h.inbox); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("Health to report the missing inbox", func() bool {
+		err := h.w.Health()
+		return err != nil && strings.Contains(err.Error(), "no such file")
+	})
+	if err := os.Mkdir(h.inbox, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("Health to recover", func() bool { return h.w.Health() == nil })
+	h.write("after.jpg", "x")
+	h.expect(10*time.Second, "after.jpg")
 }

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -56,12 +57,11 @@ func runDeblur(ctx context.Context, args []string) int {
 		return 2
 	}
 
-	files, err := collectInputs(inputs)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "hidiffd deblur: %v\n", err)
-		return 1
-	}
+	files, missing := collectInputs(inputs)
 	if len(files) == 0 {
+		for _, m := range missing {
+			fmt.Fprintf(os.Stderr, "hidiffd deblur: %v\n", m)
+		}
 		fmt.Fprintln(os.Stderr, "hidiffd deblur: no JPEG or PNG files found")
 		return 1
 	}
@@ -70,6 +70,11 @@ func runDeblur(ctx context.Context, args []string) int {
 		return 1
 	}
 	if err := os.MkdirAll(*outDir, 0o755); err != nil {
+		fmt.Fprintf(os.Stderr, "hidiffd deblur: --out: %v\n", err)
+		return 1
+	}
+	guard, err := newOutputGuard(*outDir, files)
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "hidiffd deblur: --out: %v\n", err)
 		return 1
 	}
@@ -103,30 +108,35 @@ func runDeblur(ctx context.Context, args []string) int {
 		)
 	}
 
-	outAbs, _ := filepath.Abs(*outDir)
-	seen := map[string]string{}
 	failed := 0
+	for _, m := range missing {
+		reportFailure(bar, log, m.path, m.err)
+		failed++
+	}
 	for _, in := range files {
 		if ctx.Err() != nil {
 			break
 		}
 		name := filepath.Base(in)
-		if prev, dup := seen[name]; dup {
-			reportFailure(bar, log, in, fmt.Errorf("skipped: %s has the same file name and was written to %s already", prev, filepath.Join(*outDir, name)))
+		dst, err := guard.claim(in)
+		if err != nil {
+			reportFailure(bar, log, in, err)
 			failed++
 			continue
 		}
-		if inAbs, _ := filepath.Abs(in); filepath.Dir(inAbs) == outAbs {
-			reportFailure(bar, log, in, errors.New("skipped: --out is the input's own folder; the result would replace the original"))
-			failed++
-			continue
-		}
-		seen[name] = in
 		if bar != nil {
 			bar.Describe(name)
 		}
-		r, err := deblurOne(ctx, pipe, in, filepath.Join(*outDir, name),
+		r, err := deblurOne(ctx, pipe, in, dst,
 			mf.limits(), imageio.EncodeOptions{Quality: *quality}, *of.keepMeta)
+		for _, what := range r.dropped {
+			if bar != nil {
+				bar.Clear()
+				fmt.Fprintf(os.Stderr, "%s: not carried into the result: %s\n", in, what)
+			} else {
+				log.Warn().Str("name", name).Str("path", in).Str("dropped", what).Msg("part of the image is not carried into the result")
+			}
+		}
 		if err == nil {
 			err = of.finish(log, r)
 		}
@@ -147,13 +157,13 @@ func runDeblur(ctx context.Context, args []string) int {
 	if bar != nil {
 		bar.Finish()
 	}
-	done := len(files) - failed
+	done := len(files) + len(missing) - failed
 	if ctx.Err() != nil {
 		fmt.Fprintf(os.Stderr, "hidiffd deblur: interrupted\n")
 		return 130
 	}
 	if tty {
-		fmt.Printf("%d of %d images written to %s\n", done, len(files), *outDir)
+		fmt.Printf("%d of %d images written to %s\n", done, len(files)+len(missing), *outDir)
 	}
 	if failed > 0 {
 		return 1
@@ -219,6 +229,7 @@ func (f *modelFlags) limits() imageio.Limits { return imageio.Limits{MaxPixels: 
 
 type oneResult struct {
 	out                   string
+	dropped               []string // what the result does not carry (imageio.Image.Dropped)
 	w, h                  int
 	st                    deblur.Stats
 	decode, encode, total time.Duration
@@ -237,13 +248,16 @@ func deblurOne(ctx context.Context, pipe *deblur.Pipeline, in, dst string, lim i
 		return r, err
 	}
 	r.decode = time.Since(t0)
-	r.w, r.h, r.out = img.W, img.H, dst
+	r.w, r.h, r.out, r.dropped = img.W, img.H, dst, img.Dropped
 	out, st, err := pipe.Run(ctx, deblur.Image{W: img.W, H: img.H, Pix: img.Pix})
 	if err != nil {
 		return r, err
 	}
 	r.st = st
 	t1 := time.Now()
+	// The result's name decides its format (imageio.OutputFormat), and its
+	// metadata is prepared for that format.
+	img.Format = imageio.OutputFormat(dst, img.Format)
 	res := &imageio.Image{W: out.W, H: out.H, Pix: out.Pix, Format: img.Format, BitDepth: img.BitDepth}
 	img.Pix, r.img = nil, img
 	r.prov = daemon.Provenance(Version(), pipe.Backend(), st)
@@ -311,23 +325,38 @@ func reportFailure(bar *progressbar.ProgressBar, log zerolog.Logger, in string, 
 	ev.Msg("failed")
 }
 
+// inputProblem is a command-line name that could not be read: one failed
+// item of the batch, not the end of it.
+type inputProblem struct {
+	path string
+	err  error
+}
+
+func (p inputProblem) Error() string { return p.path + ": " + p.err.Error() }
+
 // collectInputs expands folders into their JPEG and PNG files (not
 // recursive, sorted); files named explicitly are taken whatever their
-// extension (the decoder checks the content).
-func collectInputs(args []string) ([]string, error) {
-	var out []string
+// extension (the decoder checks the content). A name that does not exist,
+// or a folder that cannot be read, is returned as a problem and the rest go
+// on.
+func collectInputs(args []string) (files []string, problems []inputProblem) {
 	for _, a := range args {
 		st, err := os.Stat(a)
 		if err != nil {
-			return nil, err
+			if errors.Is(err, fs.ErrNotExist) {
+				err = errors.New("no such file or folder")
+			}
+			problems = append(problems, inputProblem{a, err})
+			continue
 		}
 		if !st.IsDir() {
-			out = append(out, a)
+			files = append(files, a)
 			continue
 		}
 		ents, err := os.ReadDir(a)
 		if err != nil {
-			return nil, err
+			problems = append(problems, inputProblem{a, fmt.Errorf("read folder: %w", err)})
+			continue
 		}
 		var names []string
 		for _, e := range ents {
@@ -339,9 +368,78 @@ func collectInputs(args []string) ([]string, error) {
 			}
 		}
 		sort.Strings(names)
-		out = append(out, names...)
+		files = append(files, names...)
 	}
-	return out, nil
+	return files, problems
+}
+
+// outputGuard decides where each input's result goes and refuses every
+// destination that would replace an input. Folders and files are compared
+// by identity (device and inode, after following symlinks), never by path
+// text: "L" (a symlink to d), "/abs/d", "d/." and "e/../d" are all d.
+type outputGuard struct {
+	out    string
+	outID  fileID
+	inputs map[fileID]string // every input file's identity -> the name given
+	seen   map[string]string // result name -> the input that took it
+}
+
+// fileID is a file's identity: device and inode.
+type fileID struct{ dev, ino uint64 }
+
+func idOf(fi fs.FileInfo) (fileID, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}, false
+	}
+	return fileID{uint64(st.Dev), uint64(st.Ino)}, true
+}
+
+func newOutputGuard(out string, files []string) (*outputGuard, error) {
+	fi, err := os.Stat(out)
+	if err != nil {
+		return nil, err
+	}
+	id, ok := idOf(fi)
+	if !ok {
+		return nil, fmt.Errorf("%s: no device and inode to compare with the inputs", out)
+	}
+	g := &outputGuard{out: out, outID: id, inputs: map[fileID]string{}, seen: map[string]string{}}
+	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil {
+			if id, ok := idOf(fi); ok {
+				g.inputs[id] = f
+			}
+		}
+	}
+	return g, nil
+}
+
+// claim returns the result's path for input in, or why there is none: the
+// input's own folder is --out, the result's path is an input file (of this
+// batch: an earlier result would replace a later input, or the input is a
+// link to a file in --out), or an earlier input had the same name.
+func (g *outputGuard) claim(in string) (string, error) {
+	name := filepath.Base(in)
+	dst := filepath.Join(g.out, name)
+	if prev, dup := g.seen[name]; dup {
+		return "", fmt.Errorf("skipped: input %s has the same file name as %s, whose result is %s", in, prev, dst)
+	}
+	if fi, err := os.Stat(filepath.Dir(in)); err == nil {
+		if id, ok := idOf(fi); ok && id == g.outID {
+			return "", fmt.Errorf("skipped: --out %s is the folder of input %s (the same folder, by device and inode); "+
+				"the result would replace the original", g.out, in)
+		}
+	}
+	if fi, err := os.Stat(dst); err == nil {
+		if id, ok := idOf(fi); ok {
+			if who, isInput := g.inputs[id]; isInput {
+				return "", fmt.Errorf("skipped: the result %s would replace input %s (the same file, by device and inode)", dst, who)
+			}
+		}
+	}
+	g.seen[name] = in
+	return dst, nil
 }
 
 func msf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -213,9 +213,9 @@ func pairUp(dir string) (pairs []evalPair, orphans []evalFailure, err error) {
 		} else if !st.IsDir() {
 			return nil, nil, fmt.Errorf("%s is not a folder", p)
 		}
-		files, err := collectInputs([]string{p})
-		if err != nil {
-			return nil, nil, err
+		files, problems := collectInputs([]string{p})
+		if len(problems) > 0 {
+			return nil, nil, problems[0]
 		}
 		byName := map[string]string{}
 		names := make([]string, 0, len(files))

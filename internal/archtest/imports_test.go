@@ -49,14 +49,17 @@ var layers = map[string]int{
 	"watch":                library,
 	"trt/internal/fakeabi": library,
 	"internal/archtest":    library,
+	"internal/tinyonnx":    library,
 
 	"ort": backend,
 	"trt": backend,
 
 	"daemon": wiring,
 
-	"cmd/hidiffd": binary,
-	"test/crash":  binary,
+	"cmd/hidiffd":                binary,
+	"test/crash":                 binary,
+	"test/memory":                binary,
+	"scripts/benchmarks/memcost": binary,
 }
 
 // testOnly are helpers for tests: no non-test file may import them.

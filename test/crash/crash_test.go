@@ -72,32 +72,7 @@ func TestCrashRecovery(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test takes minutes; skipped with -short")
 	}
-	repo, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(repo, "go.mod")); err != nil {
-		t.Fatalf("repository root not found at %s: %v", repo, err)
-	}
-	modelDir := filepath.Join(repo, "build", "models", "s")
-	if env := os.Getenv("HIDIFFD_TEST_MODELS"); env != "" {
-		modelDir = filepath.Join(env, "s")
-	}
-	for _, f := range []string{"prior.onnx", "transformer.onnx"} {
-		if _, err := os.Stat(filepath.Join(modelDir, f)); err != nil {
-			t.Skipf("test model missing (%v): export it with the Python side into build/models/s "+
-				"or set HIDIFFD_TEST_MODELS", err)
-		}
-	}
-	ortArch := map[string]string{"amd64": "x64", "arm64": "arm64"}[runtime.GOARCH]
-	ortLib := filepath.Join(repo, "third_party", "onnxruntime", "linux-"+ortArch, "libonnxruntime.so.1")
-	if env := os.Getenv("HIDIFFD_ORT_LIB"); env != "" {
-		ortLib = env
-	}
-	if _, err := os.Stat(ortLib); err != nil {
-		t.Skipf("ONNX Runtime library missing (%v): run scripts/setup-ort.sh", err)
-	}
-
+	env := setupEnv(t)
 	nFiles := envInt(t, "HIDIFFD_CRASH_FILES", 200)
 	nKills := envInt(t, "HIDIFFD_CRASH_KILLS", 5)
 	seed := int64(envInt(t, "HIDIFFD_CRASH_SEED", int(time.Now().UnixNano()%1_000_000_000)))
@@ -105,53 +80,9 @@ func TestCrashRecovery(t *testing.T) {
 	rng := rand.New(rand.NewSource(seed))
 	start := time.Now()
 
-	tmp := t.TempDir()
-	if os.Getenv("HIDIFFD_CRASH_KEEP") != "" {
-		var err error
-		if tmp, err = os.MkdirTemp("", "hidiffd-crash-"); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("keeping %s", tmp)
-	}
-	bin := filepath.Join(tmp, "hidiffd")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/hidiffd")
-	build.Dir = repo
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/hidiffd: %v\n%s", err, out)
-	}
-	t.Logf("built hidiffd in %v", time.Since(start).Round(time.Millisecond))
-
+	tmp, bin, cfgPath := env.tmp, env.bin, env.cfg
 	root := filepath.Join(tmp, "spool")
-	cfgPath := filepath.Join(tmp, "hidiffd.toml")
-	cfg := fmt.Sprintf(`[spool]
-root = %q
-keep_originals = true
-settle = "200ms"
-rescan = "1s"
-max_pixels = %d
-
-[model]
-dir = %q
-tile = 0
-
-[backend]
-kind = "onnxruntime"
-onnxruntime_library = %q
-
-[http]
-listen = "127.0.0.1:0"
-
-[log]
-level = "info"
-format = "json"
-
-[shutdown]
-drain_timeout = "20s"
-`, root, maxPixels, modelDir, ortLib)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-
+	writeConfig(t, env, root, "200ms")
 	inputs := makeInputs(t, rng, nFiles, tmp)
 	d := &daemon{t: t, bin: bin, cfg: cfgPath, logDir: tmp}
 	t.Cleanup(d.kill)
@@ -267,6 +198,97 @@ func envInt(t *testing.T, key string, def int) int {
 		t.Fatalf("%s=%q: want a non-negative integer", key, v)
 	}
 	return n
+}
+
+// testEnv is what the crash tests run: the binary built from this
+// checkout, the exported test model, ONNX Runtime, a scratch folder, and
+// the configuration file written there by writeConfig.
+type testEnv struct {
+	repo, modelDir, ortLib string
+	tmp, bin, cfg          string
+}
+
+// setupEnv finds the model and ONNX Runtime (skipping the test, saying why,
+// without them) and builds the binary into a scratch folder
+// (HIDIFFD_CRASH_KEEP=1: one that is kept).
+func setupEnv(t *testing.T) testEnv {
+	t.Helper()
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(repo, "go.mod")); err != nil {
+		t.Fatalf("repository root not found at %s: %v", repo, err)
+	}
+	e := testEnv{repo: repo, modelDir: filepath.Join(repo, "build", "models", "s")}
+	if env := os.Getenv("HIDIFFD_TEST_MODELS"); env != "" {
+		e.modelDir = filepath.Join(env, "s")
+	}
+	for _, f := range []string{"prior.onnx", "transformer.onnx"} {
+		if _, err := os.Stat(filepath.Join(e.modelDir, f)); err != nil {
+			t.Skipf("test model missing (%v): export it with the Python side into build/models/s "+
+				"or set HIDIFFD_TEST_MODELS", err)
+		}
+	}
+	ortArch := map[string]string{"amd64": "x64", "arm64": "arm64"}[runtime.GOARCH]
+	e.ortLib = filepath.Join(repo, "third_party", "onnxruntime", "linux-"+ortArch, "libonnxruntime.so.1")
+	if env := os.Getenv("HIDIFFD_ORT_LIB"); env != "" {
+		e.ortLib = env
+	}
+	if _, err := os.Stat(e.ortLib); err != nil {
+		t.Skipf("ONNX Runtime library missing (%v): run scripts/setup-ort.sh", err)
+	}
+	e.tmp = t.TempDir()
+	if os.Getenv("HIDIFFD_CRASH_KEEP") != "" {
+		if e.tmp, err = os.MkdirTemp("", "hidiffd-crash-"); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("keeping %s", e.tmp)
+	}
+	start := time.Now()
+	e.bin = filepath.Join(e.tmp, "hidiffd")
+	build := exec.Command("go", "build", "-o", e.bin, "./cmd/hidiffd")
+	build.Dir = repo
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/hidiffd: %v\n%s", err, out)
+	}
+	t.Logf("built hidiffd in %v", time.Since(start).Round(time.Millisecond))
+	e.cfg = filepath.Join(e.tmp, "hidiffd.toml")
+	return e
+}
+
+// writeConfig writes the daemon's configuration for a spool at root: the
+// test model untiled, ONNX Runtime, the pixel limit maxPixels.
+func writeConfig(t *testing.T, e testEnv, root, settle string) {
+	t.Helper()
+	cfg := fmt.Sprintf(`[spool]
+root = %q
+keep_originals = true
+settle = %q
+rescan = "1s"
+max_pixels = %d
+
+[model]
+dir = %q
+tile = 0
+
+[backend]
+kind = "onnxruntime"
+onnxruntime_library = %q
+
+[http]
+listen = "127.0.0.1:0"
+
+[log]
+level = "info"
+format = "json"
+
+[shutdown]
+drain_timeout = "20s"
+`, root, settle, maxPixels, e.modelDir, e.ortLib)
+	if err := os.WriteFile(e.cfg, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // makeInputs builds the frames: about 70% valid JPEG/PNG of 48x64..96x128,
