@@ -335,3 +335,20 @@ func testPNG(t *testing.T, w, h int) []byte {
 	}
 	return b.Bytes()
 }
+
+// holdFirst is a fake backend that stops in its first frame's network call
+// until proceed is closed, after telling entered; later frames pass.
+func holdFirst() (fb *fakeBackend, entered chan struct{}, proceed chan struct{}) {
+	entered = make(chan struct{}, 8)
+	proceed = make(chan struct{})
+	first := true
+	fb = &fakeBackend{onTransform: func(ctx context.Context) error {
+		if first {
+			first = false
+			entered <- struct{}{}
+			<-proceed
+		}
+		return nil
+	}}
+	return fb, entered, proceed
+}

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"context"
 	"encoding/json"
 	"image"
 	_ "image/jpeg"
@@ -67,17 +66,7 @@ func (in *instance) checkPairs() {
 // a.2.jpg..., and no output is ever replaced.
 func TestSameNameFramesKeepEveryOutput(t *testing.T) {
 	dir := t.TempDir()
-	entered := make(chan struct{}, 8)
-	proceed := make(chan struct{})
-	first := true
-	fb := &fakeBackend{onTransform: func(ctx context.Context) error {
-		if first {
-			first = false
-			entered <- struct{}{}
-			<-proceed
-		}
-		return nil
-	}}
+	fb, entered, proceed := holdFirst()
 	in := start(t, setup{dir: dir, backend: fb})
 	in.waitReady()
 	in.drop("a.jpg", testJPEG(t, 64, 48))

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -54,17 +53,7 @@ func TestPausedWriterIsNotFailed(t *testing.T) {
 // waits in the queue (its writer resumed) is put back at the claim, not
 // decoded half written.
 func TestClaimRechecksTheFile(t *testing.T) {
-	entered := make(chan struct{}, 4)
-	proceed := make(chan struct{})
-	first := true
-	fb := &fakeBackend{onTransform: func(ctx context.Context) error {
-		if first {
-			first = false
-			entered <- struct{}{}
-			<-proceed
-		}
-		return nil
-	}}
+	fb, entered, proceed := holdFirst()
 	in := start(t, setup{backend: fb})
 	in.waitReady()
 	in.drop("a.jpg", testJPEG(t, 32, 32))

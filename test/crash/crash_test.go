@@ -88,13 +88,7 @@ func TestCrashRecovery(t *testing.T) {
 	t.Cleanup(d.kill)
 
 	// The daemon creates the spool; wait for inbox/ before dropping.
-	d.start()
-	inbox := filepath.Join(root, "inbox")
-	waitFor(t, 60*time.Second, "inbox/ created", func() bool {
-		d.checkAlive()
-		_, err := os.Stat(inbox)
-		return err == nil
-	})
+	inbox := d.startAndWaitInbox(t, root)
 
 	// Producer: drops the inputs at a random pace while the daemon is
 	// killed and restarted.
@@ -504,6 +498,20 @@ func (d *daemon) start() {
 }
 
 // checkAlive fails the test if the daemon exited on its own.
+// startAndWaitInbox starts the daemon and returns root/inbox once the
+// daemon has created it.
+func (d *daemon) startAndWaitInbox(t *testing.T, root string) string {
+	t.Helper()
+	d.start()
+	inbox := filepath.Join(root, "inbox")
+	waitFor(t, 60*time.Second, "inbox/ created", func() bool {
+		d.checkAlive()
+		_, err := os.Stat(inbox)
+		return err == nil
+	})
+	return inbox
+}
+
 func (d *daemon) checkAlive() {
 	d.t.Helper()
 	select {

@@ -62,13 +62,7 @@ func TestFaultRun(t *testing.T) {
 	stream := makeStream(t, rng, nFiles, env.tmp)
 	d := &daemon{t: t, bin: env.bin, cfg: env.cfg, logDir: env.tmp}
 	t.Cleanup(d.kill)
-	d.start()
-	inbox := filepath.Join(root, "inbox")
-	waitFor(t, 60*time.Second, "inbox/ created", func() bool {
-		d.checkAlive()
-		_, err := os.Stat(inbox)
-		return err == nil
-	})
+	inbox := d.startAndWaitInbox(t, root)
 
 	// The producer: a camera that writes each frame in place or through a
 	// dotfile and a rename, never over a frame of the same name still in
