@@ -389,8 +389,11 @@ func (d *Daemon) beginDrain(why string) {
 			d.log.Warn().Msg("drain timeout: cancelling the frame in flight")
 			d.cancelWork()
 		})
-		close(d.stop)
+		// STOPPING=1 before d.stop closes: run sends the final STATUS once
+		// it sees d.stop closed, and systemd must get them in this order
+		// (seen reversed: TestSdNotifySequence, on a loaded machine).
 		d.notify.Stopping(d.statusWith("draining"))
+		close(d.stop)
 	})
 }
 
