@@ -33,11 +33,11 @@ from typing import Callable, Iterator, Optional
 import torch
 from torch import nn
 
-from . import checkpoints, contract, presets
+from . import checkpoints, presets
 from .evaluate import psnr, quantise
 from .infer import load_image, pad_to
 from .model import HIDiff
-from .noise import starting_noise
+from .noise import prior_noise
 
 LEVELS = ("encoder_level1", "encoder_level2", "encoder_level3", "latent",
           "decoder_level3", "decoder_level2", "decoder_level1", "refinement")
@@ -59,18 +59,13 @@ def bypassed(m: HIDiff, level: str) -> Iterator[None]:
         layer.forward = orig  # type: ignore[method-assign]
 
 
-def seed0_noise() -> torch.Tensor:
-    n = starting_noise(0, contract.PRIOR_TOKENS * contract.PRIOR_CHANNELS)
-    return torch.from_numpy(n).reshape(1, contract.PRIOR_TOKENS, contract.PRIOR_CHANNELS)
-
-
 @torch.no_grad()
 def ablate(m: HIDiff, pairs: list[tuple[torch.Tensor, torch.Tensor]],
            le: Optional[nn.Module] = None) -> dict[str, float]:
     """Mean PSNR (dB, 8-bit quantised output) of every variant over the pairs."""
     m.eval()
     padded = [(pad_to(b, m.pad_multiple), pad_to(s, m.pad_multiple), b.shape[-2:]) for b, s in pairs]
-    noise = seed0_noise()
+    noise = prior_noise(0)
     gen = [m.prior(b, noise) for b, _, _ in padded]
     mean = torch.stack(gen).mean(0)
     n = len(pairs)

@@ -32,7 +32,7 @@ from torch import nn
 from . import checkpoints, contract, precision, presets
 from .arch.transformer import WithBiasLayerNorm
 from .model import HIDiff, build
-from .noise import starting_noise
+from .noise import prior_noise
 
 FIXTURE_SIZES = ((96, 128), (104, 136))
 
@@ -173,8 +173,7 @@ def write_fixtures(m: HIDiff, out: Path, seed: int = 1) -> None:
         d = fx / name
         d.mkdir(parents=True, exist_ok=True)
         blur = fixture_image(h, w, seed + i)
-        noise = torch.from_numpy(starting_noise(seed + i, contract.PRIOR_TOKENS * contract.PRIOR_CHANNELS)
-                                 ).reshape(1, contract.PRIOR_TOKENS, contract.PRIOR_CHANNELS)
+        noise = prior_noise(seed + i)
         with torch.no_grad():
             prior = m.prior(blur, noise)
             sharp = m.transformer(blur, prior)

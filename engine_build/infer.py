@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import checkpoints, contract
+from . import checkpoints
 from .export import load_model
 from .model import HIDiff
-from .noise import starting_noise
+from .noise import prior_noise
 
 
 def load_image(path: str | Path) -> torch.Tensor:
@@ -52,9 +52,7 @@ def pad_to(img: torch.Tensor, multiple: int) -> torch.Tensor:
 def deblur(m: HIDiff, img: torch.Tensor, seed: int = 0) -> torch.Tensor:
     h, w = img.shape[-2:]
     x = pad_to(img, m.pad_multiple)
-    noise = torch.from_numpy(starting_noise(seed, contract.PRIOR_TOKENS * contract.PRIOR_CHANNELS)
-                             ).reshape(1, contract.PRIOR_TOKENS, contract.PRIOR_CHANNELS)
-    prior = m.prior(x, noise)
+    prior = m.prior(x, prior_noise(seed))
     out = m.transformer(x, prior)
     return out[:, :, :h, :w].clamp(0, 1)
 

@@ -6,6 +6,9 @@ and the Go daemon start the reverse diffusion from exactly the same values.
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+from . import contract
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -33,3 +36,10 @@ def starting_noise(seed: int, n: int) -> np.ndarray:
     out[0::2] = rad * np.cos(2 * np.pi * u2)
     out[1::2] = rad * np.sin(2 * np.pi * u2)
     return out[:n].astype(np.float32)
+
+
+def prior_noise(seed: int) -> torch.Tensor:
+    """The starting noise of one prior, [1, tokens, channels], as the
+    daemon makes it for model.seed = seed."""
+    n = starting_noise(seed, contract.PRIOR_TOKENS * contract.PRIOR_CHANNELS)
+    return torch.from_numpy(n).reshape(1, contract.PRIOR_TOKENS, contract.PRIOR_CHANNELS)

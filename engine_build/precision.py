@@ -485,7 +485,7 @@ def peaks(preset: str, photo: Path, size: int, weights_pt: str | None) -> list[t
     from . import presets
     from .checkpoints import load_pickle
     from .model import build
-    from .noise import starting_noise
+    from .noise import prior_noise
 
     torch.set_num_threads(1)
     m = build(presets.get(preset), 0).eval()
@@ -493,7 +493,7 @@ def peaks(preset: str, photo: Path, size: int, weights_pt: str | None) -> list[t
         m.load_state_dict(load_pickle(Path(weights_pt))["model"])
     a = np.asarray(Image.open(photo).convert("RGB"), dtype=np.float32)[:size, :size] / 255
     blur = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)[None]))
-    noise = torch.from_numpy(starting_noise(1, 16 * 256)).reshape(1, 16, 256)
+    noise = prior_noise(1)
     peak: dict[str, float] = {}
 
     class Peaks(TorchDispatchMode):

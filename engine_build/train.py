@@ -62,7 +62,7 @@ from torch import nn  # noqa: E402
 from . import batches, checkpoints, contract, data, macs, presets, recipe  # noqa: E402
 from .diffusion import build_le  # noqa: E402
 from .model import HIDiff, build, count_params  # noqa: E402
-from .noise import starting_noise  # noqa: E402
+from .noise import prior_noise  # noqa: E402
 
 
 # --- the schedule (stored in the state; a resumed run must not change it) ----
@@ -332,7 +332,10 @@ def ema_state(ck: dict[str, Any], name: str) -> dict[str, torch.Tensor]:
 def load_state_modules(path: Path, ema: bool = True) -> tuple[HIDiff, nn.Module]:
     """(HIDiff, stage-one LE) from a ckpt.pt, weights.pt or compact state;
     the EMA weights by default (what ships)."""
-    ck = load_state(path)
+    return modules_from_state(load_state(path), ema)
+
+
+def modules_from_state(ck: dict[str, Any], ema: bool = True) -> tuple[HIDiff, nn.Module]:
     preset = presets.get(ck["preset"])
     m, le = stage_modules(replace(preset, latent_bound=ck.get("latent_bound", "released")), 0)
     m.load_state_dict(ema_state(ck, "model") if ema else ck["model"])
@@ -347,7 +350,7 @@ def save_official(weights: Path, folder: Path, ema: bool = True) -> str:
     w = load_state(weights)
     if w["stage"] != 2:
         raise SystemExit(f"train: {weights} is from stage {w['stage']}; the model's folder needs stage 2")
-    m, _ = load_state_modules(weights, ema)
+    m, _ = modules_from_state(w, ema)
     return checkpoints.save_folder(m, folder)
 
 
@@ -355,8 +358,7 @@ def save_official(weights: Path, folder: Path, ema: bool = True) -> str:
 
 def fixed_noise(b: int) -> torch.Tensor:
     """The daemon's starting noise for seed 0, repeated over the batch."""
-    n = torch.from_numpy(starting_noise(0, contract.PRIOR_TOKENS * contract.PRIOR_CHANNELS))
-    return n.reshape(1, contract.PRIOR_TOKENS, contract.PRIOR_CHANNELS).expand(b, -1, -1).contiguous()
+    return prior_noise(0).expand(b, -1, -1).contiguous()
 
 
 @torch.no_grad()
@@ -548,10 +550,8 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = lr
         t0 = time.perf_counter()
-        blur, sharp = self.source.get(self.i)
+        blur, sharp = self.batch()
         wait = time.perf_counter() - t0
-        blur = blur.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt)
-        sharp = sharp.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt)
         noise = None
         if plan.stage == 2:
             noise = torch.randn(blur.shape[0], contract.PRIOR_TOKENS, contract.PRIOR_CHANNELS,
@@ -570,6 +570,12 @@ class Trainer:
         self.pixels += blur.shape[0] * blur.shape[-1] * blur.shape[-2]
         return {**terms, "loss": float(loss.detach()), "lr": lr, "patch": blur.shape[-1], "wait": wait}
 
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch self.i on the device, in the model's memory format."""
+        blur, sharp = self.source.get(self.i)
+        return (blur.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt),
+                sharp.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt))
+
     def warm(self, steps: int) -> None:
         """Forward + backward passes on the coming batch's shape that change
         nothing (no optimiser step, no EMA, own noise): a GPU selects its
@@ -577,9 +583,7 @@ class Trainer:
         if steps <= 0:
             return
         t0 = time.perf_counter()
-        blur, sharp = self.source.get(self.i)
-        blur = blur.to(self.device).contiguous(memory_format=self.fmt)
-        sharp = sharp.to(self.device).contiguous(memory_format=self.fmt)
+        blur, sharp = self.batch()
         gen = torch.Generator().manual_seed(12345)
         for _ in range(steps):
             noise = torch.randn(blur.shape[0], contract.PRIOR_TOKENS, contract.PRIOR_CHANNELS,

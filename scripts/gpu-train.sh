@@ -112,7 +112,7 @@ smoke() { # the resumed stage, 2 iterations on a copy of the state, in one proce
 	local dir
 	dir=$(mktemp -d)
 	$PYTHON -m engine_build.train --stage "$1" --preset s --run "$dir/run" --resume-from "$STATE" \
-		--iters "$(($2 + 2))" --total-mpx "$3" --device "${DEVICE:-cuda}" --batch 2 --patch 64 \
+		--iters "$(($2 + 2))" --device "${DEVICE:-cuda}" --batch 2 --patch 64 \
 		--workers 1 --val-every 0 --photos "$PHOTOS" --quiet ${PLAN_ARGS}
 	echo "gpu-train: smoke run passed"
 	rm -rf "$dir"
@@ -121,19 +121,19 @@ smoke() { # the resumed stage, 2 iterations on a copy of the state, in one proce
 run() {
 	: "${OUT:?gpu-train run: OUT (the output folder of the device call) is not set}"
 	export PYTHONUNBUFFERED=1
-	local run=$OUT/run stage iter total
+	local run=$OUT/run stage iter
 	if [ "${DEVICE:-cuda}" = cuda ]; then # DEVICE=cpu: a check of this script without a GPU
 		$PYTHON -c 'import torch, PIL, numpy; assert torch.cuda.is_available(), "no CUDA device"; print("torch", torch.__version__, torch.cuda.get_device_name(0), "numpy", numpy.__version__)'
 		nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 	fi
 	[ -f "$PHOTOS/MANIFEST.tsv" ] || { echo "gpu-train: $PHOTOS missing: run '$0 prepare' here and carry it" >&2; exit 2; }
 	# the state's stage, iteration and plan (the schedule must be given as it was)
-	read -r stage iter total < <($PYTHON -c 'import sys; from pathlib import Path; from engine_build import checkpoints
+	read -r stage iter < <($PYTHON -c 'import sys; from pathlib import Path; from engine_build import checkpoints
 m = checkpoints.load_pickle(Path(sys.argv[1]) / "meta.pt")
-print(m["stage"], m["iteration"], m["plan"]["total_mpx"])' "$STATE")
+print(m["stage"], m["iteration"])' "$STATE")
 	PLAN_ARGS=$($PYTHON -c 'import sys; from pathlib import Path; from engine_build import checkpoints, train
 print(" ".join(train.plan_args(checkpoints.load_pickle(Path(sys.argv[1]) / "meta.pt")["plan"])))' "$STATE")
-	[ "${SMOKE:-0}" = 0 ] || smoke "$stage" "$iter" "$total"
+	[ "${SMOKE:-0}" = 0 ] || smoke "$stage" "$iter"
 	local left=$((${DEADLINE:-540} - SECONDS))
 	[ "$left" -gt 30 ] || { echo "gpu-train: no time left" >&2; return 1; }
 	timeout -s TERM -k 60 "$left" \
