@@ -319,16 +319,8 @@ func makeInputs(t *testing.T, rng *rand.Rand, n int, tmp string) []input {
 		in.name = fmt.Sprintf("f%03d-%s%s", i, kindNames[k], ext)
 		in.w, in.h = 48+rng.Intn(49), 64+rng.Intn(65)
 		switch k {
-		case validJPEG:
-			in.data = encodeJPEG(t, randomImage(rng, in.w, in.h))
-		case validPNG:
-			in.data = encodePNG(t, randomImage(rng, in.w, in.h))
-		case truncJPEG:
-			full := encodeJPEG(t, randomImage(rng, in.w, in.h))
-			in.data = full[:len(full)/2]
-		case truncPNG:
-			full := encodePNG(t, randomImage(rng, in.w, in.h))
-			in.data = full[:len(full)/2]
+		case validJPEG, validPNG, truncJPEG, truncPNG:
+			in.data = imageBytes(t, rng, k, in.w, in.h)
 		case zeroBytes:
 			in.data = nil
 		case textAsJPEG:
@@ -354,11 +346,7 @@ func makeInputs(t *testing.T, rng *rand.Rand, n int, tmp string) []input {
 		h := w + 8 + 8*rng.Intn((96-w)/8) // w+8..96: both orientations fit the size range
 		a.w, a.h, b.w, b.h = w, h, h, w
 		for _, in := range []*input{a, b} {
-			if in.kind == validJPEG {
-				in.data = encodeJPEG(t, randomImage(rng, in.w, in.h))
-			} else {
-				in.data = encodePNG(t, randomImage(rng, in.w, in.h))
-			}
+			in.data = imageBytes(t, rng, in.kind, in.w, in.h)
 		}
 		pairs++
 		i++
@@ -367,6 +355,26 @@ func makeInputs(t *testing.T, rng *rand.Rand, n int, tmp string) []input {
 }
 
 // randomImage is a smooth gradient with noise, a little like a blurry photo.
+// imageBytes is a random w x h image encoded as kind says: a valid JPEG or
+// PNG, or the first half of one.
+func imageBytes(t *testing.T, rng *rand.Rand, k kind, w, h int) []byte {
+	t.Helper()
+	switch k {
+	case validJPEG:
+		return encodeJPEG(t, randomImage(rng, w, h))
+	case validPNG:
+		return encodePNG(t, randomImage(rng, w, h))
+	case truncJPEG:
+		full := encodeJPEG(t, randomImage(rng, w, h))
+		return full[:len(full)/2]
+	case truncPNG:
+		full := encodePNG(t, randomImage(rng, w, h))
+		return full[:len(full)/2]
+	}
+	t.Fatalf("imageBytes: kind %d is not an image kind", k)
+	return nil
+}
+
 func randomImage(rng *rand.Rand, w, h int) *image.NRGBA {
 	img := image.NewNRGBA(image.Rect(0, 0, w, h))
 	r0, g0, b0 := rng.Intn(200), rng.Intn(200), rng.Intn(200)

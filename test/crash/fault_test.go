@@ -288,16 +288,8 @@ func makeStream(t *testing.T, rng *rand.Rand, n int, tmp string) []streamInput {
 			counter++
 		}
 		switch k {
-		case validJPEG:
-			in.data = encodeJPEG(t, randomImage(rng, in.w, in.h))
-		case validPNG:
-			in.data = encodePNG(t, randomImage(rng, in.w, in.h))
-		case truncJPEG:
-			full := encodeJPEG(t, randomImage(rng, in.w, in.h))
-			in.data = full[:len(full)/2]
-		case truncPNG:
-			full := encodePNG(t, randomImage(rng, in.w, in.h))
-			in.data = full[:len(full)/2]
+		case validJPEG, validPNG, truncJPEG, truncPNG:
+			in.data = imageBytes(t, rng, k, in.w, in.h)
 		case textAsJPEG:
 			in.data = []byte(fmt.Sprintf("frame %d is a text file, not a JPEG\n", i))
 		case hugePNG:
