@@ -3,7 +3,7 @@
 // between them only by rename(2) on one filesystem, so a crash (SIGKILL, power
 // loss after the fsyncs) at any moment leaves every frame in exactly one state.
 //
-//	inbox/  --Claim-->  work/  --Finish-->  done/ (or unlinked)
+//	inbox/  --Claim-->  work/<id>/  --Finish-->  done/ (or unlinked)
 //	                      |---Fail----->  failed/NAME + failed/NAME.error.json
 //	                      '---Release-->  inbox/  (shutdown, transient errors)
 //	inbox/  --FailInbox-->  failed/        (refused before claiming)
@@ -23,6 +23,10 @@
 // fits NAME_MAX. Every move uses renameat2(RENAME_NOREPLACE): a name taken
 // by something outside the daemon is never overwritten either (the frame
 // then takes the next free name there, which is logged).
+//
+// work/<id>/ is the work folder of one daemon instance; several daemons
+// share one spool, each claiming into its own, and take over the folder of
+// one whose lease expired (lease.go). "work/" below means that folder.
 //
 // A crash between publishing the output and moving the original leaves
 // work/NAME beside out/NAME: Recover finishes such a frame (its output is
@@ -106,10 +110,21 @@ type Options struct {
 	// KeepOriginals: true moves a finished original to done/; false deletes
 	// it once its output is durable in out/.
 	KeepOriginals bool
-	// Lock takes an exclusive flock on ROOT/.hidiffd.lock in Open, so a second
-	// daemon on the same spool fails to start instead of re-queueing the
-	// first one's work/ at Recover. Released by Close or process exit.
+	// Instance is this daemon's id (see lease.go): its frames are claimed
+	// into work/<Instance>/ and its lease is leases/<Instance>. Empty:
+	// ExpandInstance("%h"), the host's short name.
+	Instance string
+	// Lock makes this daemon a lease holder: it takes the exclusive flock
+	// on leases/<Instance> (a second daemon with the same id fails to
+	// start), a shared flock on ROOT/.hidiffd.lock (which a daemon of a
+	// version before instances holds exclusively), and checks the rename
+	// and the clock offset to the file system. Released by Close or
+	// process exit.
 	Lock bool
+	// Lease is how long a lease lasts without a heartbeat, LeaseMargin the
+	// extra time others wait before taking an instance's work over (clock
+	// skew, coarse timestamps). 0: DefaultLease, DefaultLeaseMargin.
+	Lease, LeaseMargin time.Duration
 	// Log, if set, receives notable events. nil discards them.
 	Log Logger
 }
@@ -122,8 +137,15 @@ type Spool struct {
 	dirs map[string]string
 	lock *os.File
 
+	id       string   // instance id
+	workRoot string   // ROOT/work; dirs[Work] is ROOT/work/<id>
+	names    *os.File // names flock (lockNames)
+	lease    *os.File // leases/<id>, flocked (Options.Lock)
+	skew     time.Duration
+
 	// mu serialises choosing a free name and renaming into it, so two
-	// workers never pick the same suffixed name in done/, failed/ or inbox/.
+	// workers never pick the same suffixed name in done/, failed/ or inbox/;
+	// the names flock (lockNames) does the same among daemons.
 	mu sync.Mutex
 	// noReplaceUnsupported is set when the filesystem rejects
 	// RENAME_NOREPLACE (some network filesystems); then the
@@ -164,6 +186,18 @@ func Open(root string, opts Options) (*Spool, error) {
 		return nil, errors.New("spool: empty root path")
 	}
 	root = filepath.Clean(root)
+	if opts.Instance == "" {
+		opts.Instance = ExpandInstance("%h")
+	}
+	if err := ValidInstance(opts.Instance); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	if opts.Lease <= 0 {
+		opts.Lease = DefaultLease
+	}
+	if opts.LeaseMargin <= 0 {
+		opts.LeaseMargin = DefaultLeaseMargin
+	}
 	// Before anything is created: a spool inside another one's folders
 	// would have its files claimed, moved or failed by the other daemon.
 	if err := checkNotNested(root); err != nil {
@@ -172,15 +206,33 @@ func Open(root string, opts Options) (*Spool, error) {
 	if err := os.MkdirAll(root, dirMode); err != nil {
 		return nil, fmt.Errorf("spool: create root %s: %w", root, err)
 	}
-	s := &Spool{root: root, opts: opts, dirs: make(map[string]string, len(States))}
+	s := &Spool{root: root, opts: opts, dirs: make(map[string]string, len(States)+1), id: opts.Instance,
+		workRoot: filepath.Join(root, Work)}
 	if opts.Lock {
 		if err := s.takeLock(); err != nil {
 			return nil, err
 		}
 	}
+	nl, err := os.OpenFile(filepath.Join(root, namesLockName), os.O_RDWR|os.O_CREATE, fileMode)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("spool: lock file %s: %w", filepath.Join(root, namesLockName), err)
+	}
+	s.names = nl
 	var dev uint64
-	for i, state := range States {
+	// work/ comes twice: the folder, then this instance's own work/<id>/
+	// (after the lease is taken: a sweeper may be moving its old one).
+	for i, state := range append(append([]string{}, States...), Leases, Work) {
 		dir := filepath.Join(root, state)
+		if i == len(States)+1 {
+			if opts.Lock {
+				if err := s.takeLease(); err != nil {
+					s.Close()
+					return nil, err
+				}
+			}
+			dir = filepath.Join(root, Work, s.id)
+		}
 		if err := os.Mkdir(dir, dirMode); err != nil && !errors.Is(err, fs.ErrExist) {
 			s.Close()
 			return nil, fmt.Errorf("spool: create %s/ (%s): %w", state, dir, err)
@@ -211,6 +263,16 @@ func Open(root string, opts Options) (*Spool, error) {
 			return nil, fmt.Errorf("spool: %s/ (%s) is not writable: %w", state, dir, err)
 		}
 		s.dirs[state] = dir
+	}
+	if opts.Lock {
+		if err := s.checkRename(); err != nil {
+			s.Close()
+			return nil, err
+		}
+		if s.skew, err = s.checkClock(); err != nil {
+			s.Close()
+			return nil, err
+		}
 	}
 	return s, nil
 }
@@ -283,10 +345,13 @@ func (s *Spool) takeLock() error {
 	if err != nil {
 		return fmt.Errorf("spool: lock %s: %w", p, err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	// Shared: daemons with instances run side by side; a version before
+	// them takes it exclusively and so never runs beside them.
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return fmt.Errorf("spool: %s is in use by another process (lock %s held)", s.root, p)
+			return fmt.Errorf("spool: %s is in use by a daemon of an older version that locks the whole spool (lock %s held); "+
+				"stop it first: it would re-queue the frames of the daemons running here", s.root, p)
 		}
 		return fmt.Errorf("spool: lock %s: %w", p, err)
 	}
@@ -294,15 +359,18 @@ func (s *Spool) takeLock() error {
 	return nil
 }
 
-// Close releases the lock taken with Options.Lock. Other methods keep working;
-// a second Close is harmless.
+// Close releases the locks and the lease taken with Options.Lock (the lease
+// file stays: its age tells the others when this instance stopped). Other
+// methods keep working; a second Close is harmless.
 func (s *Spool) Close() error {
-	if s.lock == nil {
-		return nil
+	var errs []error
+	for _, f := range []**os.File{&s.lease, &s.lock} {
+		if *f != nil {
+			errs = append(errs, (*f).Close()) // closing the descriptor drops the flock
+			*f = nil
+		}
 	}
-	err := s.lock.Close() // closing the descriptor drops the flock
-	s.lock = nil
-	return err
+	return errors.Join(errs...)
 }
 
 // Root is the spool root folder.
@@ -318,18 +386,28 @@ func IsTempName(name string) bool {
 	return strings.HasPrefix(name, ".") && strings.Contains(name, tmpMarker)
 }
 
-// Recover runs once at start, before any worker: it moves every entry of
-// work/ back to inbox/ (a crash left them half-processed; their outputs, if
-// any, are rewritten), deletes temporary files left in out/ and failed/ and
-// probe files, and removes error records in failed/ whose frame never arrived
-// there (a crash between writing the record and moving the frame; the frame
-// was in work/ and is re-queued now). It fsyncs the folders it changed.
+// Recover runs once at start, before any worker: it moves every frame of
+// this instance's work/<id>/ back to inbox/ (a crash left them
+// half-processed; their outputs, if any, are rewritten), and so every frame
+// left in work/ itself by a version before instances, and every frame in a
+// takeover folder this instance was emptying when it stopped. A frame whose
+// output is already complete in out/ is finished instead. It deletes
+// temporary files left in out/ and failed/ and probe files, and removes
+// error records in failed/ whose frame never arrived there (a crash between
+// writing the record and moving the frame; the frame was in work/ and is
+// re-queued now). Other instances' work/<id>/ are left to Sweep. It fsyncs
+// the folders it changed.
 func (s *Spool) Recover() (requeued int, err error) {
+	s.lockNames()
+	defer s.unlockNames()
 	finished := 0
 	var errs []error
 	changed := map[string]bool{}
 	for _, state := range States {
 		dir := s.dirs[state]
+		if state == Work {
+			dir = s.workRoot
+		}
 		entries, rerr := os.ReadDir(dir)
 		if rerr != nil {
 			errs = append(errs, fmt.Errorf("spool: recover: read %s/: %w", state, rerr))
@@ -345,27 +423,12 @@ func (s *Spool) Recover() (requeued int, err error) {
 				}
 				s.log("info", "removed leftover temporary file", "folder", state, "name", name)
 				changed[state] = true
-			case state == Work && s.hasOwnOutput(name):
-				if ferr := s.finishRecovered(name); ferr != nil {
-					errs = append(errs, fmt.Errorf("spool: recover: finish %s: %w", name, ferr))
-					continue
-				}
-				finished++
-				changed[Work], changed[Done] = true, true
+			case state == Work && e.IsDir() && ValidInstance(name) == nil:
+				// An instance's folder: ours below, the others' are Sweep's.
 			case state == Work:
-				final, merr := s.move(Work, name, Inbox)
-				if merr != nil {
-					if !errors.Is(merr, ErrGone) {
-						errs = append(errs, fmt.Errorf("spool: recover: requeue %s: %w", name, merr))
-					}
-					continue
-				}
-				if final != name {
-					s.log("warn", "re-queued frame renamed: inbox/ holds a newer file of the same name",
-						"name", name, "as", final)
-				}
-				requeued++
-				changed[Work], changed[Inbox] = true, true
+				// Left in work/ itself by a version before instances.
+				r, f := s.recoverFrameLocked(dir, name, &errs)
+				requeued, finished = requeued+r, finished+f
 			case state == Failed && strings.HasSuffix(name, ErrorSuffix):
 				frame := strings.TrimSuffix(name, ErrorSuffix)
 				if _, serr := os.Lstat(filepath.Join(dir, frame)); errors.Is(serr, fs.ErrNotExist) {
@@ -377,6 +440,8 @@ func (s *Spool) Recover() (requeued int, err error) {
 			}
 		}
 	}
+	r, f := s.recoverDirLocked(s.dirs[Work], &errs)
+	requeued, finished = requeued+r, finished+f
 	for _, state := range States {
 		if changed[state] {
 			if serr := syncDir(s.dirs[state]); serr != nil {
@@ -393,20 +458,81 @@ func (s *Spool) Recover() (requeued int, err error) {
 	return requeued, errors.Join(errs...)
 }
 
-// hasOwnOutput reports whether work/NAME has its output in out/NAME: a
-// regular file published after the frame was claimed (its ctime, which
-// publishing sets and no one can set back, is not before the frame's
-// ctime, which the claim's rename set; the mtime may be the original's,
-// output.keep_mtime). The claim made sure out/NAME was free, so such a
-// file is this frame's; the time check keeps a spool written by an older
-// hidiffd (which reused out/ names) from passing another frame's output
-// off as this one's.
-func (s *Spool) hasOwnOutput(name string) bool {
+// recoverDirLocked empties a work folder (ours, or a dead instance's taken
+// over): each frame is finished (output complete) or re-queued, takeover
+// folders inside are emptied the same way and removed, probe files are
+// deleted. The folder itself stays unless it is a takeover folder. Moves
+// fsync the folders they touch. Names lock held.
+func (s *Spool) recoverDirLocked(dir string, errs *[]error) (requeued, finished int) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		*errs = append(*errs, fmt.Errorf("spool: recover: read %s: %w", dir, err))
+		return 0, 0
+	}
+	for _, e := range entries {
+		name := e.Name()
+		switch {
+		case strings.HasPrefix(name, probePrefix):
+			_ = os.Remove(filepath.Join(dir, name))
+		case e.IsDir() && strings.HasPrefix(name, takeoverPrefix):
+			r, f := s.recoverDirLocked(filepath.Join(dir, name), errs)
+			requeued, finished = requeued+r, finished+f
+		default:
+			r, f := s.recoverFrameLocked(dir, name, errs)
+			requeued, finished = requeued+r, finished+f
+		}
+	}
+	if strings.HasPrefix(filepath.Base(dir), takeoverPrefix) {
+		if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			*errs = append(*errs, fmt.Errorf("spool: recover: remove emptied %s: %w", dir, err))
+		} else {
+			_ = syncDir(filepath.Dir(dir))
+		}
+	}
+	return requeued, finished
+}
+
+// recoverFrameLocked finishes dir/name if its output is complete in out/,
+// else moves it back to inbox/. Names lock held.
+func (s *Spool) recoverFrameLocked(dir, name string, errs *[]error) (requeued, finished int) {
+	if s.hasOwnOutput(dir, name) {
+		if err := s.finishRecoveredLocked(dir, name); err != nil {
+			*errs = append(*errs, fmt.Errorf("spool: recover: finish %s: %w", name, err))
+			return 0, 0
+		}
+		return 0, 1
+	}
+	final, err := s.moveLocked(dir, name, Inbox)
+	if err != nil {
+		if final == "" && !errors.Is(err, ErrGone) {
+			*errs = append(*errs, fmt.Errorf("spool: recover: requeue %s: %w", name, err))
+		}
+		if final == "" {
+			return 0, 0
+		}
+	}
+	if final != name {
+		s.log("warn", "re-queued frame renamed: inbox/ holds a newer file of the same name",
+			"name", name, "as", final)
+	}
+	return 1, 0
+}
+
+// hasOwnOutput reports whether dir/NAME (a frame in a work folder) has its
+// output in out/NAME: a regular file published after the frame was claimed
+// (its ctime, which publishing sets and no one can set back, is not before
+// the frame's ctime, which the claim's rename set; the mtime may be the
+// original's, output.keep_mtime; a takeover renames the folder, not the
+// frame, so the frame's ctime stays). The claim made sure out/NAME was free
+// in every work folder, so such a file is this frame's; the time check
+// keeps a spool written by an older hidiffd (which reused out/ names) from
+// passing another frame's output off as this one's.
+func (s *Spool) hasOwnOutput(dir, name string) bool {
 	ofi, err := os.Lstat(filepath.Join(s.dirs[Out], name))
 	if err != nil || !ofi.Mode().IsRegular() {
 		return false
 	}
-	wfi, err := os.Lstat(filepath.Join(s.dirs[Work], name))
+	wfi, err := os.Lstat(filepath.Join(dir, name))
 	if err != nil {
 		return false
 	}
@@ -418,16 +544,17 @@ func (s *Spool) hasOwnOutput(name string) bool {
 	return !time.Unix(ost.Ctim.Unix()).Before(time.Unix(wst.Ctim.Unix()))
 }
 
-// finishRecovered is Finish for a frame found in work/ with its output.
-func (s *Spool) finishRecovered(name string) error {
+// finishRecoveredLocked is Finish for a frame found in a work folder with
+// its output. Names lock held.
+func (s *Spool) finishRecoveredLocked(dir, name string) error {
 	if !s.opts.KeepOriginals {
-		if err := os.Remove(filepath.Join(s.dirs[Work], name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 		s.log("info", "finished interrupted frame: its output was complete; original deleted (keep_originals = false)", "name", name)
 		return nil
 	}
-	final, err := s.move(Work, name, Done)
+	final, err := s.moveLocked(dir, name, Done)
 	if final == "" {
 		return err
 	}
@@ -448,8 +575,8 @@ func (s *Spool) Claim(name string) (*Job, error) {
 		return nil, err
 	}
 	src := filepath.Join(s.dirs[Inbox], name)
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.lockNames()
+	defer s.unlockNames()
 	// No fsync: if a power loss undoes the claim the frame is back in inbox/,
 	// which is still exactly one state; the later renames fsync both folders.
 	final, err := s.reserveLocked(name, func(cand string) error {
@@ -476,14 +603,15 @@ const frameNameMax = nameMax - len(ErrorSuffix)
 // place succeeds; a place that fails with fs.ErrExist (someone outside the
 // daemon took the name meanwhile) moves on to the next candidate. Names
 // ending in .error.json are skipped: in failed/ they belong to records.
-// It returns the name placed. s.mu must be held.
+// It returns the name placed. The names lock must be held.
 func (s *Spool) reserveLocked(name string, place func(cand string) error) (string, error) {
+	dirs := s.frameDirsLocked()
 	for i := 0; i < maxSuffix; i++ {
 		cand := candidate(name, i, frameNameMax)
 		if strings.HasSuffix(cand, ErrorSuffix) {
 			continue
 		}
-		taken, err := s.takenLocked(cand)
+		taken, err := s.takenLocked(dirs, cand)
 		if err != nil {
 			return "", err
 		}
@@ -503,13 +631,15 @@ func (s *Spool) reserveLocked(name string, place func(cand string) error) (strin
 }
 
 // takenLocked reports whether a frame or output of this name exists in
-// work/, out/, done/ or failed/. A record in failed/ without its frame does
-// not count: it is a leftover of a crash that Fail overwrites.
-func (s *Spool) takenLocked(name string) (bool, error) {
-	for _, p := range []string{
-		filepath.Join(s.dirs[Work], name), filepath.Join(s.dirs[Out], name),
-		filepath.Join(s.dirs[Done], name), filepath.Join(s.dirs[Failed], name),
-	} {
+// out/, done/, failed/ or one of the work folders frameDirs (every
+// instance's). A record in failed/ without its frame does not count: it is
+// a leftover of a crash that Fail overwrites.
+func (s *Spool) takenLocked(frameDirs []string, name string) (bool, error) {
+	paths := []string{filepath.Join(s.dirs[Out], name), filepath.Join(s.dirs[Done], name), filepath.Join(s.dirs[Failed], name)}
+	for _, d := range frameDirs {
+		paths = append(paths, filepath.Join(d, name))
+	}
+	for _, p := range paths {
 		_, err := os.Lstat(p)
 		switch {
 		case err == nil:
@@ -566,6 +696,12 @@ func (s *Spool) WriteOutput(j *Job, write func(f *os.File) error) error {
 	if err := f.Close(); err != nil {
 		os.Remove(tmp)
 		return transient(fmt.Errorf("spool: close output %s: %w", j.Name, err))
+	}
+	// A frame taken over by another daemon while this one stalled past
+	// its lease is no longer ours to publish: that daemon runs it again.
+	if _, err := os.Lstat(j.Path); errors.Is(err, fs.ErrNotExist) {
+		os.Remove(tmp)
+		return fmt.Errorf("%w: %s (taken over by another daemon?)", ErrGone, j.Path)
 	}
 	final := filepath.Join(dir, j.Name)
 	if err := s.renameNoReplace(tmp, final); err != nil {
@@ -737,7 +873,7 @@ func (s *Spool) fail(from, name, arrived, stage, reason string) error {
 	}
 	dir := s.dirs[Failed]
 
-	s.mu.Lock()
+	s.lockNames()
 	var final string
 	if from == Inbox {
 		// Not claimed: choose its name now, as Claim would.
@@ -748,7 +884,7 @@ func (s *Spool) fail(from, name, arrived, stage, reason string) error {
 	} else {
 		final, err = s.failMoveLocked(src, dir, name, &rec)
 	}
-	s.mu.Unlock()
+	s.unlockNames()
 	if err != nil {
 		return err
 	}
@@ -883,8 +1019,14 @@ const maxSuffix = 10000
 // folders. It returns the name used; a non-empty name with an error means
 // the rename happened but an fsync failed.
 func (s *Spool) move(from, name, to string) (string, error) {
-	src := filepath.Join(s.dirs[from], name)
-	s.mu.Lock()
+	s.lockNames()
+	defer s.unlockNames()
+	return s.moveLocked(s.dirs[from], name, to)
+}
+
+// moveLocked is move from the folder dir. Names lock held.
+func (s *Spool) moveLocked(dir, name, to string) (string, error) {
+	src := filepath.Join(dir, name)
 	final, err := func() (string, error) {
 		for i := 0; i < maxSuffix; i++ {
 			cand := candidate(name, i, nameMax)
@@ -895,14 +1037,13 @@ func (s *Spool) move(from, name, to string) (string, error) {
 			case errors.Is(err, fs.ErrExist):
 				continue
 			case errors.Is(err, fs.ErrNotExist):
-				return "", fmt.Errorf("%w: %s/%s", ErrGone, from, name)
+				return "", fmt.Errorf("%w: %s", ErrGone, src)
 			default:
 				return "", err
 			}
 		}
 		return "", fmt.Errorf("no free name in %s/ after %d tries", to, maxSuffix)
 	}()
-	s.mu.Unlock()
 	if err != nil {
 		return "", err
 	}
@@ -911,15 +1052,15 @@ func (s *Spool) move(from, name, to string) (string, error) {
 	if err := syncDir(s.dirs[to]); err != nil {
 		return final, fmt.Errorf("fsync %s/: %w", to, err)
 	}
-	if err := syncDir(s.dirs[from]); err != nil {
-		return final, fmt.Errorf("fsync %s/: %w", from, err)
+	if err := syncDir(dir); err != nil {
+		return final, fmt.Errorf("fsync %s: %w", dir, err)
 	}
 	return final, nil
 }
 
 // renameNoReplace renames src to dst unless dst exists (fs.ErrExist). Where
 // the filesystem lacks RENAME_NOREPLACE it falls back to Lstat+rename, which
-// is only race-free against other spool calls (callers hold s.mu or own the
+// is only race-free against other spool calls (callers hold the names lock or own the
 // name), not against outside writers.
 func (s *Spool) renameNoReplace(src, dst string) error {
 	if !s.noReplaceUnsupported.Load() {

@@ -87,8 +87,12 @@ func TestOpenCreatesFolders(t *testing.T) {
 		if err != nil || !fi.IsDir() {
 			t.Fatalf("%s: %v", st, err)
 		}
-		if s.Dir(st) != filepath.Join(root, st) {
-			t.Fatalf("Dir(%q) = %q", st, s.Dir(st))
+		want := filepath.Join(root, st)
+		if st == Work {
+			want = filepath.Join(root, Work, s.Instance()) // this instance's own
+		}
+		if s.Dir(st) != want {
+			t.Fatalf("Dir(%q) = %q, want %q", st, s.Dir(st), want)
 		}
 		if perm := fi.Mode().Perm(); perm&^0o750 != 0 {
 			t.Errorf("%s/ mode %v, want at most 0750", st, perm)

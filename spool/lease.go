@@ -1,0 +1,478 @@
+package spool
+
+// Several daemons on one spool (issue 15). Each daemon is an instance with
+// an id (Options.Instance) and owns work/<id>/: it claims into it by
+// rename, so of two daemons racing for one inbox file exactly one rename
+// wins. Its liveness is leases/<id>, a file it holds an exclusive flock on
+// for as long as it runs and whose mtime it refreshes (Heartbeat) every
+// Lease/3. Sweep takes over the work/<id>/ of an instance whose lease
+// expired:
+//
+//   - expired: the lease file's mtime is older than Lease + LeaseMargin,
+//     measured against this daemon's own lease mtime just refreshed, so
+//     both times come from the same clock (the file server's, on NFS,
+//     where touching a file with "now" asks the server for its time);
+//     LeaseMargin absorbs what remains (hosts whose file system stamps
+//     client clocks, coarse timestamps, a heartbeat delayed by a slow
+//     disk);
+//   - and not locked: the sweeper must get the flock on leases/<id>,
+//     which a running daemon holds, so a live but late instance is never
+//     taken over where locks work (local file systems; NFS without
+//     nolock). Holding it also keeps that instance from starting while
+//     its frames move;
+//   - then work/<id>/ is renamed in one step into the sweeper's own
+//     work/<me>/.hidiffd-takeover-<id>-XXXX/: of two sweepers exactly one
+//     rename succeeds, and the frames never sit where two daemons may work
+//     on them. Their ctimes do not change (only the folder moves), so a
+//     frame whose output is already complete in out/ is finished rather
+//     than run again, as at Recover; the others go back to inbox/.
+//
+// Choosing a frame's name (Claim, Fail) looks at every work/ folder of
+// every instance and is serialised across daemons by a short flock on
+// ROOT/.hidiffd.names.lock, so two frames never take one name and nothing
+// in out/ is ever replaced. The old whole-spool lock file .hidiffd.lock is
+// kept and held shared: a daemon of a version before instances holds it
+// exclusively, so old and new never run on one spool together.
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// Leases is the folder of lease files, one per instance.
+	Leases = "leases"
+	// namesLockName serialises name choices across daemons.
+	namesLockName = ".hidiffd.names.lock"
+	// takeoverPrefix names a dead instance's work folder once a sweeper
+	// took it into its own work/<id>/.
+	takeoverPrefix = ".hidiffd-takeover-"
+
+	// DefaultLease and DefaultLeaseMargin apply when Options leave them 0.
+	DefaultLease       = 30 * time.Second
+	DefaultLeaseMargin = 15 * time.Second
+)
+
+// instanceRE is a safe folder name: no dot first (temporary and takeover
+// names start with one), no separators, short enough for takeover names.
+var instanceRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$`)
+
+// ValidInstance checks an instance id: 1-64 bytes of letters, digits, '.',
+// '_' and '-', not starting with '.' or '-'.
+func ValidInstance(id string) error {
+	if !instanceRE.MatchString(id) {
+		return fmt.Errorf("instance id %q is not a safe folder name: use 1-64 letters, digits, '.', '_' or '-', "+
+			"not starting with '.' or '-'", id)
+	}
+	return nil
+}
+
+// ExpandInstance replaces "%h" in a configured instance id by this host's
+// short name (up to the first dot, characters outside the safe set as '-'),
+// so one configuration file shared by several hosts gives each its own id.
+func ExpandInstance(pattern string) string {
+	if !strings.Contains(pattern, "%h") {
+		return pattern
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	host, _, _ = strings.Cut(host, ".")
+	host = strings.Map(func(r rune) rune {
+		if r < 128 && (r == '_' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return r
+		}
+		return '-'
+	}, host)
+	return strings.ReplaceAll(pattern, "%h", host)
+}
+
+// leaseRecord is the content of leases/<id>, for people reading the spool;
+// liveness is the file's mtime and flock, never this content.
+type leaseRecord struct {
+	Instance string `json:"instance"`
+	Host     string `json:"host"`
+	PID      int    `json:"pid"`
+	Started  string `json:"started"`
+	LeaseS   int64  `json:"lease_seconds"`
+}
+
+// takeLease opens leases/<id>, takes its exclusive flock (a second
+// daemon with the same id is refused) and writes the record. A sweeper may
+// hold the flock for the moment it takes over this id's frames, and may
+// unlink the file then; so the lock is retried for a few seconds and the
+// file reopened when the locked one is no longer the one at the path.
+func (s *Spool) takeLease() error {
+	p := filepath.Join(s.dirs[Leases], s.id)
+	deadline := time.Now().Add(s.opts.Lease + s.opts.LeaseMargin)
+	for {
+		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, fileMode)
+		if err != nil {
+			return fmt.Errorf("spool: lease %s: %w", p, err)
+		}
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			// A fresh lease is a running daemon; a stale one whose lock
+			// is held is a sweeper moving this id's frames: wait for it.
+			m, merr := freshMtime(p)
+			stale := merr == nil && time.Since(m) > s.opts.Lease
+			if stale && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			return fmt.Errorf("spool: instance %q is in use by another process (lease %s locked): "+
+				"give each daemon on this spool its own spool.instance", s.id, p)
+		}
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("spool: lock lease %s: %w", p, err)
+		}
+		if !samePath(f, p) {
+			f.Close() // unlinked by a sweeper between open and lock
+			continue
+		}
+		host, _ := os.Hostname()
+		rec, _ := json.Marshal(leaseRecord{Instance: s.id, Host: host, PID: os.Getpid(),
+			Started: time.Now().UTC().Format(time.RFC3339), LeaseS: int64(s.opts.Lease / time.Second)})
+		// In place, not by rename: the flock belongs to this inode.
+		if err := f.Truncate(0); err == nil {
+			_, err = f.WriteAt(append(rec, '\n'), 0)
+		}
+		if err == nil {
+			err = f.Sync()
+		}
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("spool: write lease %s: %w", p, err)
+		}
+		s.lease = f
+		return nil
+	}
+}
+
+// samePath reports whether the open file is still the file at path.
+func samePath(f *os.File, path string) bool {
+	var a, b unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &a) != nil || unix.Stat(path, &b) != nil {
+		return false
+	}
+	return a.Dev == b.Dev && a.Ino == b.Ino
+}
+
+// touch sets the file's times to "now" as the file system sees it (on NFS
+// the server's clock: a time-less SETATTR) and returns the mtime it got.
+func touch(path string) (time.Time, error) {
+	ts := []unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_NOW}}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, path, ts, 0); err != nil {
+		return time.Time{}, err
+	}
+	return freshMtime(path)
+}
+
+// freshMtime opens the file before stat'ing it: on NFS an open revalidates
+// the cached attributes (close-to-open consistency), so a live lease's
+// mtime is never read from a stale cache and taken for an expired one.
+func freshMtime(path string) (time.Time, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return time.Time{}, err
+	}
+	return fi.ModTime(), nil
+}
+
+// checkClock measures the offset between this host's clock and the mtimes
+// the spool's file system stamps (touching the lease) and refuses an offset
+// larger than the lease margin: leases compare such mtimes, and a file
+// server or host whose clock is that far off is broken beyond what the
+// margin covers. Returns the offset (file system minus host).
+func (s *Spool) checkClock() (time.Duration, error) {
+	p := filepath.Join(s.dirs[Leases], s.id)
+	before := time.Now()
+	m, err := touch(p)
+	if err != nil {
+		return 0, fmt.Errorf("spool: heartbeat lease %s: %w", p, err)
+	}
+	after := time.Now()
+	// Within [before, after] there is no measurable skew; outside, the
+	// distance to the nearer end. Filesystems with coarse timestamps
+	// (1-2 s) show up here as a small offset below the margin.
+	var skew time.Duration
+	switch {
+	case m.Before(before.Add(-10 * time.Millisecond)):
+		skew = m.Sub(before)
+	case m.After(after.Add(10 * time.Millisecond)):
+		skew = m.Sub(after)
+	}
+	if skew > s.opts.LeaseMargin || -skew > s.opts.LeaseMargin {
+		return skew, fmt.Errorf("spool: clocks disagree: %s got mtime %s while this host's clock read %s (offset %v); "+
+			"leases need the file server and every host within spool.lease_margin (%v) of each other: fix time sync (NTP)",
+			p, m.UTC().Format(time.RFC3339Nano), before.UTC().Format(time.RFC3339Nano), skew.Round(time.Millisecond), s.opts.LeaseMargin)
+	}
+	return skew, nil
+}
+
+// checkRename proves what the spool relies on: a rename from inbox/ into
+// this instance's work folder (RENAME_NOREPLACE or its fallback) moves the
+// file and only moves it.
+func (s *Spool) checkRename() error {
+	name := probePrefix + "rename-" + randHex()
+	src, dst := filepath.Join(s.dirs[Inbox], name), filepath.Join(s.dirs[Work], name)
+	if err := os.WriteFile(src, []byte("probe"), fileMode); err != nil {
+		return fmt.Errorf("spool: rename check: create %s: %w", src, err)
+	}
+	defer os.Remove(src)
+	defer os.Remove(dst)
+	if err := s.renameNoReplace(src, dst); err != nil {
+		return fmt.Errorf("spool: rename check: %s -> %s: %w", src, dst, err)
+	}
+	if _, err := os.Lstat(src); !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("spool: rename check: %s still there after renaming it to %s (%v): "+
+			"this file system does not rename atomically", src, dst, err)
+	}
+	if b, err := os.ReadFile(dst); err != nil || string(b) != "probe" {
+		return fmt.Errorf("spool: rename check: %s does not hold what was renamed there (%v)", dst, err)
+	}
+	return nil
+}
+
+// Instance is this daemon's instance id.
+func (s *Spool) Instance() string { return s.id }
+
+// ClockSkew is the offset measured at Open between this host's clock and
+// the spool's file mtimes (0 without Options.Lock).
+func (s *Spool) ClockSkew() time.Duration { return s.skew }
+
+// Heartbeat refreshes this instance's lease (every Lease/3; the daemon's
+// heartbeat loop calls it). It also recreates work/<id>/ if a sweeper took
+// it over (this daemon stalled past its lease): then it returns an error
+// saying so, and the frames it was working on are gone from work/ (their
+// moves report ErrGone) because another daemon re-queued them.
+func (s *Spool) Heartbeat() error {
+	if s.lease == nil {
+		return nil
+	}
+	p := filepath.Join(s.dirs[Leases], s.id)
+	if _, err := touch(p); err != nil {
+		return fmt.Errorf("spool: heartbeat lease %s: %w", p, err)
+	}
+	if _, err := os.Lstat(s.dirs[Work]); errors.Is(err, fs.ErrNotExist) {
+		if merr := os.Mkdir(s.dirs[Work], dirMode); merr != nil && !errors.Is(merr, fs.ErrExist) {
+			return fmt.Errorf("spool: recreate %s: %w", s.dirs[Work], merr)
+		}
+		return fmt.Errorf("spool: work/%s/ was taken over by another daemon (this one missed its lease of %v): "+
+			"its frames went back to inbox/", s.id, s.opts.Lease)
+	}
+	return nil
+}
+
+// Takeover is one dead instance's work taken over by Sweep.
+type Takeover struct {
+	Instance string
+	// Age is how long its lease had not been refreshed.
+	Age      time.Duration
+	Requeued int // frames put back in inbox/
+	Finished int // frames whose output was complete: moved to done/
+}
+
+// Sweep takes over the work/<id>/ of every other instance whose lease
+// expired (see the top of this file). Live instances are never touched.
+// It runs at start after Recover and then with every heartbeat.
+func (s *Spool) Sweep() ([]Takeover, error) {
+	ents, err := os.ReadDir(s.workRoot)
+	if err != nil {
+		return nil, fmt.Errorf("spool: sweep: read work/: %w", err)
+	}
+	var now time.Time
+	if s.lease != nil {
+		// Our own lease, just touched: "now" on the clock the other
+		// leases were stamped with.
+		if now, err = touch(filepath.Join(s.dirs[Leases], s.id)); err != nil {
+			return nil, fmt.Errorf("spool: sweep: heartbeat: %w", err)
+		}
+	} else {
+		now = time.Now()
+	}
+	var out []Takeover
+	var errs []error
+	for _, e := range ents {
+		id := e.Name()
+		if !e.IsDir() || id == s.id || ValidInstance(id) != nil {
+			continue
+		}
+		t, ok, terr := s.takeOver(id, now)
+		if terr != nil {
+			errs = append(errs, terr)
+		}
+		if ok {
+			out = append(out, t)
+		}
+	}
+	// Lease files of instances that left no work folder and stopped long
+	// ago: nothing to take over, only the file to tidy.
+	if lents, lerr := os.ReadDir(s.dirs[Leases]); lerr == nil {
+		for _, e := range lents {
+			id := e.Name()
+			if id == s.id || ValidInstance(id) != nil {
+				continue
+			}
+			if _, serr := os.Lstat(filepath.Join(s.workRoot, id)); errors.Is(serr, fs.ErrNotExist) {
+				if _, ok, terr := s.takeOver(id, now); terr != nil {
+					errs = append(errs, terr)
+				} else if ok {
+					s.log("debug", "removed the lease of a stopped instance", "instance", id)
+				}
+			}
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// age is how long before now path was last modified.
+func (s *Spool) age(path string, now time.Time) (time.Duration, error) {
+	m, err := freshMtime(path)
+	if err != nil {
+		return 0, err
+	}
+	return now.Sub(m), nil
+}
+
+// takeOver takes over instance id if its lease expired. ok reports that it
+// did (or that there was nothing left but its lease file, now removed).
+func (s *Spool) takeOver(id string, now time.Time) (Takeover, bool, error) {
+	t := Takeover{Instance: id}
+	limit := s.opts.Lease + s.opts.LeaseMargin
+	lp := filepath.Join(s.dirs[Leases], id)
+	wdir := filepath.Join(s.workRoot, id)
+	a, err := s.age(lp, now)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// No lease (removed by hand, or the instance never got that far):
+		// the folder's own mtime, the time of its last claim, stands in.
+		if a, err = s.age(wdir, now); err != nil {
+			return t, false, nil // gone meanwhile
+		}
+	case err != nil:
+		return t, false, fmt.Errorf("spool: sweep: lease %s: %w", lp, err)
+	}
+	t.Age = a
+	if a <= limit {
+		return t, false, nil
+	}
+	// Expired by the clock. A running daemon still holds the flock
+	// (stalled, or a clock gone wrong): leave it alone. Holding the lock
+	// keeps the instance from restarting until its frames have moved.
+	lf, err := os.OpenFile(lp, os.O_RDWR, 0)
+	if err == nil {
+		if ferr := unix.Flock(int(lf.Fd()), unix.LOCK_EX|unix.LOCK_NB); ferr != nil {
+			lf.Close()
+			if errors.Is(ferr, unix.EWOULDBLOCK) {
+				s.log("warn", "instance's lease is out of date but its lock is held: a live daemon missing its heartbeats; not taken over",
+					"instance", id, "age", a.Round(time.Millisecond).String())
+				return t, false, nil
+			}
+			return t, false, fmt.Errorf("spool: sweep: lock lease %s: %w", lp, ferr)
+		}
+		defer lf.Close()
+		// Refreshed between the first look and the lock: alive.
+		if a2, aerr := s.age(lp, now); aerr == nil && a2 <= limit {
+			return t, false, nil
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return t, false, fmt.Errorf("spool: sweep: open lease %s: %w", lp, err)
+	}
+
+	s.lockNames()
+	defer s.unlockNames()
+	moved := filepath.Join(s.dirs[Work], takeoverPrefix+id+"-"+randHex())
+	switch err := s.renameNoReplace(wdir, moved); {
+	case errors.Is(err, fs.ErrNotExist):
+		// No work folder, or another sweeper won the rename.
+	case err != nil:
+		return t, false, fmt.Errorf("spool: take over work/%s/: %w", id, err)
+	default:
+		if serr := syncDir(s.dirs[Work]); serr != nil {
+			return t, false, fmt.Errorf("spool: take over work/%s/: fsync: %w", id, serr)
+		}
+		if serr := syncDir(s.workRoot); serr != nil {
+			return t, false, fmt.Errorf("spool: take over work/%s/: fsync work/: %w", id, serr)
+		}
+		var errs []error
+		t.Requeued, t.Finished = s.recoverDirLocked(moved, &errs)
+		if len(errs) > 0 {
+			// What could not move stays in our work folder: recovered at
+			// our next start, or taken over with it.
+			return t, true, errors.Join(errs...)
+		}
+	}
+	if lf != nil {
+		if err := os.Remove(lp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return t, true, fmt.Errorf("spool: remove lease %s: %w", lp, err)
+		}
+		_ = syncDir(s.dirs[Leases])
+	}
+	if t.Requeued+t.Finished > 0 {
+		s.log("warn", "took over the frames of an instance whose lease expired",
+			"instance", id, "lease_age", a.Round(time.Millisecond).String(),
+			"requeued", t.Requeued, "finished", t.Finished)
+	}
+	return t, true, nil
+}
+
+// lockNames serialises name choices: s.mu among this process's workers,
+// the names flock among daemons. flock is per open file description, so
+// the mutex comes first.
+func (s *Spool) lockNames() {
+	s.mu.Lock()
+	if s.names != nil {
+		// EINTR is retried by the runtime; any other error leaves only
+		// the in-process mutex, which the NOREPLACE renames back up.
+		for unix.Flock(int(s.names.Fd()), unix.LOCK_EX) == unix.EINTR {
+		}
+	}
+}
+
+func (s *Spool) unlockNames() {
+	if s.names != nil {
+		_ = unix.Flock(int(s.names.Fd()), unix.LOCK_UN)
+	}
+	s.mu.Unlock()
+}
+
+// frameDirsLocked lists every folder a claimed frame can be in: work/
+// itself (frames of a version before instances), each work/<id>/, and
+// takeover folders inside them. Names lock held.
+func (s *Spool) frameDirsLocked() []string {
+	dirs := []string{s.workRoot}
+	for i := 0; i < len(dirs); i++ {
+		ents, err := os.ReadDir(dirs[i])
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			n := e.Name()
+			if !e.IsDir() {
+				continue
+			}
+			if (i == 0 && ValidInstance(n) == nil) || strings.HasPrefix(n, takeoverPrefix) {
+				dirs = append(dirs, filepath.Join(dirs[i], n))
+			}
+		}
+	}
+	return dirs
+}

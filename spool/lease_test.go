@@ -1,0 +1,325 @@
+package spool
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// openInstance opens root as instance id with a lease (Options.Lock).
+func openInstance(t *testing.T, root, id string, opts Options) *Spool {
+	t.Helper()
+	opts.Instance, opts.Lock = id, true
+	if opts.Lease == 0 {
+		opts.Lease, opts.LeaseMargin = 2*time.Second, time.Second
+	}
+	s, err := Open(root, opts)
+	if err != nil {
+		t.Fatalf("open instance %s: %v", id, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// ageLease sets instance id's lease mtime to d before now: the controlled
+// clock of these tests (leases are compared by mtime, no test waits).
+func ageLease(t *testing.T, root, id string, d time.Duration) {
+	t.Helper()
+	old := time.Now().Add(-d)
+	if err := os.Chtimes(filepath.Join(root, Leases, id), old, old); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestValidInstance(t *testing.T) {
+	for _, tc := range []struct {
+		id string
+		ok bool
+	}{
+		{"host-a", true}, {"gpu0.host_1", true}, {"A", true},
+		{"", false}, {".hidden", false}, {"-x", false}, {"a/b", false}, {"a b", false},
+		{"..", false}, {strings.Repeat("x", 65), false}, {"é", false},
+	} {
+		t.Run(tc.id, func(t *testing.T) {
+			if err := ValidInstance(tc.id); (err == nil) != tc.ok {
+				t.Fatalf("ValidInstance(%q) = %v, want ok=%v", tc.id, err, tc.ok)
+			}
+		})
+	}
+	t.Run("expand", func(t *testing.T) {
+		got := ExpandInstance("%h.gpu1")
+		if !strings.HasSuffix(got, ".gpu1") || strings.Contains(got, "%") || ValidInstance(got) != nil {
+			t.Fatalf("ExpandInstance = %q", got)
+		}
+	})
+	t.Run("open refuses", func(t *testing.T) {
+		_, err := Open(t.TempDir(), Options{Instance: "a/b"})
+		if err == nil || !strings.Contains(err.Error(), `"a/b"`) {
+			t.Fatalf("want an error naming the id, got %v", err)
+		}
+	})
+}
+
+func TestInstancesShareSpool(t *testing.T) {
+	root := t.TempDir()
+	a := openInstance(t, root, "a", Options{})
+	b := openInstance(t, root, "b", Options{})
+	if a.Dir(Work) == b.Dir(Work) || filepath.Dir(a.Dir(Work)) != filepath.Join(root, Work) {
+		t.Fatalf("work folders %s and %s", a.Dir(Work), b.Dir(Work))
+	}
+	t.Run("same id refused", func(t *testing.T) {
+		_, err := Open(root, Options{Instance: "a", Lock: true, Lease: 2 * time.Second, LeaseMargin: time.Second})
+		if err == nil || !strings.Contains(err.Error(), "in use") || !strings.Contains(err.Error(), "spool.instance") {
+			t.Fatalf("second daemon with id a: %v", err)
+		}
+	})
+	t.Run("old version refused", func(t *testing.T) {
+		// A version before instances holds .hidiffd.lock exclusively.
+		root := t.TempDir()
+		f, err := os.OpenFile(filepath.Join(root, lockName), os.O_RDWR|os.O_CREATE, 0o640)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			t.Fatal(err)
+		}
+		_, err = Open(root, Options{Instance: "a", Lock: true})
+		if err == nil || !strings.Contains(err.Error(), "older version") {
+			t.Fatalf("want refusal naming the older version, got %v", err)
+		}
+	})
+	t.Run("same name claimed by two", func(t *testing.T) {
+		// a.jpg in a's work/ keeps b from taking that name for another
+		// frame: outputs are named after claims.
+		drop(t, a, "x.jpg", "first")
+		ja, err := a.Claim("x.jpg")
+		if err != nil {
+			t.Fatal(err)
+		}
+		drop(t, b, "x.jpg", "second")
+		jb, err := b.Claim("x.jpg")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ja.Name != "x.jpg" || jb.Name != "x.1.jpg" {
+			t.Fatalf("names %s and %s, want x.jpg and x.1.jpg", ja.Name, jb.Name)
+		}
+	})
+}
+
+// TestClaimRace: several daemons (spools of different instances, each
+// with several workers) claim the same inbox files at once; each file is
+// claimed exactly once, the losers get ErrGone.
+func TestClaimRace(t *testing.T) {
+	root := t.TempDir()
+	var sp []*Spool
+	for _, id := range []string{"a", "b", "c"} {
+		sp = append(sp, openInstance(t, root, id, Options{}))
+	}
+	const n = 60
+	for i := range n {
+		drop(t, sp[0], "f"+string(rune('A'+i%26))+strings.Repeat("z", i/26)+".jpg", "x")
+	}
+	ents, _ := os.ReadDir(sp[0].Dir(Inbox))
+	var mu sync.Mutex
+	won := map[string]int{}
+	var wg sync.WaitGroup
+	for _, s := range sp {
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for _, e := range ents {
+					j, err := s.Claim(e.Name())
+					switch {
+					case err == nil:
+						mu.Lock()
+						won[e.Name()]++
+						if j.Name != e.Name() {
+							t.Errorf("%s claimed as %s", e.Name(), j.Name)
+						}
+						mu.Unlock()
+					case !errors.Is(err, ErrGone):
+						t.Errorf("claim %s: %v", e.Name(), err)
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if len(won) != n {
+		t.Fatalf("%d of %d files claimed", len(won), n)
+	}
+	for name, k := range won {
+		if k != 1 {
+			t.Errorf("%s claimed %d times", name, k)
+		}
+	}
+}
+
+func TestSweep(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		age       time.Duration // of the dead instance's lease
+		alive     bool          // its daemon still holds the lease lock
+		output    bool          // one frame's output is already in out/
+		wantTaken bool
+	}{
+		{name: "expired", age: 10 * time.Second, wantTaken: true},
+		{name: "expired with output", age: 10 * time.Second, output: true, wantTaken: true},
+		{name: "within lease and margin", age: 2500 * time.Millisecond},
+		{name: "expired but locked (live, stalled)", age: 10 * time.Second, alive: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			dead := openInstance(t, root, "dead", Options{KeepOriginals: true})
+			live := openInstance(t, root, "live", Options{KeepOriginals: true})
+			for _, n := range []string{"p.jpg", "q.jpg"} {
+				drop(t, dead, n, n)
+				if _, err := dead.Claim(n); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.output {
+				if err := os.WriteFile(filepath.Join(root, Out, "p.jpg"), []byte("out"), 0o640); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !tc.alive {
+				dead.Close() // as a SIGKILL would: the flock goes
+			}
+			ageLease(t, root, "dead", tc.age)
+
+			took, err := live.Sweep()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := len(took) == 1; got != tc.wantTaken {
+				t.Fatalf("took over %v, want taken=%v", took, tc.wantTaken)
+			}
+			work, _ := os.ReadDir(filepath.Join(root, Work, "dead"))
+			inbox, _ := os.ReadDir(live.Dir(Inbox))
+			if !tc.wantTaken {
+				if len(work) != 2 || len(inbox) != 0 {
+					t.Fatalf("a live instance's frames moved: work/dead %d, inbox %d", len(work), len(inbox))
+				}
+				return
+			}
+			if _, err := os.Lstat(filepath.Join(root, Work, "dead")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("work/dead/ still there: %v", err)
+			}
+			if _, err := os.Lstat(filepath.Join(root, Leases, "dead")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("leases/dead still there: %v", err)
+			}
+			own, _ := os.ReadDir(live.Dir(Work))
+			if len(own) != 0 {
+				t.Errorf("takeover folder left in work/live/: %v", own)
+			}
+			wantIn, wantDone := 2, 0
+			if tc.output {
+				wantIn, wantDone = 1, 1
+			}
+			done, _ := os.ReadDir(live.Dir(Done))
+			if len(inbox) != wantIn || len(done) != wantDone || took[0].Requeued != wantIn || took[0].Finished != wantDone {
+				t.Fatalf("inbox %d done %d (%+v), want %d and %d", len(inbox), len(done), took[0], wantIn, wantDone)
+			}
+			// A second sweep finds nothing; the dead instance can start again.
+			if again, err := live.Sweep(); err != nil || len(again) != 0 {
+				t.Fatalf("second sweep: %v %v", again, err)
+			}
+			openInstance(t, root, "dead", Options{})
+		})
+	}
+}
+
+// TestHeartbeatAfterTakeover: a daemon that stalled past its lease finds
+// its work folder gone, says so, gets a new one, and its job can no longer
+// publish an output (the taker re-queued the frame).
+func TestHeartbeatAfterTakeover(t *testing.T) {
+	root := t.TempDir()
+	slow := openInstance(t, root, "slow", Options{})
+	other := openInstance(t, root, "other", Options{})
+	drop(t, slow, "s.jpg", "x")
+	j, err := slow.Claim("s.jpg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := slow.Heartbeat(); err != nil {
+		t.Fatalf("heartbeat: %v", err)
+	}
+	// Simulate the stall: lease old and lock free (the flock check is what
+	// stops a takeover of a live daemon where locks work; without it, as
+	// on NFS mounted nolock, the mtime alone decides).
+	slow.lease.Close()
+	slow.lease = nil
+	ageLease(t, root, "slow", time.Minute)
+	if took, err := other.Sweep(); err != nil || len(took) != 1 {
+		t.Fatalf("sweep: %v %v", took, err)
+	}
+	if err := slow.WriteOutput(j, func(f *os.File) error { _, err := f.WriteString("o"); return err }); !errors.Is(err, ErrGone) {
+		t.Fatalf("WriteOutput of a taken-over frame: %v, want ErrGone", err)
+	}
+	if out, _ := os.ReadDir(slow.Dir(Out)); len(out) != 0 {
+		t.Fatalf("out/ holds %d files", len(out))
+	}
+	slow.takeLease()
+	if err := slow.Heartbeat(); err == nil || !strings.Contains(err.Error(), "taken over") {
+		t.Fatalf("heartbeat after takeover: %v", err)
+	}
+	if fi, err := os.Stat(slow.Dir(Work)); err != nil || !fi.IsDir() {
+		t.Fatalf("work folder not recreated: %v", err)
+	}
+}
+
+// TestRecoverMigratesFlatWork: frames left in work/ itself by a version
+// before instances, and a takeover this instance did not finish, are
+// recovered at start like its own.
+func TestRecoverMigratesFlatWork(t *testing.T) {
+	root := t.TempDir()
+	s := openInstance(t, root, "me", Options{})
+	if err := os.WriteFile(filepath.Join(root, Work, "old.jpg"), []byte("x"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	half := filepath.Join(s.Dir(Work), takeoverPrefix+"dead-1234")
+	if err := os.Mkdir(half, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(half, "half.jpg"), []byte("y"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("names seen while there", func(t *testing.T) {
+		drop(t, s, "half.jpg", "new")
+		j, err := s.Claim("half.jpg")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.Name != "half.1.jpg" {
+			t.Fatalf("claimed as %s: a takeover folder's frame name was not seen as taken", j.Name)
+		}
+		if err := s.Release(j); err != nil {
+			t.Fatal(err)
+		}
+	})
+	n, err := s.Recover()
+	if err != nil || n != 2 {
+		t.Fatalf("Recover = %d, %v; want 2", n, err)
+	}
+	wantListing(t, s, "inbox/half.1.jpg", "inbox/half.jpg", "inbox/old.jpg")
+	if ents, _ := os.ReadDir(filepath.Join(root, Work)); len(ents) != 1 || ents[0].Name() != "me" {
+		t.Fatalf("work/ holds %v", ents)
+	}
+}
+
+func TestOpenChecksClock(t *testing.T) {
+	s := openInstance(t, t.TempDir(), "me", Options{})
+	if sk := s.ClockSkew(); sk > time.Second || sk < -time.Second {
+		t.Fatalf("local file system shows a clock offset of %v", sk)
+	}
+}
