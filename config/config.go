@@ -53,6 +53,11 @@ type Spool struct {
 	Rescan        Duration `toml:"rescan"`
 	QueueSize     int      `toml:"queue_size"`
 	MaxPixels     int64    `toml:"max_pixels"`
+	// Instance, Lease and LeaseMargin: several daemons on one spool
+	// (README "Scaling out").
+	Instance    string   `toml:"instance"`
+	Lease       Duration `toml:"lease"`
+	LeaseMargin Duration `toml:"lease_margin"`
 }
 
 // Model is the network and how it is applied.
@@ -171,6 +176,9 @@ func Default() *Config {
 			Rescan:        D(10 * time.Second),
 			QueueSize:     16,
 			MaxPixels:     50_000_000,
+			Instance:      "%h",
+			Lease:         D(30 * time.Second),
+			LeaseMargin:   D(15 * time.Second),
 		},
 		Model: Model{
 			Dir:     "/usr/share/hidiffd/models/default",
@@ -391,6 +399,8 @@ func (c *Config) Validate() error {
 	}
 	dur("spool.settle", &c.Spool.Settle, 10*time.Millisecond, 10*time.Minute)
 	dur("spool.rescan", &c.Spool.Rescan, 100*time.Millisecond, time.Hour)
+	dur("spool.lease", &c.Spool.Lease, time.Second, time.Hour)
+	dur("spool.lease_margin", &c.Spool.LeaseMargin, 100*time.Millisecond, time.Hour)
 	dur("retry.initial_backoff", &c.Retry.InitialBackoff, 10*time.Millisecond, time.Hour)
 	dur("retry.max_backoff", &c.Retry.MaxBackoff, 10*time.Millisecond, 24*time.Hour)
 	dur("shutdown.drain_timeout", &c.Shutdown.DrainTimeout, 0, time.Hour)
@@ -410,6 +420,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Spool.MaxPixels < 1 || c.Spool.MaxPixels > 1_000_000_000 {
 		bad("spool.max_pixels", "must be between 1 and 1000000000")
+	}
+	// The id names the folders work/<id>/ and leases/<id>; "%h" is the
+	// host's short name (which the daemon makes safe).
+	if !validInstance(strings.ReplaceAll(c.Spool.Instance, "%h", "h")) {
+		bad("spool.instance", "%q is not a safe folder name: use 1-64 letters, digits, '.', '_' or '-' "+
+			"(not first: '.' or '-'), and %%h for the host name", c.Spool.Instance)
 	}
 
 	if c.Model.Dir == "" {
@@ -564,6 +580,15 @@ var Keys = []Key{
 	{"spool.rescan", "a duration string such as \"10s\"", false,
 		func(c *Config) string { return c.Spool.Rescan.String() },
 		func(d, s *Config) { d.Spool.Rescan = s.Spool.Rescan }},
+	{"spool.instance", "a string (folder name; %h: host name)", false,
+		func(c *Config) string { return c.Spool.Instance },
+		func(d, s *Config) { d.Spool.Instance = s.Spool.Instance }},
+	{"spool.lease", "a duration string such as \"30s\"", false,
+		func(c *Config) string { return c.Spool.Lease.String() },
+		func(d, s *Config) { d.Spool.Lease = s.Spool.Lease }},
+	{"spool.lease_margin", "a duration string such as \"15s\"", false,
+		func(c *Config) string { return c.Spool.LeaseMargin.String() },
+		func(d, s *Config) { d.Spool.LeaseMargin = s.Spool.LeaseMargin }},
 	{"spool.queue_size", "an integer", false,
 		func(c *Config) string { return strconv.Itoa(c.Spool.QueueSize) },
 		func(d, s *Config) { d.Spool.QueueSize = s.Spool.QueueSize }},
@@ -743,4 +768,18 @@ func (c *Config) WithLive(next *Config) *Config {
 	}
 	out.path, out.positions = next.path, next.positions
 	return &out
+}
+
+// validInstance mirrors spool.ValidInstance (config imports no other
+// hidiffd package): a safe folder name of at most 64 bytes.
+func validInstance(id string) bool {
+	if id == "" || len(id) > 64 || id[0] == '.' || id[0] == '-' {
+		return false
+	}
+	for _, r := range id {
+		if !(r == '.' || r == '_' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return true
 }

@@ -222,6 +222,9 @@ settle = "3s"
 rescan = "30s"
 queue_size = 3
 max_pixels = 1000
+instance = "%h.b"
+lease = "1m"
+lease_margin = "20s"
 [model]
 dir = "/m2"
 seed = 7
@@ -315,5 +318,29 @@ func TestOutputMetadataKeys(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v, want %q", doc, err, want)
 		}
+	}
+}
+
+func TestSpoolInstance(t *testing.T) {
+	for _, tc := range []struct {
+		name, value string
+		ok          bool
+	}{
+		{"default host", "%h", true},
+		{"host and gpu", "%h.gpu1", true},
+		{"plain", "cam-west", true},
+		{"slash", "a/b", false},
+		{"dot first", ".x", false},
+		{"empty", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte("[spool]\ninstance = \""+tc.value+"\"\n"), "/c.toml")
+			if (err == nil) != tc.ok {
+				t.Fatalf("instance %q: %v, want ok=%v", tc.value, err, tc.ok)
+			}
+			if err != nil && !strings.Contains(err.Error(), "spool.instance") {
+				t.Fatalf("error does not name the key: %v", err)
+			}
+		})
 	}
 }

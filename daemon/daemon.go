@@ -209,11 +209,15 @@ func (d *Daemon) run(ctx context.Context) (err error) {
 		}
 	}
 
-	// Spool: create the folders, take the lock, re-queue work/.
+	// Spool: create the folders, take this instance's lease, re-queue
+	// its work/<id>/, take over expired instances' (lease.go).
 	d.setStatus("recovering spool %s", cfg.Spool.Root)
 	d.spool, err = spool.Open(cfg.Spool.Root, spool.Options{
 		KeepOriginals: cfg.Spool.KeepOriginals,
+		Instance:      spool.ExpandInstance(cfg.Spool.Instance),
 		Lock:          true,
+		Lease:         cfg.Spool.Lease.Duration,
+		LeaseMargin:   cfg.Spool.LeaseMargin.Duration,
 		Log:           kvLogger(log.With().Str("component", "spool").Logger()),
 	})
 	if err != nil {
@@ -227,6 +231,7 @@ func (d *Daemon) run(ctx context.Context) (err error) {
 		log.Error().Err(err).Msg("spool recovery incomplete")
 	}
 	log.Info().Str("root", d.spool.Root()).Int("requeued", requeued).Msg("spool recovered")
+	defer d.startLease(log.With().Str("component", "spool").Logger(), cfg.Spool.Lease.Duration)()
 
 	// Model.
 	if startCtx.Err() != nil {

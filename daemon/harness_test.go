@@ -23,6 +23,7 @@ import (
 	"hidiffd/config"
 	"hidiffd/deblur"
 	"hidiffd/gpu"
+	"hidiffd/spool"
 )
 
 // fakeBackend is a network that returns its input: the daemon's wiring is
@@ -268,7 +269,14 @@ func (in *instance) stop() {
 	}
 }
 
-func (in *instance) dir(state string) string { return filepath.Join(in.root, state) }
+// dir is a state folder; "work" is this daemon's own work/<id>/ (the
+// default id, the host's short name).
+func (in *instance) dir(state string) string {
+	if state == spool.Work {
+		return filepath.Join(in.root, state, spool.ExpandInstance("%h"))
+	}
+	return filepath.Join(in.root, state)
+}
 
 // drop puts a file into inbox/ the way a well-behaved camera does: written
 // under a dotfile name, then renamed in.
