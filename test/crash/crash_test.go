@@ -615,12 +615,12 @@ func snapshot(t *testing.T, root string) snap {
 	t.Helper()
 	var s snap
 	for _, state := range []string{"inbox", "work", "out", "done", "failed"} {
-		es, err := os.ReadDir(filepath.Join(root, state))
+		es, err := stateEntries(root, state)
 		if err != nil {
 			t.Fatalf("read %s/: %v", state, err)
 		}
 		for _, e := range es {
-			n := e.Name()
+			n := e.name
 			switch {
 			case state == "inbox" && strings.HasPrefix(n, "."):
 				s.inboxDot = append(s.inboxDot, n)
@@ -647,6 +647,46 @@ func snapshot(t *testing.T, root string) snap {
 		}
 	}
 	return s
+}
+
+// spoolEntry is a file in a state folder: its name and path.
+type spoolEntry struct{ name, path string }
+
+// stateEntries lists a state folder. work/ holds one folder per daemon
+// instance (work/<id>/), and in it the folder of a dead instance being
+// taken over (.hidiffd-takeover-*); their frames are listed, the folders
+// are not. Files directly in work/ (a version before instances) are listed
+// too.
+func stateEntries(root, state string) ([]spoolEntry, error) {
+	dir := filepath.Join(root, state)
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []spoolEntry
+	for _, e := range es {
+		p := filepath.Join(dir, e.Name())
+		if state != "work" || !e.IsDir() {
+			out = append(out, spoolEntry{e.Name(), p})
+			continue
+		}
+		inner, err := os.ReadDir(p)
+		if err != nil && !os.IsNotExist(err) { // a takeover renames it away
+			return nil, err
+		}
+		for _, f := range inner {
+			q := filepath.Join(p, f.Name())
+			if f.IsDir() && strings.HasPrefix(f.Name(), ".hidiffd-takeover-") {
+				sub, _ := os.ReadDir(q)
+				for _, g := range sub {
+					out = append(out, spoolEntry{g.Name(), filepath.Join(q, g.Name())})
+				}
+				continue
+			}
+			out = append(out, spoolEntry{f.Name(), q})
+		}
+	}
+	return out, nil
 }
 
 // checkAtMostOnce: right after a SIGKILL no frame may be in two state

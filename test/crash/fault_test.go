@@ -377,16 +377,16 @@ func checkInvariants(t *testing.T, root string, byKey map[string]*streamInput, m
 	fig.checks++
 	where := map[string][]string{}
 	for _, st := range []string{"inbox", "work", "done", "failed"} {
-		es, err := os.ReadDir(filepath.Join(root, st))
+		es, err := stateEntries(root, st)
 		if err != nil {
 			t.Fatalf("read %s/: %v", st, err)
 		}
 		for _, e := range es {
-			n := e.Name()
+			n := e.name
 			if strings.HasPrefix(n, ".") || (st == "failed" && strings.HasSuffix(n, ".error.json")) {
 				continue
 			}
-			key, err := keyOf(filepath.Join(root, st, n))
+			key, err := keyOf(e.path)
 			if err != nil {
 				t.Errorf("%s/%s: %v", st, n, err)
 				continue
