@@ -20,7 +20,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # included, still shows. For every go command below (build, vet, test, deb).
 export CGO_CFLAGS := $(shell $(GO) env CGO_CFLAGS 2>/dev/null || echo -O2 -g) -include $(CURDIR)/scripts/cgo-quiet.h
 
-.PHONY: all deps setup ort models build build-tensorrt test test-go test-python vet run bench fault-run deb check-arm64 test-deb clean
+.PHONY: all deps setup ort models build build-tensorrt test test-go test-python vet run bench fault-run shared-run deb check-arm64 test-deb clean
 
 all: build
 
@@ -102,6 +102,14 @@ bench: setup build models
 ## HIDIFFD_FAULT_FILES, HIDIFFD_FAULT_KILLS, HIDIFFD_FAULT_SEED.
 fault-run: setup models
 	HIDIFFD_TEST_MODELS=$(CURDIR)/$(MODELS) HIDIFFD_FAULT_RUN=1 $(GO) test -count=1 -timeout 90m -run '^TestFaultRun$$' -v ./test/crash/
+
+## Several daemons on one spool (issue 15; not part of `make test`: several
+## minutes): three real daemons, 300 frames, 10 SIGKILLs with restarts and
+## one daemon killed for good; takeover times logged
+## (test/crash/shared_test.go). Knobs: HIDIFFD_SHARED_DAEMONS,
+## HIDIFFD_SHARED_FILES, HIDIFFD_SHARED_KILLS, HIDIFFD_SHARED_SEED.
+shared-run: setup models
+	HIDIFFD_TEST_MODELS=$(CURDIR)/$(MODELS) HIDIFFD_SHARED_RUN=1 $(GO) test -count=1 -timeout 60m -run '^TestSharedRun$$' -v ./test/crash/
 
 clean:
 	rm -rf build
