@@ -580,7 +580,18 @@ func (s *Spool) Claim(name string) (*Job, error) {
 	// No fsync: if a power loss undoes the claim the frame is back in inbox/,
 	// which is still exactly one state; the later renames fsync both folders.
 	final, err := s.reserveLocked(name, func(cand string) error {
-		return s.renameNoReplace(src, filepath.Join(s.dirs[Work], cand))
+		dst := filepath.Join(s.dirs[Work], cand)
+		err := s.renameNoReplace(src, dst)
+		if errors.Is(err, fs.ErrNotExist) {
+			// An NFS client that resends a rename whose reply was lost
+			// gets ENOENT for a rename that happened. cand was free in
+			// every work folder under the names lock and no one else
+			// renames into ours: if it is there now, it is this frame.
+			if _, serr := os.Lstat(dst); serr == nil {
+				return nil
+			}
+		}
+		return err
 	})
 	switch {
 	case err == nil:
