@@ -332,8 +332,11 @@ format = "auto"
 		idx("READY") < idx("WATCHDOG") && idx("WATCHDOG") < idx("STOPPING")) {
 		t.Errorf("sd_notify order: %q", order)
 	}
-	if ents, _ := os.ReadDir(filepath.Join(root, "work")); len(ents) != 0 {
-		t.Errorf("work/ not empty: %v", ents)
+	// work/ holds this daemon's own folder, work/<host>/, and that is empty.
+	if ents, _ := os.ReadDir(filepath.Join(root, "work")); len(ents) != 1 || !ents[0].IsDir() {
+		t.Errorf("work/ should hold only this daemon's folder: %v", ents)
+	} else if own, _ := os.ReadDir(filepath.Join(root, "work", ents[0].Name())); len(own) != 0 {
+		t.Errorf("work/%s/ not empty: %v", ents[0].Name(), own)
 	}
 }
 
