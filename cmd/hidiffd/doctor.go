@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"time"
 
 	"hidiffd/config"
 	"hidiffd/ort"
@@ -264,6 +265,18 @@ func doctorSpool(r *doctorReport, root string) {
 		} else {
 			r.ok("%s: %d entries", p, len(ents))
 		}
+	}
+	// The daemons on this spool (README "Scaling out"): each lease's age
+	// and the frames its instance holds.
+	leases, _ := os.ReadDir(filepath.Join(root, "leases"))
+	for _, e := range leases {
+		fi, err := e.Info()
+		if err != nil {
+			continue
+		}
+		held, _ := os.ReadDir(filepath.Join(root, "work", e.Name()))
+		r.info("instance %s: lease touched %v ago, %d entries in work/%s/", e.Name(),
+			time.Since(fi.ModTime()).Round(time.Second), len(held), e.Name())
 	}
 }
 
