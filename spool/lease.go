@@ -43,6 +43,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -292,7 +293,8 @@ type Takeover struct {
 
 // Sweep takes over the work/<id>/ of every other instance whose lease
 // expired (see the top of this file). Live instances are never touched.
-// It runs at start after Recover and then with every heartbeat.
+// It runs at start after Recover and then with every heartbeat, from one
+// goroutine.
 func (s *Spool) Sweep() ([]Takeover, error) {
 	ents, err := os.ReadDir(s.workRoot)
 	if err != nil {
@@ -310,6 +312,14 @@ func (s *Spool) Sweep() ([]Takeover, error) {
 	}
 	var out []Takeover
 	var errs []error
+	// What a dead instance was writing in out/ and failed/ is removed once
+	// it is stale, a lease after its takeover.
+	if due := s.tempsDue.Load(); due != 0 && time.Now().UnixNano() > due {
+		s.tempsDue.Store(0)
+		if err := s.removeStaleTemps(); err != nil {
+			errs = append(errs, fmt.Errorf("spool: sweep: temporary files: %w", err))
+		}
+	}
 	for _, e := range ents {
 		id := e.Name()
 		if !e.IsDir() || id == s.id || ValidInstance(id) != nil {
@@ -321,6 +331,7 @@ func (s *Spool) Sweep() ([]Takeover, error) {
 		}
 		if ok {
 			out = append(out, t)
+			s.tempsDueLater()
 		}
 	}
 	// Lease files of instances that left no work folder and stopped long
@@ -432,6 +443,98 @@ func (s *Spool) takeOver(id string, now time.Time) (Takeover, bool, error) {
 			"requeued", t.Requeued, "finished", t.Finished)
 	}
 	return t, true, nil
+}
+
+// serverNow is this host's clock corrected by the offset to the file
+// system's measured at Open: "now" for comparing with ctimes.
+func (s *Spool) serverNow() time.Time { return time.Now().Add(s.skew) }
+
+// othersAlive reports whether another instance may be running: a lease
+// file of another id that is fresh or whose lock is held.
+func (s *Spool) othersAlive() bool {
+	ents, err := os.ReadDir(s.dirs[Leases])
+	if err != nil {
+		return false
+	}
+	now := s.serverNow()
+	for _, e := range ents {
+		id := e.Name()
+		if id == s.id || ValidInstance(id) != nil {
+			continue
+		}
+		p := filepath.Join(s.dirs[Leases], id)
+		if m, err := freshMtime(p); err == nil && now.Sub(m) <= s.opts.Lease+s.opts.LeaseMargin {
+			return true
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			continue
+		}
+		locked := errors.Is(unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB), unix.EWOULDBLOCK)
+		f.Close() // drops the shared lock if it was taken
+		if locked {
+			return true
+		}
+	}
+	return false
+}
+
+// staleTemp reports whether a temporary or probe file has not been
+// touched for a lease and its margin: by ctime, which writing, renaming
+// and setting the times (output.keep_mtime) all move forward, so a file
+// another daemon is still writing is never taken for a leftover.
+func (s *Spool) staleTemp(path string) bool {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return false
+	}
+	return s.serverNow().Sub(time.Unix(st.Ctim.Unix())) > s.opts.Lease+s.opts.LeaseMargin
+}
+
+// tempsDueLater has Sweep look for stale temporary files once the ones
+// there now are stale: after a takeover, or a Recover that left fresh ones
+// because other daemons run.
+func (s *Spool) tempsDueLater() {
+	s.tempsDue.Store(time.Now().Add(s.opts.Lease + s.opts.LeaseMargin + time.Second).UnixNano())
+}
+
+// removeStaleTemps deletes temporary and probe files in the state folders
+// that no one has touched for a lease and its margin: what a dead or
+// restarted instance was writing when it stopped.
+func (s *Spool) removeStaleTemps() error {
+	var errs []error
+	for _, state := range States {
+		dir := s.dirs[state]
+		if state == Work {
+			dir = s.workRoot
+		}
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed := false
+		for _, e := range ents {
+			p := filepath.Join(dir, e.Name())
+			if !(IsTempName(e.Name()) || strings.HasPrefix(e.Name(), probePrefix)) || !s.staleTemp(p) {
+				continue
+			}
+			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+				continue
+			}
+			removed = true
+			s.log("info", "removed a temporary file left by a stopped instance", "folder", state, "name", e.Name())
+		}
+		if removed {
+			_ = syncDir(dir)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // lockNames serialises name choices: s.mu among this process's workers,

@@ -323,3 +323,41 @@ func TestOpenChecksClock(t *testing.T) {
 		t.Fatalf("local file system shows a clock offset of %v", sk)
 	}
 }
+
+// TestRecoverKeepsOthersTemps: a daemon restarting beside a running one
+// leaves the temporary output that one is writing alone; Sweep removes it
+// only once it has been untouched for a lease and its margin (the clock is
+// moved on through the offset to the file system's clock).
+func TestRecoverKeepsOthersTemps(t *testing.T) {
+	root := t.TempDir()
+	openInstance(t, root, "busy", Options{})
+	tmp := filepath.Join(root, Out, ".x.jpg"+tmpMarker+"1234abcd")
+	if err := os.WriteFile(tmp, []byte("half an output"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	b := openInstance(t, root, "restarted", Options{})
+	if _, err := b.Recover(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(tmp); err != nil {
+		t.Fatalf("Recover removed a running daemon's temporary output: %v", err)
+	}
+	if b.tempsDue.Load() == 0 {
+		t.Fatal("no later look at the temporary file was planned")
+	}
+	b.tempsDue.Store(1) // due now
+	if _, err := b.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(tmp); err != nil {
+		t.Fatalf("a fresh temporary file was removed: %v", err)
+	}
+	b.skew = time.Minute // a minute later, as the file system sees it
+	b.tempsDue.Store(1)
+	if _, err := b.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(tmp); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stale temporary file still there: %v", err)
+	}
+}

@@ -142,6 +142,7 @@ type Spool struct {
 	names    *os.File // names flock (lockNames)
 	lease    *os.File // leases/<id>, flocked (Options.Lock)
 	skew     time.Duration
+	tempsDue atomic.Int64 // unix ns after which Sweep removes stale temporary files (0: none due)
 
 	// mu serialises choosing a free name and renaming into it, so two
 	// workers never pick the same suffixed name in done/, failed/ or inbox/;
@@ -336,7 +337,12 @@ func probeWritable(dir string) error {
 		return err
 	}
 	f.Close()
-	return os.Remove(p)
+	// ENOENT: another daemon's Recover took it for a leftover; the
+	// folder was writable all the same.
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 func (s *Spool) takeLock() error {
@@ -403,6 +409,13 @@ func (s *Spool) Recover() (requeued int, err error) {
 	finished := 0
 	var errs []error
 	changed := map[string]bool{}
+	// Alone on the spool, every temporary file is a leftover of a crash;
+	// with other daemons running, only one no one has touched for a lease
+	// (the others' outputs are being written).
+	stale := func(string) bool { return true }
+	if s.othersAlive() {
+		stale = s.staleTemp
+	}
 	for _, state := range States {
 		dir := s.dirs[state]
 		if state == Work {
@@ -417,6 +430,10 @@ func (s *Spool) Recover() (requeued int, err error) {
 			name := e.Name()
 			switch {
 			case strings.HasPrefix(name, probePrefix) || IsTempName(name):
+				if !stale(filepath.Join(dir, name)) {
+					s.tempsDueLater()
+					continue
+				}
 				if rerr := os.Remove(filepath.Join(dir, name)); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
 					errs = append(errs, fmt.Errorf("spool: recover: remove %s/%s: %w", state, name, rerr))
 					continue

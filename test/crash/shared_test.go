@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -93,15 +94,25 @@ func runShared(t *testing.T, nDaemons, nFiles, nKills int, seed int64) {
 	for i := range inputs {
 		byName[inputs[i].name] = &inputs[i]
 	}
+	// The stream comes in stages, one released as each kill starts looking
+	// for a daemon that holds frames (and the rest after the last kill), so
+	// that every kill finds frames to interrupt however fast the daemons
+	// are; a small backlog spreads each stage out.
+	var stage atomic.Int64
+	stageSize := len(inputs) / (nKills + 2)
+	allowed := func() int {
+		if k := int(stage.Load()); k < nKills+2 {
+			return k * stageSize
+		}
+		return len(inputs)
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	dropRng := rand.New(rand.NewSource(seed + 1))
 	go func() {
 		defer wg.Done()
-		for _, in := range inputs {
-			// A small backlog: the stream lasts through the kills, so
-			// there are always frames to hold when one comes.
-			for waiting(inbox) >= 2*nDaemons {
+		for i, in := range inputs {
+			for i >= allowed() || waiting(inbox) >= 2*nDaemons {
 				time.Sleep(20 * time.Millisecond)
 			}
 			if err := drop(inbox, in, dropRng); err != nil {
@@ -125,6 +136,7 @@ func runShared(t *testing.T, nDaemons, nFiles, nKills int, seed int64) {
 	// back after a pause either shorter than the lease (it recovers its
 	// own work/ at start) or longer (the others take it over first).
 	for k := 1; k <= nKills; k++ {
+		stage.Store(int64(k))
 		i := rng.Intn(nDaemons)
 		n := killHolding(ds[i], filepath.Join(root, "work", ids[i]), 30*time.Second, func() { alive(-1) })
 		killed := time.Now()
@@ -148,10 +160,10 @@ func runShared(t *testing.T, nDaemons, nFiles, nKills int, seed int64) {
 		ds[i].start()
 		time.Sleep(time.Duration(rng.Intn(1500)) * time.Millisecond)
 	}
-	wg.Wait()
 
 	// One daemon dies for good while it holds frames: the others must take
 	// its frames over without anyone restarting it.
+	stage.Store(int64(nKills + 1))
 	last := rng.Intn(nDaemons)
 	held := killHolding(ds[last], filepath.Join(root, "work", ids[last]), 30*time.Second, func() { alive(-1) })
 	limit := 4 * (sharedLease + sharedMargin) // generous: a loaded machine delays sweeps
@@ -160,6 +172,8 @@ func runShared(t *testing.T, nDaemons, nFiles, nKills int, seed int64) {
 		t.Fatalf("%s killed for good holding %d frames: not taken over within %v", ids[last], held, limit)
 	}
 	takeovers = append(takeovers, took)
+	stage.Store(int64(nKills + 2))
+	wg.Wait()
 	t.Logf("%s killed for good holding %d frames: taken over after %v", ids[last], held, took.Round(time.Millisecond))
 	// The lease file goes once the frames have moved, a moment after the
 	// folder was renamed.
