@@ -437,12 +437,7 @@ func (s *Spool) takeOver(id string, now time.Time) (Takeover, bool, error) {
 		}
 		_ = syncDir(s.dirs[Leases])
 	}
-	if t.Requeued+t.Finished > 0 {
-		s.log("warn", "took over the frames of an instance whose lease expired",
-			"instance", id, "lease_age", a.Round(time.Millisecond).String(),
-			"requeued", t.Requeued, "finished", t.Finished)
-	}
-	return t, true, nil
+	return t, true, nil // the caller logs it
 }
 
 // serverNow is this host's clock corrected by the offset to the file

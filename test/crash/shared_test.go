@@ -1,6 +1,7 @@
 package crash
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand"
 	"os"
@@ -209,9 +210,17 @@ func runShared(t *testing.T, nDaemons, nFiles, nKills int, seed int64) {
 	final = snapshot(t, root)
 	final.checkFinal(t, root, byName)
 	starts := 0
+	var lf logFigures
 	for _, d := range ds {
 		d.checkLogs()
 		starts += d.starts
+		lf.add(t, d.logs)
+	}
+	// Each valid frame was finished exactly once, by one daemon.
+	for name, in := range byName {
+		if k := lf.deblurred[name]; in.kind.valid() && k != 1 {
+			t.Errorf("%s deblurred %d times", name, k)
+		}
 	}
 	sort.Slice(takeovers, func(a, b int) bool { return takeovers[a] < takeovers[b] })
 	var sum time.Duration
@@ -225,9 +234,10 @@ func runShared(t *testing.T, nDaemons, nFiles, nKills int, seed int64) {
 			takeovers[len(takeovers)-1].Round(time.Millisecond), (sum / time.Duration(len(takeovers))).Round(time.Millisecond))
 	}
 	t.Logf("SHARED SPOOL: %d daemons, %d frames (done %d, failed %d, out %d), %d SIGKILLs with restarts "+
-		"(%d with no frame held) + 1 for good, %d starts, %d self-recovered at restart; takeovers (lease %v, margin %v): %s; %v in all",
+		"(%d with no frame held) + 1 for good, %d starts, %d self-recovered at restart; takeovers (lease %v, margin %v): %s; "+
+		"frames re-queued at starts %d, by takeovers %d, finished by takeovers (output complete) %d; %v in all",
 		nDaemons, len(inputs), len(final.done), len(final.failed), len(final.out), nKills, emptyKills, starts, selfRecovered,
-		sharedLease, sharedMargin, fig, time.Since(start).Round(time.Second))
+		sharedLease, sharedMargin, fig, lf.requeuedAtStart, lf.requeuedByTakeover, lf.finishedByTakeover, time.Since(start).Round(time.Second))
 }
 
 // sharedConfig writes the configuration of daemon id into dir: the crash
@@ -311,6 +321,45 @@ func checkTerminal(t *testing.T, root string, inputs map[string]*input) {
 		for _, n := range names {
 			if inputs[n] == nil {
 				t.Errorf("unknown file %q (a frame run twice, or renamed?)", n)
+			}
+		}
+	}
+}
+
+// logFigures are counted from the daemons' JSON logs.
+type logFigures struct {
+	deblurred                                               map[string]int
+	requeuedAtStart, requeuedByTakeover, finishedByTakeover int
+}
+
+func (f *logFigures) add(t *testing.T, paths []string) {
+	if f.deblurred == nil {
+		f.deblurred = map[string]int{}
+	}
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			var e struct {
+				Message  string `json:"message"`
+				Name     string `json:"name"`
+				Requeued int    `json:"requeued"`
+				Finished int    `json:"finished"`
+			}
+			if json.Unmarshal([]byte(l), &e) != nil {
+				continue
+			}
+			switch e.Message {
+			case "deblurred":
+				f.deblurred[e.Name]++
+			case "spool recovered":
+				f.requeuedAtStart += e.Requeued
+			case "took over an expired instance's frames":
+				f.requeuedByTakeover += e.Requeued
+				f.finishedByTakeover += e.Finished
 			}
 		}
 	}
