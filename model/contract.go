@@ -96,10 +96,10 @@ type priorShape struct {
 	tokensAt, channelsAt string // which tensor said it
 }
 
-// checkIO holds one graph's inputs and outputs, as ONNX Runtime would see them, to
-// the contract. Extra outputs are tolerated (only the contract's output is
-// fetched); a missing or extra input is not, as ORT could not run the graph
-// with the inputs we feed. The error names the file and shows both what the
+// checkIO holds one graph's inputs and outputs, as ONNX Runtime would see
+// them, to the contract. Extra outputs are tolerated (only the contract's
+// output is fetched); a missing or extra input is not, as ORT could not run
+// the graph with the inputs we feed. The error names the file and shows both what the
 // graph has and what the contract wants.
 func checkIO(spec graphSpec, ins, outs []TensorInfo, ps *priorShape) error {
 	err := matchIO(spec, ins, outs, ps)
