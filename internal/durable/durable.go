@@ -173,18 +173,27 @@ func SyncDir(dir string) error {
 }
 
 // NoReplace renames without ever replacing the destination:
-// renameat2(RENAME_NOREPLACE). A file system that lacks it (some network
-// file systems) is remembered, and from then on a check-then-rename runs,
-// which is only race-free against renames that go through the same
-// NoReplace under the caller's own lock, not against other writers. Use
-// one NoReplace per file system (the spool has one); the zero value is
-// ready to use and safe for concurrent use.
+// renameat2(RENAME_NOREPLACE). A file system that lacks it (NFS, which
+// answers EINVAL) is remembered, and from then on the rename is made of a
+// hard link and an unlink, each of which the file server does atomically:
+// link(src, dst) fails with EEXIST if dst is taken, so the destination is
+// never replaced, and of several renamers that linked the same src only
+// the one whose unlink(src) succeeds keeps its new name; the others remove
+// theirs and see fs.ErrNotExist, as a losing rename(2) would. Between the
+// link and the unlink the file has both names: a crash there leaves it
+// under both (a frame may then be processed twice, never lost). A file
+// system without hard links either (some SMB shares) falls back to a
+// check-then-rename, race-free only against renames through the same
+// NoReplace under the caller's own lock. Use one NoReplace per file system
+// (the spool has one); the zero value is ready to use and safe for
+// concurrent use.
 type NoReplace struct {
 	// OnFallback, if set, is called once, when the first rename finds
 	// RENAME_NOREPLACE unsupported, with the destination's folder.
 	OnFallback func(dir string)
 
-	unsupported atomic.Bool
+	unsupported atomic.Bool // no RENAME_NOREPLACE: link and unlink
+	noLinks     atomic.Bool // no hard links either: check, then rename
 }
 
 // Rename renames src to dst unless dst exists: then it fails with an
@@ -204,10 +213,37 @@ func (n *NoReplace) Rename(src, dst string) error {
 			n.OnFallback(filepath.Dir(dst))
 		}
 	}
+	if !n.noLinks.Load() {
+		err := linkUnlink(src, dst)
+		if !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.ENOTSUP) && !errors.Is(err, unix.ENOSYS) {
+			return err
+		}
+		n.noLinks.Store(true)
+	}
 	if _, err := os.Lstat(dst); err == nil {
 		return &os.LinkError{Op: "rename", Old: src, New: dst, Err: fs.ErrExist}
 	}
 	return os.Rename(src, dst)
+}
+
+// linkUnlink is a never-replacing rename out of two atomic steps (see
+// NoReplace). Its errors are *os.LinkError with the cause: fs.ErrExist
+// (dst taken), fs.ErrNotExist (src gone, or taken by another renamer
+// between our link and our unlink), EPERM/ENOTSUP/ENOSYS (no hard links
+// here: nothing was changed).
+func linkUnlink(src, dst string) error {
+	if err := unix.Link(src, dst); err != nil {
+		return &os.LinkError{Op: "rename", Old: src, New: dst, Err: err}
+	}
+	if err := unix.Unlink(src); err != nil {
+		// Another renamer unlinked src first and keeps its own name; ours
+		// is a second name of the file it took, and goes again.
+		if rerr := unix.Unlink(dst); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("removing the second name %s: %w", dst, rerr))
+		}
+		return &os.LinkError{Op: "rename", Old: src, New: dst, Err: err}
+	}
+	return nil
 }
 
 // createTemp creates dir/.NAME.hidiffd-tmp-XXXXXXXX exclusively. A long

@@ -2,6 +2,7 @@ package durable
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -173,11 +174,22 @@ func TestNoReplaceFree(t *testing.T) {
 }
 
 // TestNoReplaceFallback: once the file system is known to lack
-// RENAME_NOREPLACE, the check-then-rename still never replaces.
+// RENAME_NOREPLACE (link and unlink) and also hard links (check, then
+// rename), a rename still never replaces.
 func TestNoReplaceFallback(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		noLinks bool
+	}{{"link and unlink", false}, {"check then rename", true}} {
+		t.Run(tc.name, func(t *testing.T) { testNoReplaceFallback(t, tc.noLinks) })
+	}
+}
+
+func testNoReplaceFallback(t *testing.T, noLinks bool) {
 	dir := t.TempDir()
 	nr := &NoReplace{}
 	nr.unsupported.Store(true)
+	nr.noLinks.Store(noLinks)
 	src, dst := filepath.Join(dir, "a"), filepath.Join(dir, "b")
 	os.WriteFile(src, []byte("a"), 0o600)
 	os.WriteFile(dst, []byte("b"), 0o600)
@@ -190,6 +202,45 @@ func TestNoReplaceFallback(t *testing.T) {
 	os.Remove(dst)
 	if err := nr.Rename(src, dst); err != nil {
 		t.Fatalf("Rename to a free name: %v", err)
+	}
+	if _, err := os.Lstat(src); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("source still there after the rename: %v", err)
+	}
+	if b, _ := os.ReadFile(dst); string(b) != "a" {
+		t.Fatalf("destination %q, want the source's content", b)
+	}
+	if err := nr.Rename(src, filepath.Join(dir, "c")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Rename of a missing source: %v, want fs.ErrNotExist", err)
+	}
+}
+
+// TestLinkUnlinkRace: many renamers of one source onto different free
+// names (daemons on NFS claiming one inbox file): exactly one wins, the
+// file ends under exactly one name, and the losers see fs.ErrNotExist.
+func TestLinkUnlinkRace(t *testing.T) {
+	for round := range 50 {
+		dir := t.TempDir()
+		src := filepath.Join(dir, "frame")
+		os.WriteFile(src, []byte("x"), 0o600)
+		const n = 8
+		errs := make(chan error, n)
+		for i := range n {
+			go func() { errs <- linkUnlink(src, filepath.Join(dir, fmt.Sprintf("claim%d", i))) }()
+		}
+		wins := 0
+		for range n {
+			err := <-errs
+			switch {
+			case err == nil:
+				wins++
+			case !errors.Is(err, fs.ErrNotExist):
+				t.Fatalf("round %d: a losing renamer got %v, want fs.ErrNotExist", round, err)
+			}
+		}
+		left, _ := os.ReadDir(dir)
+		if wins != 1 || len(left) != 1 {
+			t.Fatalf("round %d: %d winners, %d names left, want 1 and 1", round, wins, len(left))
+		}
 	}
 }
 
