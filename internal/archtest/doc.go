@@ -10,6 +10,8 @@
 //   - modules some packages must not reach even indirectly (trt and model
 //     never depend on onnxruntime_go), from `go list -deps` under each
 //     build tag set;
+//   - only internal/durable fsyncs or renames without replacing (one
+//     durable writer);
 //   - no tracked file names an absolute path of the machine it was written
 //     on, and every reference to a design document resolves to a file in
 //     the repository.
