@@ -146,12 +146,11 @@ func (s *Spool) takeLease() error {
 		host, _ := os.Hostname()
 		rec, _ := json.Marshal(leaseRecord{Instance: s.id, Host: host, PID: os.Getpid(),
 			Started: time.Now().UTC().Format(time.RFC3339), LeaseS: int64(s.opts.Lease / time.Second)})
-		// In place, not by rename: the flock belongs to this inode.
-		if err := f.Truncate(0); err == nil {
-			_, err = f.WriteAt(append(rec, '\n'), 0)
-		}
+		// In place, not by rename: the flock belongs to this inode. Not
+		// fsynced: the content is for people; liveness is the mtime.
+		err = f.Truncate(0)
 		if err == nil {
-			err = f.Sync()
+			_, err = f.WriteAt(append(rec, '\n'), 0)
 		}
 		if err != nil {
 			f.Close()
