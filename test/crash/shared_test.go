@@ -138,8 +138,7 @@ func runShared(t *testing.T, nDaemons, nFiles, nKills int, seed int64) {
 	// own work/ at start) or longer (the others take it over first).
 	for k := 1; k <= nKills; k++ {
 		stage.Store(int64(k))
-		i := rng.Intn(nDaemons)
-		n := killHolding(ds[i], filepath.Join(root, "work", ids[i]), 30*time.Second, func() { alive(-1) })
+		i, n := killHolding(rng, ds, root, ids, 30*time.Second, func() { alive(-1) })
 		killed := time.Now()
 		if n == 0 {
 			emptyKills++
@@ -165,8 +164,7 @@ func runShared(t *testing.T, nDaemons, nFiles, nKills int, seed int64) {
 	// One daemon dies for good while it holds frames: the others must take
 	// its frames over without anyone restarting it.
 	stage.Store(int64(nKills + 1))
-	last := rng.Intn(nDaemons)
-	held := killHolding(ds[last], filepath.Join(root, "work", ids[last]), 30*time.Second, func() { alive(-1) })
+	last, held := killHolding(rng, ds, root, ids, 30*time.Second, func() { alive(-1) })
 	limit := 4 * (sharedLease + sharedMargin) // generous: a loaded machine delays sweeps
 	took, ok := waitTakeover(root, ids[last], limit, func() { alive(last) })
 	if !ok {
@@ -260,22 +258,31 @@ func sharedConfig(t *testing.T, e testEnv, root, id, dir string) string {
 	return e.cfg
 }
 
-// killHolding SIGKILLs d as soon as its work folder holds a frame (or
-// after timeout) and returns how many it held just before.
-func killHolding(d *daemon, work string, timeout time.Duration, alive func()) int {
+// killHolding SIGKILLs one of the daemons that hold frames in their
+// work/<id>/, chosen at random, as soon as one does (after timeout: any
+// daemon), and returns which and how many frames it held just before.
+func killHolding(rng *rand.Rand, ds []*daemon, root string, ids []string, timeout time.Duration, alive func()) (int, int) {
 	deadline := time.Now().Add(timeout)
-	n := 0
 	for i := 0; time.Now().Before(deadline); i++ {
-		if n = countFrames(work); n > 0 {
-			break
+		var holders, counts []int
+		for j, id := range ids {
+			if n := countFrames(filepath.Join(root, "work", id)); n > 0 {
+				holders, counts = append(holders, j), append(counts, n)
+			}
+		}
+		if len(holders) > 0 {
+			k := rng.Intn(len(holders))
+			ds[holders[k]].sigkill()
+			return holders[k], counts[k]
 		}
 		if i%20 == 0 {
 			alive()
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	d.sigkill()
-	return n
+	j := rng.Intn(len(ds))
+	ds[j].sigkill()
+	return j, 0
 }
 
 // countFrames counts the frames in a work folder (0 if it is gone).
