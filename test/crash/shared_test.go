@@ -187,14 +187,17 @@ func runShared(t *testing.T, nDaemons, nFiles, nKills int, seed int64) {
 	drained := pollUntil(240*time.Second, func() bool {
 		alive(last)
 		final = snapshot(t, root)
-		return len(final.inbox) == 0 && len(final.work) == 0 && len(final.done)+len(final.failed) >= len(inputs)
+		// Temporary files a killed daemon left are removed once they are
+		// stale (a lease after the takeover or restart): waited for too.
+		return len(final.inbox) == 0 && len(final.work) == 0 && len(final.done)+len(final.failed) >= len(inputs) &&
+			final.outTmp == 0 && len(final.other) == 0
 	})
 	if !drained {
 		for _, d := range ds {
 			d.dumpLog()
 		}
-		t.Fatalf("not drained: inbox %d, work %d, done %d, failed %d of %d",
-			len(final.inbox), len(final.work), len(final.done), len(final.failed), len(inputs))
+		t.Fatalf("not drained: inbox %d, work %d, done %d, failed %d of %d; temporary files: out/ %d, others %v",
+			len(final.inbox), len(final.work), len(final.done), len(final.failed), len(inputs), final.outTmp, final.other)
 	}
 	for i, d := range ds {
 		if i == last {
