@@ -190,7 +190,7 @@ func runShared(t *testing.T, nDaemons, nFiles, nKills int, seed int64) {
 		// Temporary files a killed daemon left are removed once they are
 		// stale (a lease after the takeover or restart): waited for too.
 		return len(final.inbox) == 0 && len(final.work) == 0 && len(final.done)+len(final.failed) >= len(inputs) &&
-			final.outTmp == 0 && len(final.other) == 0
+			final.outTmp == 0 && len(final.other) == 0 && len(final.inboxDot) == 0
 	})
 	if !drained {
 		for _, d := range ds {
