@@ -399,6 +399,13 @@ func (s *Spool) takeOver(id string, now time.Time) (Takeover, bool, error) {
 			return t, false, fmt.Errorf("spool: sweep: lock lease %s: %w", lp, ferr)
 		}
 		defer lf.Close()
+		// Another sweeper took this instance over and removed the file
+		// between our open and our lock: done already, and the instance
+		// may be starting again with a new lease (and work folder) that
+		// must not be touched.
+		if !samePath(lf, lp) {
+			return t, false, nil
+		}
 		// Refreshed between the first look and the lock: alive.
 		if a2, aerr := s.age(lp, now); aerr == nil && a2 <= limit {
 			return t, false, nil

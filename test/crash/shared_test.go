@@ -217,6 +217,10 @@ func runShared(t *testing.T, nDaemons, nFiles, nKills int, seed int64) {
 		starts += d.starts
 		lf.add(t, d.logs)
 	}
+	// A live daemon is never taken over (its lock is held).
+	if lf.liveTakenOver != 0 {
+		t.Errorf("%d heartbeats found their own work/<id>/ taken over: a live daemon was taken over", lf.liveTakenOver)
+	}
 	// Each valid frame was finished exactly once, by one daemon: deblurred,
 	// or found with its output complete by a recovery or takeover after a
 	// kill between publishing the output and moving the original.
@@ -343,6 +347,7 @@ func checkTerminal(t *testing.T, root string, inputs map[string]*input) {
 type logFigures struct {
 	deblurred, recovered                                    map[string]int
 	requeuedAtStart, requeuedByTakeover, finishedByTakeover int
+	liveTakenOver                                           int // heartbeats that found their own work/ taken over
 }
 
 func (f *logFigures) add(t *testing.T, paths []string) {
@@ -361,6 +366,7 @@ func (f *logFigures) add(t *testing.T, paths []string) {
 				Name     string `json:"name"`
 				Requeued int    `json:"requeued"`
 				Finished int    `json:"finished"`
+				Error    string `json:"error"`
 			}
 			if json.Unmarshal([]byte(l), &e) != nil {
 				continue
@@ -373,6 +379,10 @@ func (f *logFigures) add(t *testing.T, paths []string) {
 				f.recovered[e.Name]++
 			case "spool recovered":
 				f.requeuedAtStart += e.Requeued
+			case "lease heartbeat":
+				if strings.Contains(e.Error, "taken over") {
+					f.liveTakenOver++
+				}
 			case "took over an expired instance's frames":
 				f.requeuedByTakeover += e.Requeued
 				f.finishedByTakeover += e.Finished
