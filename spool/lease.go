@@ -392,7 +392,8 @@ func (s *Spool) takeOver(id string, now time.Time) (Takeover, bool, error) {
 		if ferr := unix.Flock(int(lf.Fd()), unix.LOCK_EX|unix.LOCK_NB); ferr != nil {
 			lf.Close()
 			if errors.Is(ferr, unix.EWOULDBLOCK) {
-				s.log("warn", "instance's lease is out of date but its lock is held: a live daemon missing its heartbeats; not taken over",
+				s.log("warn", "instance's lease is out of date but its lock is held (a live daemon missing its heartbeats, "+
+					"or another daemon taking it over right now); not taken over",
 					"instance", id, "age", a.Round(time.Millisecond).String())
 				return t, false, nil
 			}
