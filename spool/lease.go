@@ -170,14 +170,22 @@ func samePath(f *os.File, path string) bool {
 	return a.Dev == b.Dev && a.Ino == b.Ino
 }
 
-// touch sets the file's times to "now" as the file system sees it (on NFS
-// the server's clock: a time-less SETATTR) and returns the mtime it got.
-func touch(path string) (time.Time, error) {
+// touchOwn sets this instance's lease file's times to "now" as the file
+// system sees it (on NFS the server's clock: a time-less SETATTR, whose
+// reply refreshes the cached attributes) and returns the mtime it got. It
+// reads it through the locked descriptor and never opens the file again:
+// on NFS flock is a POSIX lock, which closing any descriptor of the file
+// in this process would drop.
+func (s *Spool) touchOwn() (time.Time, error) {
 	ts := []unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_NOW}}
-	if err := unix.UtimesNanoAt(unix.AT_FDCWD, path, ts, 0); err != nil {
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, s.lease.Name(), ts, 0); err != nil {
 		return time.Time{}, err
 	}
-	return freshMtime(path)
+	fi, err := s.lease.Stat()
+	if err != nil {
+		return time.Time{}, err
+	}
+	return fi.ModTime(), nil
 }
 
 // freshMtime opens the file before stat'ing it: on NFS an open revalidates
@@ -204,7 +212,7 @@ func freshMtime(path string) (time.Time, error) {
 func (s *Spool) checkClock() (time.Duration, error) {
 	p := filepath.Join(s.dirs[Leases], s.id)
 	before := time.Now()
-	m, err := touch(p)
+	m, err := s.touchOwn()
 	if err != nil {
 		return 0, fmt.Errorf("spool: heartbeat lease %s: %w", p, err)
 	}
@@ -268,7 +276,7 @@ func (s *Spool) Heartbeat() error {
 		return nil
 	}
 	p := filepath.Join(s.dirs[Leases], s.id)
-	if _, err := touch(p); err != nil {
+	if _, err := s.touchOwn(); err != nil {
 		return fmt.Errorf("spool: heartbeat lease %s: %w", p, err)
 	}
 	if _, err := os.Lstat(s.dirs[Work]); errors.Is(err, fs.ErrNotExist) {
@@ -303,7 +311,7 @@ func (s *Spool) Sweep() ([]Takeover, error) {
 	if s.lease != nil {
 		// Our own lease, just touched: "now" on the clock the other
 		// leases were stamped with.
-		if now, err = touch(filepath.Join(s.dirs[Leases], s.id)); err != nil {
+		if now, err = s.touchOwn(); err != nil {
 			return nil, fmt.Errorf("spool: sweep: heartbeat: %w", err)
 		}
 	} else {
@@ -407,8 +415,10 @@ func (s *Spool) takeOver(id string, now time.Time) (Takeover, bool, error) {
 		if !samePath(lf, lp) {
 			return t, false, nil
 		}
-		// Refreshed between the first look and the lock: alive.
-		if a2, aerr := s.age(lp, now); aerr == nil && a2 <= limit {
+		// Refreshed between the first look and the lock: alive. Read
+		// through lf (just opened: fresh attributes); opening the file
+		// again and closing that would drop the lock on NFS.
+		if fi, serr := lf.Stat(); serr == nil && now.Sub(fi.ModTime()) <= limit {
 			return t, false, nil
 		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
