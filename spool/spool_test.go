@@ -719,21 +719,64 @@ func TestWriteOutputDiskFullAndReadOnly(t *testing.T) {
 	}
 }
 
-func TestIsTransient(t *testing.T) {
-	for _, e := range []syscall.Errno{syscall.ENOSPC, syscall.EDQUOT, syscall.EROFS, syscall.EACCES, syscall.EIO} {
-		wrapped := fmt.Errorf("encode: %w", &fs.PathError{Op: "write", Path: "/x", Err: e})
-		if !IsTransient(wrapped) {
-			t.Errorf("%v should be transient", e)
-		}
+// TestTransientClassification pins the one errno classification both the
+// output side (IsTransient) and the daemon's reading of a frame
+// (IsTransientRead) use: which errors keep the original for a retry and
+// which fail the frame.
+func TestTransientClassification(t *testing.T) {
+	wrap := func(e syscall.Errno) error {
+		return fmt.Errorf("encode: %w", &fs.PathError{Op: "write", Path: "/x", Err: e})
 	}
-	for _, err := range []error{nil, errors.New("unexpected EOF"), ErrGone, ErrBadName,
-		&fs.PathError{Op: "open", Path: "/x", Err: syscall.EINVAL}} {
-		if IsTransient(err) {
-			t.Errorf("%v should not be transient", err)
-		}
+	cases := []struct {
+		name        string
+		err         error
+		write, read bool
+	}{
+		{"ENOSPC disk full", wrap(syscall.ENOSPC), true, false},
+		{"EDQUOT quota", wrap(syscall.EDQUOT), true, false},
+		{"EROFS read-only", wrap(syscall.EROFS), true, false},
+		{"EACCES permission", wrap(syscall.EACCES), true, false},
+		{"EPERM immutable", wrap(syscall.EPERM), true, false},
+		{"EBUSY mount busy", wrap(syscall.EBUSY), true, false},
+		{"EIO device", wrap(syscall.EIO), true, true},
+		{"EMFILE descriptors", wrap(syscall.EMFILE), true, true},
+		{"ENFILE file table", wrap(syscall.ENFILE), true, true},
+		{"ENOMEM kernel memory", wrap(syscall.ENOMEM), true, true},
+		{"EAGAIN", wrap(syscall.EAGAIN), true, true},
+		{"EINTR", wrap(syscall.EINTR), true, true},
+		{"ETIMEDOUT nfs", wrap(syscall.ETIMEDOUT), true, true},
+		{"ESTALE nfs", wrap(syscall.ESTALE), true, true},
+		{"EINVAL", wrap(syscall.EINVAL), false, false},
+		{"ENOENT", wrap(syscall.ENOENT), false, false},
+		{"nil", nil, false, false},
+		{"plain error", errors.New("unexpected EOF"), false, false},
+		{"ErrGone", ErrGone, false, false},
+		{"ErrBadName", ErrBadName, false, false},
+		// The spool's own filesystem steps are never the frame's fault,
+		// whatever the errno; a read never goes through them.
+		{"marked by the spool", transient(errors.New("any")), true, false},
+		{"marked ENOENT", transient(wrap(syscall.ENOENT)), true, false},
 	}
-	if !IsTransient(transient(errors.New("any"))) {
-		t.Error("marked errors are transient")
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := IsTransient(c.err); got != c.write {
+				t.Errorf("IsTransient(%v) = %v, want %v", c.err, got, c.write)
+			}
+			if got := IsTransientRead(c.err); got != c.read {
+				t.Errorf("IsTransientRead(%v) = %v, want %v", c.err, got, c.read)
+			}
+		})
+	}
+	// Every errno of the list is in the table above, so a new one cannot be
+	// added without saying how it is classified.
+	for _, e := range transientErrnos {
+		found := false
+		for _, c := range cases {
+			found = found || errors.Is(c.err, e.errno) && !errors.As(c.err, new(*transientError))
+		}
+		if !found {
+			t.Errorf("%v is in transientErrnos but not in this test's table", e.errno)
+		}
 	}
 }
 
