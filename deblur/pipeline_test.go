@@ -128,7 +128,7 @@ func TestTilesArePaddedWindowsOfConstantShape(t *testing.T) {
 			t.Fatal(err)
 		}
 		p, _ := NewPipeline(fb, Options{Tile: c.tile, Overlap: c.ov})
-		p.plan(c.w, c.h)
+		p.planTiles(c.w, c.h, c.tile, c.ov)
 		for k, b := range fb.blurs {
 			if !slices.Equal(b.Shape, []int64{1, 3, int64(c.th), int64(c.tw)}) {
 				t.Fatalf("%+v: tile %d shape %v", c, k, b.Shape)

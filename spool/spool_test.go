@@ -481,7 +481,10 @@ func TestFailOverwritesStaleRecord(t *testing.T) {
 	wantListing(t, s, "failed/c.jpg", "failed/c.jpg.error.json")
 }
 
-func TestFailInboxSpecialFiles(t *testing.T) {
+// Entries that are not regular files (delivered by intake at once, to be
+// failed) are claimed and failed as they are: rename(2) moves symlinks,
+// fifos and folders without opening them, and the record says what they were.
+func TestFailSpecialFiles(t *testing.T) {
 	s := openTest(t, Options{})
 	in := s.Dir(Inbox)
 	target := filepath.Join(t.TempDir(), "target.jpg")
@@ -496,20 +499,23 @@ func TestFailInboxSpecialFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(in, "dir.jpg", "inner"), []byte("x"), 0o644)
-	want := map[string]string{"link.jpg": "symlink", "pipe.jpg": "fifo", "dir.jpg": "dir"}
-	for name := range want {
-		if err := s.FailInbox(name, "intake", "not a regular file"); err != nil {
-			t.Fatal(err)
-		}
+	for _, c := range []struct{ name, typ string }{{"link.jpg", "symlink"}, {"pipe.jpg", "fifo"}, {"dir.jpg", "dir"}} {
+		t.Run(c.name, func(t *testing.T) {
+			j, err := s.Claim(c.name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Fail(j, "probe", "not a regular file"); err != nil {
+				t.Fatal(err)
+			}
+			rec := readRecord(t, filepath.Join(s.Dir(Failed), c.name+ErrorSuffix))
+			if rec.Type != c.typ || rec.Stage != "probe" || rec.Name != c.name {
+				t.Errorf("record %+v, want type %q stage probe", rec, c.typ)
+			}
+		})
 	}
 	wantListing(t, s, "failed/link.jpg", "failed/link.jpg.error.json", "failed/pipe.jpg",
 		"failed/pipe.jpg.error.json", "failed/dir.jpg", "failed/dir.jpg.error.json")
-	for name, typ := range want {
-		rec := readRecord(t, filepath.Join(s.Dir(Failed), name+ErrorSuffix))
-		if rec.Type != typ || rec.Stage != "intake" {
-			t.Errorf("%s: record %+v", name, rec)
-		}
-	}
 	// The symlink moved as a link; its target was not touched.
 	if l, err := os.Readlink(filepath.Join(s.Dir(Failed), "link.jpg")); err != nil || l != target {
 		t.Fatalf("readlink: %q %v", l, err)
@@ -517,8 +523,8 @@ func TestFailInboxSpecialFiles(t *testing.T) {
 	if readFile(t, target) != "outside" {
 		t.Fatal("symlink target changed")
 	}
-	if err := s.FailInbox("nothing.jpg", "intake", "x"); !errors.Is(err, ErrGone) {
-		t.Fatalf("FailInbox of a missing file: %v", err)
+	if err := s.Fail(&Job{Name: "nothing.jpg"}, "probe", "x"); !errors.Is(err, ErrGone) {
+		t.Fatalf("Fail of a missing file: %v", err)
 	}
 }
 
@@ -781,15 +787,18 @@ func TestTransientClassification(t *testing.T) {
 }
 
 func TestSuffixed(t *testing.T) {
-	for _, c := range [][3]string{{"a.jpg", "1", "a.1.jpg"}, {"a", "2", "a.2"}, {"a.tar.gz", "3", "a.tar.3.gz"}, {".x", "1", ".x.1"}} {
-		var i int
-		fmt.Sscan(c[1], &i)
-		if got := suffixed(c[0], i); got != c[2] {
-			t.Errorf("suffixed(%q,%d) = %q, want %q", c[0], i, got, c[2])
-		}
-	}
-	if suffixed("a.jpg", 0) != "a.jpg" {
-		t.Error("suffix 0 must keep the name")
+	for _, c := range []struct {
+		name string
+		i    int
+		want string
+	}{
+		{"a.jpg", 0, "a.jpg"}, {"a.jpg", 1, "a.1.jpg"}, {"a", 2, "a.2"}, {"a.tar.gz", 3, "a.tar.3.gz"}, {".x", 1, ".x.1"},
+	} {
+		t.Run(fmt.Sprintf("%s,%d", c.name, c.i), func(t *testing.T) {
+			if got := suffixed(c.name, c.i); got != c.want {
+				t.Errorf("suffixed(%q,%d) = %q, want %q", c.name, c.i, got, c.want)
+			}
+		})
 	}
 }
 

@@ -164,7 +164,7 @@ func New(inbox string, opts Options, log Logger) (*Watcher, error) {
 
 // Ready delivers names (not paths) of files in inbox/ that are ready to be
 // claimed, oldest first where known. A name is delivered once and then held
-// until Done or Forget is called for it. The channel is closed when Run
+// until Done is called for it. The channel is closed when Run
 // returns.
 func (w *Watcher) Ready() <-chan string { return w.out }
 
@@ -199,11 +199,6 @@ func (w *Watcher) Observed(name string) (size int64, mtime time.Time, ok bool) {
 	}
 	return o.size, time.Unix(0, o.mtime), true
 }
-
-// Forget is Done for a name the daemon did not move (for example its claim
-// failed); the file, if still there, is found again by the watcher's events
-// or next scan.
-func (w *Watcher) Forget(name string) { w.Done(name) }
 
 // Health is nil while the watcher can scan the inbox, else why it cannot
 // (the inbox was removed, replaced by a file, made unreadable): the daemon
@@ -663,7 +658,7 @@ func (l *loop) promote(now time.Time) {
 	}
 }
 
-// done handles Done/Forget for a name.
+// done handles Done for a name.
 func (l *loop) done(name string, now time.Time) {
 	e := l.pending[name]
 	if e == nil {

@@ -201,8 +201,8 @@ func TestNewFileAfterSettleOnce(t *testing.T) {
 	// Held: rescans do not deliver it again.
 	h.expectNothing(600 * time.Millisecond)
 
-	// Done without moving (like Forget after a failed claim): it comes back.
-	h.w.Forget("new.jpg")
+	// Done without moving (a claim that failed): it comes back.
+	h.w.Done("new.jpg")
 	h.expect(5*time.Second, "new.jpg")
 
 	// Claimed (moved away) and Done: not delivered again...
