@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"image"
 	"image/color"
 	"image/jpeg"
@@ -135,21 +136,26 @@ func TestPNGRoundTrip(t *testing.T) {
 }
 
 func TestJPEGDecodeMatchesStdlib(t *testing.T) {
-	for _, src := range []image.Image{pattern8(41, 27), smooth(64, 48), image.NewGray(image.Rect(0, 0, 17, 9))} {
-		data := encJPEG(t, src, 90)
-		ref, err := jpeg.Decode(bytes.NewReader(data))
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := DecodeBytes(data, Limits{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.Format != FormatJPEG || got.BitDepth != 8 {
-			t.Fatalf("format %s depth %d", got.Format, got.BitDepth)
-		}
-		// The fast path must agree bit for bit with image/jpeg's own At().
-		checkAgainst(t, got, ref)
+	for _, c := range []struct {
+		name string
+		src  image.Image
+	}{{"pattern8", pattern8(41, 27)}, {"smooth", smooth(64, 48)}, {"gray", image.NewGray(image.Rect(0, 0, 17, 9))}} {
+		t.Run(c.name, func(t *testing.T) {
+			data := encJPEG(t, c.src, 90)
+			ref, err := jpeg.Decode(bytes.NewReader(data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := DecodeBytes(data, Limits{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Format != FormatJPEG || got.BitDepth != 8 {
+				t.Fatalf("format %s depth %d", got.Format, got.BitDepth)
+			}
+			// The fast path must agree bit for bit with image/jpeg's own At().
+			checkAgainst(t, got, ref)
+		})
 	}
 }
 
@@ -290,31 +296,33 @@ func TestEXIFOrientations(t *testing.T) {
 	}
 	for o := 1; o <= 8; o++ {
 		for _, bo := range []binary.ByteOrder{binary.BigEndian, binary.LittleEndian} {
-			data := withSegment(base, exifAPP1(uint16(o), bo))
-			p := writeTemp(t, "o.jpg", data)
-			info, err := Probe(p, Limits{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			dw, dh := info.DisplaySize()
-			if info.Orientation != o || info.Width != w || info.Height != h {
-				t.Fatalf("orientation %d (%v): probe %+v", o, bo, info)
-			}
-			got, err := DecodeFile(p, Limits{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got.W != dw || got.H != dh {
-				t.Fatalf("orientation %d: %dx%d, want %dx%d", o, got.W, got.H, dw, dh)
-			}
-			for Y := 0; Y < got.H; Y++ {
-				for X := 0; X < got.W; X++ {
-					x, y := orientRef(o, w, h, X, Y)
-					if at(got, X, Y) != at(plain, x, y) {
-						t.Fatalf("orientation %d (%v): display (%d,%d) != stored (%d,%d)", o, bo, X, Y, x, y)
+			t.Run(fmt.Sprintf("orientation%d/%v", o, bo), func(t *testing.T) {
+				data := withSegment(base, exifAPP1(uint16(o), bo))
+				p := writeTemp(t, "o.jpg", data)
+				info, err := Probe(p, Limits{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				dw, dh := info.DisplaySize()
+				if info.Orientation != o || info.Width != w || info.Height != h {
+					t.Fatalf("probe %+v", info)
+				}
+				got, err := DecodeFile(p, Limits{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.W != dw || got.H != dh {
+					t.Fatalf("%dx%d, want %dx%d", got.W, got.H, dw, dh)
+				}
+				for Y := 0; Y < got.H; Y++ {
+					for X := 0; X < got.W; X++ {
+						x, y := orientRef(o, w, h, X, Y)
+						if at(got, X, Y) != at(plain, x, y) {
+							t.Fatalf("display (%d,%d) != stored (%d,%d)", X, Y, x, y)
+						}
 					}
 				}
-			}
+			})
 		}
 	}
 	// Orientation only applies to JPEG; PNG stays as stored.

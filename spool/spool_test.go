@@ -225,43 +225,45 @@ func TestFinishDelete(t *testing.T) {
 // are taken.
 func TestSameNameKeepsEveryOutput(t *testing.T) {
 	for _, keep := range []bool{true, false} {
-		s := openTest(t, Options{KeepOriginals: keep})
-		var logged []string
-		s.opts.Log = func(level, msg string, kv ...any) { logged = append(logged, msg) }
-		for i, content := range []string{"first", "second", "third"} {
-			drop(t, s, "f.jpg", content)
-			j, err := s.Claim("f.jpg")
-			if err != nil {
-				t.Fatal(err)
+		t.Run(fmt.Sprintf("keep_originals=%v", keep), func(t *testing.T) {
+			s := openTest(t, Options{KeepOriginals: keep})
+			var logged []string
+			s.opts.Log = func(level, msg string, kv ...any) { logged = append(logged, msg) }
+			for i, content := range []string{"first", "second", "third"} {
+				drop(t, s, "f.jpg", content)
+				j, err := s.Claim("f.jpg")
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := []string{"f.jpg", "f.1.jpg", "f.2.jpg"}[i]
+				if j.Name != want || j.Arrived != "f.jpg" {
+					t.Fatalf("claimed as %q (arrived %q), want %s", j.Name, j.Arrived, want)
+				}
+				if err := s.WriteOutput(j, writeString("out-"+content)); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.Finish(j); err != nil {
+					t.Fatal(err)
+				}
 			}
-			want := []string{"f.jpg", "f.1.jpg", "f.2.jpg"}[i]
-			if j.Name != want || j.Arrived != "f.jpg" {
-				t.Fatalf("keep=%v: claimed as %q (arrived %q), want %s", keep, j.Name, j.Arrived, want)
+			if keep {
+				wantListing(t, s, "done/f.jpg", "done/f.1.jpg", "done/f.2.jpg", "out/f.jpg", "out/f.1.jpg", "out/f.2.jpg")
+				if got := readFile(t, filepath.Join(s.Dir(Done), "f.2.jpg")); got != "third" {
+					t.Fatalf("done/f.2.jpg = %q", got)
+				}
+			} else {
+				wantListing(t, s, "out/f.jpg", "out/f.1.jpg", "out/f.2.jpg")
 			}
-			if err := s.WriteOutput(j, writeString("out-"+content)); err != nil {
-				t.Fatal(err)
+			for i, n := range []string{"f.jpg", "f.1.jpg", "f.2.jpg"} {
+				want := "out-" + []string{"first", "second", "third"}[i]
+				if got := readFile(t, filepath.Join(s.Dir(Out), n)); got != want {
+					t.Fatalf("out/%s = %q, want %q", n, got, want)
+				}
 			}
-			if err := s.Finish(j); err != nil {
-				t.Fatal(err)
+			if n := strings.Count(strings.Join(logged, "\n"), "name taken by an earlier frame"); n != 2 {
+				t.Errorf("want the two renames logged, got %q", logged)
 			}
-		}
-		if keep {
-			wantListing(t, s, "done/f.jpg", "done/f.1.jpg", "done/f.2.jpg", "out/f.jpg", "out/f.1.jpg", "out/f.2.jpg")
-			if got := readFile(t, filepath.Join(s.Dir(Done), "f.2.jpg")); got != "third" {
-				t.Fatalf("done/f.2.jpg = %q", got)
-			}
-		} else {
-			wantListing(t, s, "out/f.jpg", "out/f.1.jpg", "out/f.2.jpg")
-		}
-		for i, n := range []string{"f.jpg", "f.1.jpg", "f.2.jpg"} {
-			want := "out-" + []string{"first", "second", "third"}[i]
-			if got := readFile(t, filepath.Join(s.Dir(Out), n)); got != want {
-				t.Fatalf("out/%s = %q, want %q", n, got, want)
-			}
-		}
-		if n := strings.Count(strings.Join(logged, "\n"), "name taken by an earlier frame"); n != 2 {
-			t.Errorf("want the two renames logged, got %q", logged)
-		}
+		})
 	}
 }
 

@@ -216,9 +216,11 @@ func TestIgnored(t *testing.T) {
 		".hidden.jpg": true, "a.jpg.tmp": true, "a.JPG.PART": true, "a.part": true, "": true,
 		".x.hidiffd-tmp-1234": true, "a.jpg": false, "tmp": false, "a.tmp.jpg": false, "part.png": false,
 	} {
-		if Ignored(name) != want {
-			t.Errorf("Ignored(%q) = %v", name, !want)
-		}
+		t.Run(fmt.Sprintf("%q", name), func(t *testing.T) {
+			if Ignored(name) != want {
+				t.Errorf("Ignored(%q) = %v", name, !want)
+			}
+		})
 	}
 }
 
