@@ -247,16 +247,19 @@ func TestQuantiseRounding(t *testing.T) {
 func TestEncodeInvalid(t *testing.T) {
 	img := NewImage(4, 3, FormatPNG, 8)
 	for _, c := range []struct {
+		name string
 		img  *Image
 		opts EncodeOptions
 	}{
-		{img, EncodeOptions{Format: "gif"}},
-		{img, EncodeOptions{Format: FormatJPEG, Quality: 101}},
-		{img, EncodeOptions{BitDepth: 12}},
-		{&Image{W: 4, H: 3, Pix: make([]float32, 5), Format: FormatPNG}, EncodeOptions{}},
-		{nil, EncodeOptions{}},
+		{"gif", img, EncodeOptions{Format: "gif"}},
+		{"quality 101", img, EncodeOptions{Format: FormatJPEG, Quality: 101}},
+		{"12-bit", img, EncodeOptions{BitDepth: 12}},
+		{"short pixels", &Image{W: 4, H: 3, Pix: make([]float32, 5), Format: FormatPNG}, EncodeOptions{}},
+		{"nil image", nil, EncodeOptions{}},
 	} {
-		wantCode(t, Encode(io.Discard, c.img, c.opts), StageEncode, CodeInvalid)
+		t.Run(c.name, func(t *testing.T) {
+			wantCode(t, Encode(io.Discard, c.img, c.opts), StageEncode, CodeInvalid)
+		})
 	}
 	wantCode(t, Encode(failWriter{}, img, EncodeOptions{}), StageEncode, CodeIO)
 }
@@ -362,26 +365,28 @@ func TestTruncated(t *testing.T) {
 		"png16":       encPNG(t, pattern16(20, 10)),
 	}
 	for name, data := range files {
-		truncated := 0
-		for n := 1; n < len(data); n++ {
-			img, err := DecodeBytes(data[:n], Limits{})
-			if err == nil {
-				t.Fatalf("%s cut to %d of %d bytes decoded to %dx%d", name, n, len(data), img.W, img.H)
+		t.Run(name, func(t *testing.T) {
+			truncated := 0
+			for n := 1; n < len(data); n++ {
+				img, err := DecodeBytes(data[:n], Limits{})
+				if err == nil {
+					t.Fatalf("cut to %d of %d bytes decoded to %dx%d", n, len(data), img.W, img.H)
+				}
+				e := asErr(t, err)
+				if e.Code == CodeTruncated {
+					truncated++
+				}
 			}
-			e := asErr(t, err)
-			if e.Code == CodeTruncated {
-				truncated++
+			// Most cuts land in entropy-coded or compressed data and must be
+			// reported as truncation, not as a generic corruption.
+			if truncated < (len(data)-1)*8/10 {
+				t.Errorf("only %d of %d cuts reported as truncated", truncated, len(data)-1)
 			}
-		}
-		// Most cuts land in entropy-coded or compressed data and must be
-		// reported as truncation, not as a generic corruption.
-		if truncated < (len(data)-1)*8/10 {
-			t.Errorf("%s: only %d of %d cuts reported as truncated", name, truncated, len(data)-1)
-		}
-		// And through a real file.
-		p := writeTemp(t, "cut", data[:len(data)/2])
-		_, err := DecodeFile(p, Limits{})
-		wantCode(t, err, "", CodeTruncated)
+			// And through a real file.
+			p := writeTemp(t, "cut", data[:len(data)/2])
+			_, err := DecodeFile(p, Limits{})
+			wantCode(t, err, "", CodeTruncated)
+		})
 	}
 }
 
@@ -510,19 +515,21 @@ func TestSpecialFiles(t *testing.T) {
 		{filepath.Join(dir, "missing.png"), CodeNotFound},
 	}
 	for _, c := range cases {
-		done := make(chan [2]error, 1)
-		go func() {
-			_, e1 := Probe(c.path, Limits{})
-			_, e2 := DecodeFile(c.path, Limits{})
-			done <- [2]error{e1, e2}
-		}()
-		select {
-		case errs := <-done:
-			wantCode(t, errs[0], StageProbe, c.code)
-			wantCode(t, errs[1], StageProbe, c.code)
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%s: blocked (a fifo must never be opened)", c.path)
-		}
+		t.Run(filepath.Base(c.path), func(t *testing.T) {
+			done := make(chan [2]error, 1)
+			go func() {
+				_, e1 := Probe(c.path, Limits{})
+				_, e2 := DecodeFile(c.path, Limits{})
+				done <- [2]error{e1, e2}
+			}()
+			select {
+			case errs := <-done:
+				wantCode(t, errs[0], StageProbe, c.code)
+				wantCode(t, errs[1], StageProbe, c.code)
+			case <-time.After(10 * time.Second):
+				t.Fatal("blocked (a fifo must never be opened)")
+			}
+		})
 	}
 	// The link's target itself is fine.
 	if _, err := DecodeFile(target, Limits{}); err != nil {
