@@ -238,9 +238,11 @@ func TestQuantiseRounding(t *testing.T) {
 		in   float32
 		want uint8
 	}{{-1, 0}, {nan, 0}, {2, 255}, {float32(math.Inf(1)), 255}, {0.5 / 255, 1}, {0.49 / 255, 0}, {254.5 / 255, 255}, {0.5, 128}} {
-		if got := q8(c.in); got != c.want {
-			t.Errorf("q8(%v) = %d, want %d", c.in, got, c.want)
-		}
+		t.Run(fmt.Sprintf("q8(%v)", c.in), func(t *testing.T) {
+			if got := q8(c.in); got != c.want {
+				t.Errorf("q8(%v) = %d, want %d", c.in, got, c.want)
+			}
+		})
 	}
 }
 
