@@ -24,6 +24,7 @@ import (
 	"hidiffd/config"
 	"hidiffd/deblur"
 	"hidiffd/gpu"
+	"hidiffd/model"
 	"hidiffd/ort"
 	"hidiffd/spool"
 	"hidiffd/watch"
@@ -451,7 +452,7 @@ func (d *Daemon) reload() {
 		}
 		if c.Key == "model.dir" {
 			// Only a restart loads it: say now if that restart would fail.
-			if _, err := ort.Inspect(next.Model.Dir); err != nil {
+			if _, err := model.Inspect(next.Model.Dir); err != nil {
 				d.log.Error().Err(next.Errorf("model.dir", "%v", err)).
 					Msg("the reloaded model.dir cannot be loaded: a restart would fail; the running model stays")
 			}

@@ -18,7 +18,7 @@ import (
 
 	"hidiffd/config"
 	"hidiffd/deblur"
-	"hidiffd/ort"
+	"hidiffd/model"
 	"hidiffd/trt"
 )
 
@@ -77,7 +77,7 @@ func (d *Daemon) openBackend(ctx context.Context, cfg *config.Config) (deblur.Ba
 // file or one TensorRT refuses is deleted and rebuilt, never fatal).
 func (d *Daemon) openTensorRT(ctx context.Context, cfg *config.Config) (deblur.Backend, error) {
 	log := d.log.With().Str("component", "tensorrt").Logger()
-	m, err := ort.Inspect(cfg.Model.Dir)
+	m, err := model.Inspect(cfg.Model.Dir)
 	if err != nil {
 		return nil, cfg.Errorf("model.dir", "%v", err)
 	}
