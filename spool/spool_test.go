@@ -327,9 +327,11 @@ func TestClaimGoneAndSameName(t *testing.T) {
 		t.Fatalf("claim missing: %v", err)
 	}
 	for _, bad := range []string{"", ".", "..", "a/b"} {
-		if _, err := s.Claim(bad); !errors.Is(err, ErrBadName) {
-			t.Fatalf("claim %q: %v", bad, err)
-		}
+		t.Run(fmt.Sprintf("%q", bad), func(t *testing.T) {
+			if _, err := s.Claim(bad); !errors.Is(err, ErrBadName) {
+				t.Fatalf("claim %q: %v", bad, err)
+			}
+		})
 	}
 	drop(t, s, "x.jpg", "one")
 	j, err := s.Claim("x.jpg")
