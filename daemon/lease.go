@@ -26,6 +26,12 @@ func (d *Daemon) startLease(log zerolog.Logger, lease time.Duration) (stop func(
 	}
 	log.Info().Str("instance", s.Instance()).Dur("lease", lease).
 		Dur("clock_offset", s.ClockSkew()).Msg("lease taken")
+	// Open refused an offset beyond the margin; half of it is a warning
+	// that the clocks are drifting towards that.
+	if off, margin := s.ClockSkew().Abs(), d.cfg.Load().Spool.LeaseMargin.Duration; margin > 0 && off > margin/2 {
+		log.Warn().Dur("clock_offset", s.ClockSkew()).Dur("lease_margin", margin).
+			Msg("this host's clock and the spool's file times differ by more than half of spool.lease_margin: check time sync (NTP)")
+	}
 	d.sweep(log)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
