@@ -397,28 +397,11 @@ func (s *Spool) takeOver(id string, now time.Time) (Takeover, bool, error) {
 	// keeps the instance from restarting until its frames have moved.
 	lf, err := os.OpenFile(lp, os.O_RDWR, 0)
 	if err == nil {
-		if ferr := unix.Flock(int(lf.Fd()), unix.LOCK_EX|unix.LOCK_NB); ferr != nil {
-			lf.Close()
-			if errors.Is(ferr, unix.EWOULDBLOCK) {
-				s.log("warn", "instance's lease is out of date but its lock is held (a live daemon missing its heartbeats, "+
-					"or another daemon taking it over right now); not taken over",
-					"instance", id, "age", a.Round(time.Millisecond).String())
-				return t, false, nil
-			}
-			return t, false, fmt.Errorf("spool: sweep: lock lease %s: %w", lp, ferr)
-		}
 		defer lf.Close()
-		// Another sweeper took this instance over and removed the file
-		// between our open and our lock: done already, and the instance
-		// may be starting again with a new lease (and work folder) that
-		// must not be touched.
-		if !samePath(lf, lp) {
-			return t, false, nil
-		}
-		// Refreshed between the first look and the lock: alive. Read
-		// through lf (just opened: fresh attributes); opening the file
-		// again and closing that would drop the lock on NFS.
-		if fi, serr := lf.Stat(); serr == nil && now.Sub(fi.ModTime()) <= limit {
+		switch ok, lerr := s.lockExpired(lf, lp, now, limit); {
+		case lerr != nil:
+			return t, false, lerr
+		case !ok:
 			return t, false, nil
 		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
@@ -547,6 +530,35 @@ func (s *Spool) removeStaleTemps() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// lockExpired takes the lock of lf, a lease file opened at lp whose mtime
+// looked expired, and reports whether the takeover may go on: the lock was
+// free (no daemon holds it), lf is still the file at lp, and it was not
+// refreshed meanwhile. The lock stays with lf.
+func (s *Spool) lockExpired(lf *os.File, lp string, now time.Time, limit time.Duration) (bool, error) {
+	if err := unix.Flock(int(lf.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			s.log("warn", "instance's lease is out of date but its lock is held (a live daemon missing its heartbeats, "+
+				"or another daemon taking it over right now); not taken over", "lease", lp)
+			return false, nil
+		}
+		return false, fmt.Errorf("spool: sweep: lock lease %s: %w", lp, err)
+	}
+	// Another sweeper took this instance over and removed the file
+	// between our open and our lock: done already, and the instance may
+	// be starting again with a new lease (and work folder) that must not
+	// be touched.
+	if !samePath(lf, lp) {
+		return false, nil
+	}
+	// Refreshed between the first look and the lock: alive. Read through
+	// lf (just opened: fresh attributes); opening the file again and
+	// closing that would drop the lock on NFS.
+	if fi, err := lf.Stat(); err == nil && now.Sub(fi.ModTime()) <= limit {
+		return false, nil
+	}
+	return true, nil
 }
 
 // lockNames serialises name choices: s.mu among this process's workers,

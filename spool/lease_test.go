@@ -361,3 +361,62 @@ func TestRecoverKeepsOthersTemps(t *testing.T) {
 		t.Fatalf("stale temporary file still there: %v", err)
 	}
 }
+
+// TestLockExpired: the checks between "this lease looks expired" and a
+// takeover, each on a lease file opened before the change.
+func TestLockExpired(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(t *testing.T, lp string) // after the sweeper opened lp
+		want   bool
+	}{
+		{"expired and free", func(*testing.T, string) {}, true},
+		{"locked by its daemon", func(t *testing.T, lp string) {
+			f, err := os.Open(lp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { f.Close() })
+			if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+		{"refreshed meanwhile", func(t *testing.T, lp string) {
+			now := time.Now()
+			if err := os.Chtimes(lp, now, now); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+		// Another sweeper took the instance over and removed the file,
+		// and the instance started again with a new lease.
+		{"removed and made again", func(t *testing.T, lp string) {
+			if err := os.Remove(lp); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(lp, []byte("{}\n"), 0o640); err != nil {
+				t.Fatal(err)
+			}
+			old := time.Now().Add(-time.Minute)
+			os.Chtimes(lp, old, old) // even if it looked old
+		}, false},
+		{"removed", func(t *testing.T, lp string) { os.Remove(lp) }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			openInstance(t, root, "dead", Options{}).Close()
+			ageLease(t, root, "dead", time.Minute)
+			s := openInstance(t, root, "sweeper", Options{})
+			lp := filepath.Join(root, Leases, "dead")
+			lf, err := os.OpenFile(lp, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer lf.Close()
+			tc.change(t, lp)
+			ok, err := s.lockExpired(lf, lp, time.Now(), 3*time.Second)
+			if err != nil || ok != tc.want {
+				t.Fatalf("lockExpired = %v, %v; want %v", ok, err, tc.want)
+			}
+		})
+	}
+}
