@@ -21,9 +21,11 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"hidiffd/backend"
 	"hidiffd/config"
 	"hidiffd/deblur"
 	"hidiffd/gpu"
+	"hidiffd/logging"
 	"hidiffd/ort"
 	"hidiffd/spool"
 	"hidiffd/watch"
@@ -122,7 +124,7 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.LogOutput == nil {
 		opts.LogOutput = os.Stdout
 	}
-	log, err := NewLogger(opts.LogOutput, cfg.Log.Level, cfg.Log.Format)
+	log, err := logging.New(opts.LogOutput, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		return err
 	}
@@ -158,7 +160,7 @@ func (d *Daemon) run(ctx context.Context) (err error) {
 	log := d.log
 	log.Info().Str("version", d.opts.Version).Str("config", cfg.Path()).Int("pid", os.Getpid()).Msg("hidiffd starting")
 	d.health.SetNotReady("starting")
-	if err := checkBackendBuilt(cfg); err != nil {
+	if err := backend.CheckBuilt(cfg); err != nil {
 		return err // before the spool and the port: nothing to undo
 	}
 
@@ -214,7 +216,7 @@ func (d *Daemon) run(ctx context.Context) (err error) {
 	d.spool, err = spool.Open(cfg.Spool.Root, spool.Options{
 		KeepOriginals: cfg.Spool.KeepOriginals,
 		Lock:          true,
-		Log:           kvLogger(log.With().Str("component", "spool").Logger()),
+		Log:           logging.KV(log.With().Str("component", "spool").Logger()),
 	})
 	if err != nil {
 		return cfg.Errorf("spool.root", "%v", err)
@@ -279,7 +281,7 @@ func (d *Daemon) run(ctx context.Context) (err error) {
 	}
 
 	// Intake.
-	wlog := kvLogger(log.With().Str("component", "watch").Logger())
+	wlog := logging.KV(log.With().Str("component", "watch").Logger())
 	if d.opts.NewIntake != nil {
 		d.intake, err = d.opts.NewIntake(d.inbox, cfg, wlog)
 	} else {
@@ -430,7 +432,7 @@ func (d *Daemon) reload() {
 	changes := next.Diff(old)
 	eff := old.WithLive(next)
 	if eff.Log.Level != old.Log.Level {
-		_ = SetLevel(eff.Log.Level) // validated by Load
+		_ = logging.SetLevel(eff.Log.Level) // validated by Load
 	}
 	d.cfg.Store(eff)
 	if eff.Limits.MemoryMiB != old.Limits.MemoryMiB {
@@ -494,33 +496,24 @@ func (d *Daemon) loadBackend(ctx context.Context, cfg *config.Config) (deblur.Ba
 
 	open := d.opts.OpenBackend
 	if open == nil {
-		open = func(cfg *config.Config) (deblur.Backend, error) { return d.openBackend(ctx, cfg) }
+		open = func(cfg *config.Config) (deblur.Backend, error) {
+			return backend.Open(ctx, cfg, backend.Options{
+				Log:     d.log,
+				Metrics: d.metrics.Registry,
+				BuildStarted: func(timeout time.Duration) {
+					d.setStatus("building TensorRT engines for %s (see the log)", cfg.Model.Dir)
+					// loadBackend's ticker keeps extending the start for the build.
+					d.loadDeadline.Store(time.Now().Add(timeout + maxModelLoad).UnixNano())
+				},
+				BuildProgress: func() { d.notify.ExtendTimeout(30 * time.Second) },
+			})
+		}
 	}
 	b, err := open(cfg)
 	if err != nil {
 		return nil, err
 	}
 	d.log.Info().Str("backend", b.Name()).Str("dir", cfg.Model.Dir).Dur("took", time.Since(t0)).Msg("model loaded")
-	return b, nil
-}
-
-// OpenBackend opens ONNX Runtime on the CPU for cfg's model: what
-// backend.kind "onnxruntime" selects, and what "auto" and a TensorRT
-// fallback use. The daemon's whole selection, TensorRT included, is
-// openBackend (tensorrt.go).
-func OpenBackend(cfg *config.Config) (deblur.Backend, error) {
-	if st, err := os.Stat(cfg.Model.Dir); err != nil {
-		return nil, cfg.Errorf("model.dir", "%v", err)
-	} else if !st.IsDir() {
-		return nil, cfg.Errorf("model.dir", "not a folder")
-	}
-	b, err := ort.Open(cfg.Model.Dir, ort.Options{
-		LibraryPath:    cfg.Backend.OnnxruntimeLibrary,
-		IntraOpThreads: cfg.Backend.Threads,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("backend onnxruntime (model.dir %s): %w", cfg.Model.Dir, err)
-	}
 	return b, nil
 }
 
@@ -683,25 +676,6 @@ func (c *clocks) stalled(limit time.Duration) string {
 		}
 	}
 	return ""
-}
-
-// kvLogger adapts zerolog to the func(level, msg, kv...) logger that spool
-// and watch take, so those packages do not depend on zerolog.
-func kvLogger(l zerolog.Logger) func(level, msg string, kv ...any) {
-	return func(level, msg string, kv ...any) {
-		var e *zerolog.Event
-		switch level {
-		case "debug":
-			e = l.Debug()
-		case "warn":
-			e = l.Warn()
-		case "error":
-			e = l.Error()
-		default:
-			e = l.Info()
-		}
-		e.Fields(kv).Msg(msg)
-	}
 }
 
 // errIsCancel reports a cancelled or timed-out context anywhere in err.

@@ -13,6 +13,7 @@ import (
 	"hidiffd/config"
 	"hidiffd/deblur"
 	"hidiffd/gpu"
+	"hidiffd/logging"
 )
 
 // gpuThrottle is the GPU monitor and the throttle policy as the daemon uses
@@ -56,7 +57,7 @@ func (d *Daemon) openGPU(cfg *config.Config, b deblur.Backend) (*gpuThrottle, er
 	if d.opts.OpenMonitor != nil {
 		mon, err = d.opts.OpenMonitor(cfg)
 	} else {
-		mon, err = gpu.Open(gpu.Options{Kind: cfg.GPU.Monitor, Device: cfg.GPU.Device, Log: kvLogger(log)})
+		mon, err = gpu.Open(gpu.Options{Kind: cfg.GPU.Monitor, Device: cfg.GPU.Device, Log: logging.KV(log)})
 	}
 	if err != nil {
 		return nil, cfg.Errorf("gpu.monitor", "%v", err)
