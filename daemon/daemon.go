@@ -104,10 +104,11 @@ type Daemon struct {
 	// Prometheus counter back is clumsy).
 	processed, failed, retried atomic.Int64
 
-	stopOnce   sync.Once
-	drainTimer *time.Timer   // cancels the frame in flight when the drain takes too long
-	stop       chan struct{} // closed: drain (stop intake, finish the frame in flight)
-	cancelWork context.CancelFunc
+	stopOnce    sync.Once
+	drainTimer  *time.Timer   // cancels the frame in flight when the drain takes too long
+	stop        chan struct{} // closed: drain (stop intake, finish the frame in flight)
+	cancelWork  context.CancelFunc
+	cancelStart context.CancelFunc // stops a start-up in progress (a stop signal)
 }
 
 // Run runs the daemon until SIGTERM/SIGINT (or ctx ends) and the drain is
@@ -155,17 +156,96 @@ func firstLine(s string) string {
 	return s
 }
 
-func (d *Daemon) run(ctx context.Context) (err error) {
-	cfg := d.cfg.Load()
-	log := d.log
-	log.Info().Str("version", d.opts.Version).Str("config", cfg.Path()).Int("pid", os.Getpid()).Msg("hidiffd starting")
-	d.health.SetNotReady("starting")
-	if err := backend.CheckBuilt(cfg); err != nil {
-		return err // before the spool and the port: nothing to undo
-	}
+// startup is what the start-up phases set up for serving, and the undoing
+// of it: each phase pushes its cleanup, and run pops them in reverse order
+// when it returns, whether start-up failed half-way or the daemon drained.
+type startup struct {
+	ctx      context.Context // the daemon's life: cancelled when run returns
+	cancel   context.CancelFunc
+	startCtx context.Context // cancelled by a stop signal during start-up
+	workCtx  context.Context // the frame in flight: cancelled by a second signal or the drain timeout
 
-	// Read by the HTTP handlers and STATUS= lines from other goroutines while
-	// start-up assigns d.spool and d.intake: these two never change.
+	pipe *deblur.Pipeline // "pipeline"
+
+	stopIntake context.CancelFunc // "intake"
+	intakeDone chan struct{}
+	intakeErr  atomic.Pointer[error] // the watcher gave up on its own
+
+	undo []func()
+}
+
+// onStop pushes a cleanup; they run in reverse order.
+func (s *startup) onStop(f func()) { s.undo = append(s.undo, f) }
+
+func (s *startup) close() {
+	for i := len(s.undo) - 1; i >= 0; i-- {
+		s.undo[i]()
+	}
+}
+
+// phase is one named step of start-up. A phase that fails stops the start
+// with its name in the error ("start-up phase spool: ..."), so the journal
+// and `systemctl status` say which step failed; the ones before it are
+// undone.
+type phase struct {
+	name string
+	run  func(*Daemon, *startup) error
+}
+
+// phases are the start-up steps, in order. Signals come before anything
+// slow (a SIGTERM during a long model load stops the load cleanly rather
+// than killing the process); the backend is checked against the binary
+// before the spool and the port, so there is nothing to undo.
+var phases = []phase{
+	{"check-backend", (*Daemon).checkBackend},
+	{"metrics", (*Daemon).startMetrics},
+	{"signals", (*Daemon).startSignals},
+	{"http", (*Daemon).startHTTP},
+	{"spool", (*Daemon).openSpool},
+	{"backend", (*Daemon).openBackend},
+	{"gpu", (*Daemon).startGPU},
+	{"pipeline", (*Daemon).startPipeline},
+	{"memory", (*Daemon).measureMemory},
+	{"intake", (*Daemon).startIntake},
+}
+
+// run goes through the start-up phases, then serves until the drain is
+// complete.
+func (d *Daemon) run(ctx context.Context) error {
+	cfg := d.cfg.Load()
+	d.log.Info().Str("version", d.opts.Version).Str("config", cfg.Path()).Int("pid", os.Getpid()).Msg("hidiffd starting")
+	d.health.SetNotReady("starting")
+
+	s := &startup{}
+	s.ctx, s.cancel = context.WithCancel(ctx)
+	workCtx, cancelWork := context.WithCancel(context.Background())
+	s.workCtx, d.cancelWork = workCtx, cancelWork
+	startCtx, cancelStart := context.WithCancel(s.ctx)
+	s.startCtx, d.cancelStart = startCtx, cancelStart
+	s.onStop(func() { cancelStart(); cancelWork(); s.cancel() })
+	defer s.close()
+
+	for _, p := range phases {
+		t0 := time.Now()
+		if err := p.run(d, s); err != nil {
+			return fmt.Errorf("start-up phase %s: %w", p.name, err)
+		}
+		d.log.Debug().Str("phase", p.name).Dur("took", time.Since(t0)).Msg("start-up phase done")
+		if s.startCtx.Err() != nil {
+			d.log.Info().Str("phase", p.name).Msg("stopped during start-up")
+			return nil
+		}
+	}
+	return d.serve(s)
+}
+
+// checkBackend refuses a TensorRT configuration this binary cannot run.
+func (d *Daemon) checkBackend(*startup) error { return backend.CheckBuilt(d.cfg.Load()) }
+
+// startMetrics creates what the HTTP handlers and STATUS= lines read from
+// other goroutines while the later phases assign d.spool and d.intake.
+func (d *Daemon) startMetrics(*startup) error {
+	cfg := d.cfg.Load()
 	d.inbox = filepath.Join(filepath.Clean(cfg.Spool.Root), spool.Inbox)
 	d.metrics = NewMetrics(d.opts.Version, d.queueDepth, d.backlog, func() float64 {
 		if d.health.Serving() && !d.stopping() {
@@ -175,117 +255,136 @@ func (d *Daemon) run(ctx context.Context) (err error) {
 	})
 	d.health.SetCheck(d.problem)
 	d.registerMemoryMetrics()
+	return nil
+}
 
-	// Signals first: a SIGTERM during a long model load must stop the load
-	// cleanly rather than kill the process with the default action.
+// startSignals turns SIGTERM/SIGINT into a drain (cancelling start-up) and
+// SIGHUP into a reload, from now until run returns.
+func (d *Daemon) startSignals(s *startup) error {
 	sigs := d.opts.Signals
 	if sigs == nil {
 		ch := make(chan os.Signal, 4)
 		signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-		defer signal.Stop(ch)
+		s.onStop(func() { signal.Stop(ch) })
 		sigs = ch
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	workCtx, cancelWork := context.WithCancel(context.Background())
-	defer cancelWork()
-	d.cancelWork = cancelWork
-	startCtx, cancelStart := context.WithCancel(ctx) // cancelled by a signal during start-up
-	defer cancelStart()
 	sigDone := make(chan struct{})
 	go func() {
 		defer close(sigDone)
-		d.handleSignals(ctx, sigs, cancelStart)
+		d.handleSignals(s.ctx, sigs)
 	}()
-	defer func() { cancel(); <-sigDone }()
+	s.onStop(func() { s.cancel(); <-sigDone })
+	return nil
+}
 
-	if cfg.HTTP.Listen != "" {
-		addr, httpDone, err := serveHTTP(ctx, cfg.HTTP.Listen, d.health.Handler(d.metrics), log)
-		if err != nil {
-			return err
-		}
-		defer func() { cancel(); <-httpDone }()
-		log.Info().Str("addr", addr.String()).Msg("http listening (/metrics /healthz /readyz)")
-		if d.opts.OnListen != nil {
-			d.opts.OnListen(addr)
-		}
+// startHTTP serves /metrics, /healthz and /readyz (http.listen; "" = off).
+func (d *Daemon) startHTTP(s *startup) error {
+	cfg := d.cfg.Load()
+	if cfg.HTTP.Listen == "" {
+		return nil
 	}
+	addr, httpDone, err := serveHTTP(s.ctx, cfg.HTTP.Listen, d.health.Handler(d.metrics), d.log)
+	if err != nil {
+		return err
+	}
+	s.onStop(func() { s.cancel(); <-httpDone })
+	d.log.Info().Str("addr", addr.String()).Msg("http listening (/metrics /healthz /readyz)")
+	if d.opts.OnListen != nil {
+		d.opts.OnListen(addr)
+	}
+	return nil
+}
 
-	// Spool: create the folders, take the lock, re-queue work/.
+// openSpool creates the folders, takes the lock and re-queues work/.
+func (d *Daemon) openSpool(s *startup) error {
+	cfg := d.cfg.Load()
 	d.setStatus("recovering spool %s", cfg.Spool.Root)
-	d.spool, err = spool.Open(cfg.Spool.Root, spool.Options{
+	sp, err := spool.Open(cfg.Spool.Root, spool.Options{
 		KeepOriginals: cfg.Spool.KeepOriginals,
 		Lock:          true,
-		Log:           logging.KV(log.With().Str("component", "spool").Logger()),
+		Log:           logging.KV(d.log.With().Str("component", "spool").Logger()),
 	})
 	if err != nil {
 		return cfg.Errorf("spool.root", "%v", err)
 	}
-	defer d.spool.Close()
+	d.spool = sp
+	s.onStop(func() { d.spool.Close() })
 	requeued, err := d.spool.Recover()
 	if err != nil {
 		// Recover keeps going past single files; what it could not move
 		// stays where it is and is retried at the next start.
-		log.Error().Err(err).Msg("spool recovery incomplete")
+		d.log.Error().Err(err).Msg("spool recovery incomplete")
 	}
-	log.Info().Str("root", d.spool.Root()).Int("requeued", requeued).Msg("spool recovered")
+	d.log.Info().Str("root", d.spool.Root()).Int("requeued", requeued).Msg("spool recovered")
+	return nil
+}
 
-	// Model.
-	if startCtx.Err() != nil {
-		log.Info().Msg("stopped during start-up")
-		return nil
-	}
-	d.backend, err = d.loadBackend(startCtx, cfg)
+// openBackend loads the model on the configured backend.
+func (d *Daemon) openBackend(s *startup) error {
+	cfg := d.cfg.Load()
+	b, err := d.loadBackend(s.startCtx, cfg)
 	if err != nil {
 		return err
 	}
-	defer func() {
+	d.backend = b
+	s.onStop(func() {
 		if cerr := d.backend.Close(); cerr != nil {
-			log.Error().Err(cerr).Msg("closing backend")
+			d.log.Error().Err(cerr).Msg("closing backend")
 		}
-	}()
-	if startCtx.Err() != nil {
-		log.Info().Msg("stopped during start-up")
-		return nil
-	}
-	info := d.backend.Info()
-	d.metrics.BackendInfo.WithLabelValues(d.backend.Name(), info.Model, info.Preset, info.Version).Set(1)
+	})
+	info := b.Info()
+	d.metrics.BackendInfo.WithLabelValues(b.Name(), info.Model, info.Preset, info.Version).Set(1)
+	return nil
+}
 
-	// GPU telemetry and the throttle gate; its poller keeps /metrics
-	// current between frames and stops before the monitor closes.
-	if d.gpu, err = d.openGPU(cfg, d.backend); err != nil {
+// startGPU opens the GPU telemetry and the throttle gate; its poller keeps
+// /metrics current between frames and stops before the monitor closes.
+func (d *Daemon) startGPU(s *startup) error {
+	g, err := d.openGPU(d.cfg.Load(), d.backend)
+	if err != nil {
 		return err
 	}
-	gpuCtx, stopGPU := context.WithCancel(ctx)
+	d.gpu = g
+	gpuCtx, stopGPU := context.WithCancel(s.ctx)
 	gpuDone := make(chan struct{})
-	go func() { defer close(gpuDone); d.gpu.poll(gpuCtx) }()
-	defer func() { stopGPU(); <-gpuDone; d.gpu.close() }()
+	go func() { defer close(gpuDone); g.poll(gpuCtx) }()
+	s.onStop(func() { stopGPU(); <-gpuDone; g.close() })
+	return nil
+}
 
+// startPipeline makes the frame pipeline over the backend and runs one tile
+// through it: the runtime's working memory for it is allocated now (and
+// kept), so it is measured as the model's, not charged to the first frame;
+// the first frame is faster too.
+func (d *Daemon) startPipeline(s *startup) error {
+	cfg := d.cfg.Load()
 	pipe, err := deblur.NewPipeline(progressBackend{d.backend, &d.clocks.network}, d.pipelineOptions(cfg))
 	if err != nil {
 		return cfg.Errorf("model.tile", "%v", err)
 	}
-	// One tile through the network: the runtime's working memory for it is
-	// allocated now (and kept), so it is measured below as the model's,
-	// not charged to the first frame; the first frame is faster too.
+	s.pipe = pipe
 	if !d.opts.SkipWarmup {
-		d.warmUp(startCtx, pipe, cfg)
-		if startCtx.Err() != nil {
-			log.Info().Msg("stopped during start-up")
-			return nil
-		}
+		d.warmUp(s.startCtx, pipe, cfg)
 	}
-	// What the model and runtime hold now is outside the frames' budget.
-	if err := d.measureFixed(); err != nil {
-		return err
-	}
+	return nil
+}
 
-	// Intake.
-	wlog := logging.KV(log.With().Str("component", "watch").Logger())
+// measureMemory records what the model and runtime hold now: outside the
+// frames' budget (limits.memory_mib).
+func (d *Daemon) measureMemory(*startup) error { return d.measureFixed() }
+
+// startIntake starts the folder watcher. Should it give up on its own, the
+// daemon would look healthy and do nothing: it drains instead, and run
+// returns the watcher's error so that systemd restarts it.
+func (d *Daemon) startIntake(s *startup) error {
+	cfg := d.cfg.Load()
+	wlog := logging.KV(d.log.With().Str("component", "watch").Logger())
+	var in Intake
+	var err error
 	if d.opts.NewIntake != nil {
-		d.intake, err = d.opts.NewIntake(d.inbox, cfg, wlog)
+		in, err = d.opts.NewIntake(d.inbox, cfg, wlog)
 	} else {
-		d.intake, err = watch.New(d.inbox, watch.Options{
+		in, err = watch.New(d.inbox, watch.Options{
 			Settle:    cfg.Spool.Settle.Duration,
 			Rescan:    cfg.Spool.Rescan.Duration,
 			QueueSize: cfg.Spool.QueueSize,
@@ -294,60 +393,63 @@ func (d *Daemon) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	d.intake = in
 	d.queued.Store(&d.intake)
 	intakeCtx, stopIntake := context.WithCancel(context.Background())
-	defer stopIntake()
-	intakeDone := make(chan struct{})
-	var intakeErr atomic.Pointer[error]
+	s.stopIntake, s.intakeDone = stopIntake, make(chan struct{})
+	s.onStop(stopIntake)
 	go func() {
-		defer close(intakeDone)
-		err := d.intake.Run(intakeCtx)
+		defer close(s.intakeDone)
+		err := in.Run(intakeCtx)
 		if intakeCtx.Err() == nil {
-			// The watcher gave up on its own: without intake the daemon
-			// would look healthy and do nothing. Drain and exit non-zero so
-			// systemd restarts it.
 			if err == nil {
 				err = errors.New("intake stopped unexpectedly")
 			}
-			intakeErr.Store(&err)
-			log.Error().Err(err).Msg("intake stopped; shutting down")
+			s.intakeErr.Store(&err)
+			d.log.Error().Err(err).Msg("intake stopped; shutting down")
 			d.beginDrain("intake stopped")
 		}
 	}()
+	return nil
+}
 
-	// The frame pipeline: decode -> network -> encode, one goroutine each.
+// serve runs the frame pipeline (decode -> network -> encode, one goroutine
+// each), says READY=1, and waits for the drain to start (signal, ctx, or
+// intake giving up) and then to complete.
+func (d *Daemon) serve(s *startup) error {
+	cfg := d.cfg.Load()
 	netCh := make(chan *frame)
 	encCh := make(chan *frame, 1)
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() { defer wg.Done(); d.decodeLoop(netCh) }()
-	go func() { defer wg.Done(); d.networkLoop(workCtx, pipe, netCh, encCh) }()
+	go func() { defer wg.Done(); d.networkLoop(s.workCtx, s.pipe, netCh, encCh) }()
 	go func() { defer wg.Done(); d.encodeLoop(encCh) }()
 
 	d.health.SetReady()
 	d.notify.Ready(d.statusLine())
-	log.Info().Str("backend", d.backend.Name()).Str("model", info.Model).Str("preset", info.Preset).
+	info := d.backend.Info()
+	d.log.Info().Str("backend", d.backend.Name()).Str("model", info.Model).Str("preset", info.Preset).
 		Str("model_version", info.Version).Int("tile", cfg.Model.Tile).Msg("ready")
 
 	wdDone := make(chan struct{})
-	go func() { defer close(wdDone); d.housekeeping(ctx) }()
+	go func() { defer close(wdDone); d.housekeeping(s.ctx) }()
 
-	// Wait for the drain to start (signal or ctx), then for the pipeline.
 	select {
 	case <-d.stop:
-	case <-ctx.Done():
+	case <-s.ctx.Done():
 		d.beginDrain("context cancelled")
 	}
-	stopIntake()
+	s.stopIntake()
 	wg.Wait()
 	d.drainTimer.Stop()
-	<-intakeDone
-	cancel()
+	<-s.intakeDone
+	s.cancel()
 	<-wdDone
 	d.notify.Status(d.statusWith("stopped"))
-	log.Info().Int64("processed", d.processed.Load()).Int64("failed", d.failed.Load()).
+	d.log.Info().Int64("processed", d.processed.Load()).Int64("failed", d.failed.Load()).
 		Int64("retried", d.retried.Load()).Msg("stopped")
-	if p := intakeErr.Load(); p != nil {
+	if p := s.intakeErr.Load(); p != nil {
 		return fmt.Errorf("intake: %w", *p)
 	}
 	return nil
@@ -355,7 +457,7 @@ func (d *Daemon) run(ctx context.Context) (err error) {
 
 // handleSignals turns SIGTERM/SIGINT into a drain (a second one cancels the
 // frame in flight at once) and SIGHUP into a reload.
-func (d *Daemon) handleSignals(ctx context.Context, sigs <-chan os.Signal, cancelStart context.CancelFunc) {
+func (d *Daemon) handleSignals(ctx context.Context, sigs <-chan os.Signal) {
 	terms := 0
 	for {
 		select {
@@ -367,7 +469,7 @@ func (d *Daemon) handleSignals(ctx context.Context, sigs <-chan os.Signal, cance
 				d.reload()
 			case syscall.SIGTERM, syscall.SIGINT, os.Interrupt:
 				terms++
-				cancelStart()
+				d.cancelStart()
 				if terms == 1 {
 					d.beginDrain(s.String())
 				} else {

@@ -348,12 +348,12 @@ func safeDecode(path string, lim imageio.Limits) (img *imageio.Image, err error)
 	return imageio.DecodeFile(path, lim)
 }
 
-// networkLoop runs the model on one frame at a time, on one locked OS
-// thread: GPU contexts are per thread, and serialising the network keeps its
-// memory to one frame's worth.
+// networkLoop runs the model on one frame at a time: serialising the
+// network keeps its memory to one frame's worth. It needs no OS thread of
+// its own: the TensorRT backend runs every call on its worker's locked
+// thread (trt/worker.go), where its CUDA context is current, and ONNX
+// Runtime has no thread affinity.
 func (d *Daemon) networkLoop(ctx context.Context, pipe *deblur.Pipeline, netCh <-chan *frame, encCh chan<- *frame) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	defer close(encCh)
 	for f := range netCh {
 		if d.stopping() {
