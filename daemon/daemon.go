@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"hidiffd/backend"
@@ -66,6 +67,8 @@ type Options struct {
 	OnListen func(net.Addr)
 	// Clock replaces the system clock for the retry backoff (tests).
 	Clock Clock
+	// CountGPUs replaces counting the machine's GPUs (backend.devices).
+	CountGPUs func() (int, error)
 	// SkipWarmup skips the tile run through the network at start (tests
 	// whose fake network counts or holds its calls).
 	SkipWarmup bool
@@ -85,12 +88,12 @@ type Daemon struct {
 	metrics *Metrics
 	health  Health
 
-	spool   *spool.Spool
-	backend deblur.Backend
-	gpu     *gpuThrottle // GPU telemetry and the throttle gate
-	intake  Intake
-	inbox   string                 // the spool's inbox/, known before the spool is open
-	queued  atomic.Pointer[Intake] // d.intake once set, for the metrics goroutine
+	spool     *spool.Spool
+	workers   []*worker  // each with its backend, GPU throttle and pipeline (worker.go)
+	workersMu sync.Mutex // guards which workers run
+	intake    Intake
+	inbox     string                 // the spool's inbox/, known before the spool is open
+	queued    atomic.Pointer[Intake] // d.intake once set, for the metrics goroutine
 
 	backoff backoff
 	clocks  clocks
@@ -165,8 +168,6 @@ type startup struct {
 	startCtx context.Context // cancelled by a stop signal during start-up
 	workCtx  context.Context // the frame in flight: cancelled by a second signal or the drain timeout
 
-	pipe *deblur.Pipeline // "pipeline"
-
 	stopIntake context.CancelFunc // "intake"
 	intakeDone chan struct{}
 	intakeErr  atomic.Pointer[error] // the watcher gave up on its own
@@ -202,9 +203,9 @@ var phases = []phase{
 	{"signals", (*Daemon).startSignals},
 	{"http", (*Daemon).startHTTP},
 	{"spool", (*Daemon).openSpool},
-	{"backend", (*Daemon).openBackend},
+	{"backend", (*Daemon).openBackends},
 	{"gpu", (*Daemon).startGPU},
-	{"pipeline", (*Daemon).startPipeline},
+	{"pipeline", (*Daemon).startPipelines},
 	{"memory", (*Daemon).measureMemory},
 	{"intake", (*Daemon).startIntake},
 }
@@ -254,6 +255,7 @@ func (d *Daemon) startMetrics(*startup) error {
 		return 0
 	})
 	d.health.SetCheck(d.problem)
+	d.health.SetDegraded(d.degraded)
 	d.registerMemoryMetrics()
 	return nil
 }
@@ -319,52 +321,85 @@ func (d *Daemon) openSpool(s *startup) error {
 	return nil
 }
 
-// openBackend loads the model on the configured backend.
-func (d *Daemon) openBackend(s *startup) error {
-	cfg := d.cfg.Load()
-	b, err := d.loadBackend(s.startCtx, cfg)
+// openBackends loads the model on every worker's backend (one, unless
+// backend.devices or backend.workers ask for several). With several, a
+// worker whose backend does not open is left out (degraded) and the others
+// start; none opening is a failed start.
+func (d *Daemon) openBackends(s *startup) error {
+	ws, err := d.planWorkers(d.cfg.Load())
 	if err != nil {
 		return err
 	}
-	d.backend = b
-	s.onStop(func() {
-		if cerr := d.backend.Close(); cerr != nil {
-			d.log.Error().Err(cerr).Msg("closing backend")
+	d.workersMu.Lock() // STATUS= and a drain read the workers from other goroutines
+	d.workers = ws
+	d.workersMu.Unlock()
+	var failed []string
+	var lastErr error
+	for _, w := range ws {
+		b, err := d.loadBackend(s.startCtx, w.cfg, w.registerer())
+		if err != nil {
+			if len(ws) == 1 || s.startCtx.Err() != nil {
+				return err
+			}
+			why := "its backend did not open: " + firstLine(err.Error())
+			w.stopped.Store(&why)
+			d.metrics.WorkerUp.WithLabelValues(w.name).Set(0)
+			d.log.Error().Err(err).Str("worker", w.name).Msg("worker left out: its backend did not open; the others start")
+			failed, lastErr = append(failed, w.name), err
+			continue
 		}
-	})
-	info := b.Info()
-	d.metrics.BackendInfo.WithLabelValues(b.Name(), info.Model, info.Preset, info.Version).Set(1)
+		d.workersMu.Lock()
+		w.opened(b)
+		d.workersMu.Unlock()
+		s.onStop(func() {
+			if cerr := b.Close(); cerr != nil {
+				w.log.Error().Err(cerr).Msg("closing backend")
+			}
+		})
+		info := b.Info()
+		d.metrics.BackendInfo.WithLabelValues(b.Name(), info.Model, info.Preset, info.Version).Set(1)
+	}
+	if len(failed) == len(ws) {
+		return fmt.Errorf("no worker could open its backend (%s); the last error: %w", strings.Join(failed, ", "), lastErr)
+	}
 	return nil
 }
 
-// startGPU opens the GPU telemetry and the throttle gate; its poller keeps
-// /metrics current between frames and stops before the monitor closes.
+// startGPU opens each worker's GPU telemetry and throttle gate; each
+// poller keeps /metrics current between frames and stops before its
+// monitor closes.
 func (d *Daemon) startGPU(s *startup) error {
-	g, err := d.openGPU(d.cfg.Load(), d.backend)
-	if err != nil {
-		return err
+	for _, w := range d.runningWorkers() {
+		g, err := d.openGPU(w)
+		if err != nil {
+			return err
+		}
+		d.workersMu.Lock()
+		w.gpu = g
+		d.workersMu.Unlock()
+		gpuCtx, stopGPU := context.WithCancel(s.ctx)
+		gpuDone := make(chan struct{})
+		go func() { defer close(gpuDone); g.poll(gpuCtx) }()
+		s.onStop(func() { stopGPU(); <-gpuDone; g.close() })
 	}
-	d.gpu = g
-	gpuCtx, stopGPU := context.WithCancel(s.ctx)
-	gpuDone := make(chan struct{})
-	go func() { defer close(gpuDone); g.poll(gpuCtx) }()
-	s.onStop(func() { stopGPU(); <-gpuDone; g.close() })
 	return nil
 }
 
-// startPipeline makes the frame pipeline over the backend and runs one tile
-// through it: the runtime's working memory for it is allocated now (and
-// kept), so it is measured as the model's, not charged to the first frame;
-// the first frame is faster too.
-func (d *Daemon) startPipeline(s *startup) error {
+// startPipelines makes each worker's pipeline over its backend and runs one
+// tile through it: the runtime's working memory for it is allocated now
+// (and kept), so it is measured as the model's, not charged to the first
+// frame; the first frame is faster too.
+func (d *Daemon) startPipelines(s *startup) error {
 	cfg := d.cfg.Load()
-	pipe, err := deblur.NewPipeline(progressBackend{d.backend, &d.clocks.network}, d.pipelineOptions(cfg))
-	if err != nil {
-		return cfg.Errorf("model.tile", "%v", err)
-	}
-	s.pipe = pipe
-	if !d.opts.SkipWarmup {
-		d.warmUp(s.startCtx, pipe, cfg)
+	for _, w := range d.runningWorkers() {
+		pipe, err := deblur.NewPipeline(progressBackend{w.backend, &w.clock}, w.pipelineOptions(cfg))
+		if err != nil {
+			return cfg.Errorf("model.tile", "%v", err)
+		}
+		w.pipe = pipe
+		if !d.opts.SkipWarmup {
+			d.warmUp(s.startCtx, pipe, cfg)
+		}
 	}
 	return nil
 }
@@ -418,19 +453,36 @@ func (d *Daemon) startIntake(s *startup) error {
 // intake giving up) and then to complete.
 func (d *Daemon) serve(s *startup) error {
 	cfg := d.cfg.Load()
-	netCh := make(chan *frame)
+	netCh := make(chan *frame) // every worker takes from it
 	encCh := make(chan *frame, 1)
-	var wg sync.WaitGroup
+	workers := d.runningWorkers()
+	var wg, nets sync.WaitGroup
 	wg.Add(3)
 	go func() { defer wg.Done(); d.decodeLoop(netCh) }()
-	go func() { defer wg.Done(); d.networkLoop(s.workCtx, s.pipe, netCh, encCh) }()
+	for _, w := range workers {
+		nets.Add(1)
+		go func() { defer nets.Done(); w.loop(s.workCtx, netCh, encCh) }()
+	}
+	go func() { defer wg.Done(); nets.Wait(); close(encCh) }()
 	go func() { defer wg.Done(); d.encodeLoop(encCh) }()
 
 	d.health.SetReady()
 	d.notify.Ready(d.statusLine())
-	info := d.backend.Info()
-	d.log.Info().Str("backend", d.backend.Name()).Str("model", info.Model).Str("preset", info.Preset).
-		Str("model_version", info.Version).Int("tile", cfg.Model.Tile).Msg("ready")
+	w := workers[0]
+	info := w.backend.Info()
+	e := d.log.Info().Str("backend", w.backend.Name()).Str("model", info.Model).Str("preset", info.Preset).
+		Str("model_version", info.Version).Int("tile", cfg.Model.Tile)
+	if len(d.workers) > 1 {
+		names := make([]string, len(workers))
+		for i, w := range workers {
+			names[i] = w.name
+		}
+		e = e.Strs("workers", names)
+		if g := d.degraded(); g != "" {
+			e = e.Str("degraded", g)
+		}
+	}
+	e.Msg("ready")
 
 	wdDone := make(chan struct{})
 	go func() { defer close(wdDone); d.housekeeping(s.ctx) }()
@@ -567,7 +619,7 @@ func (d *Daemon) reload() {
 // loadBackend opens the configured backend, keeping systemd patient while it
 // loads (EXTEND_TIMEOUT_USEC, plus watchdog pings in case the watchdog is
 // already armed) for at most maxModelLoad.
-func (d *Daemon) loadBackend(ctx context.Context, cfg *config.Config) (deblur.Backend, error) {
+func (d *Daemon) loadBackend(ctx context.Context, cfg *config.Config, reg prometheus.Registerer) (deblur.Backend, error) {
 	d.setStatus("loading model %s", cfg.Model.Dir)
 	d.health.SetNotReady("loading model")
 	const step = 10 * time.Second
@@ -601,7 +653,7 @@ func (d *Daemon) loadBackend(ctx context.Context, cfg *config.Config) (deblur.Ba
 		open = func(cfg *config.Config) (deblur.Backend, error) {
 			return backend.Open(ctx, cfg, backend.Options{
 				Log:     d.log,
-				Metrics: d.metrics.Registry,
+				Metrics: reg,
 				BuildStarted: func(timeout time.Duration) {
 					d.setStatus("building TensorRT engines for %s (see the log)", cfg.Model.Dir)
 					// loadBackend's ticker keeps extending the start for the build.
@@ -617,13 +669,6 @@ func (d *Daemon) loadBackend(ctx context.Context, cfg *config.Config) (deblur.Ba
 	}
 	d.log.Info().Str("backend", b.Name()).Str("dir", cfg.Model.Dir).Dur("took", time.Since(t0)).Msg("model loaded")
 	return b, nil
-}
-
-// pipelineOptions are the live model keys plus the GPU gate and the
-// out-of-memory floor (gpu.min_tile).
-func (d *Daemon) pipelineOptions(cfg *config.Config) deblur.Options {
-	return deblur.Options{Tile: cfg.Model.Tile, Overlap: cfg.Model.Overlap, Seed: cfg.Model.Seed,
-		MinTile: cfg.GPU.MinTile, Gate: d.gpu.gateFor()}
 }
 
 // queueDepth is for the hidiffd_queue_depth gauge: names the watcher holds
@@ -664,7 +709,17 @@ func (d *Daemon) statusWith(state string) string {
 	if w, _ := d.backoff.paused(); w > 0 {
 		s += fmt.Sprintf(", output paused %s (retry backoff)", w.Round(time.Second))
 	}
-	if g := d.gpu.status(); g != "" {
+	d.workersMu.Lock() // start-up may be assigning w.gpu
+	for _, w := range d.workers {
+		if g := w.gpu.status(); w.running() && g != "" {
+			if len(d.workers) > 1 {
+				g = w.name + " " + g
+			}
+			s += ", " + g
+		}
+	}
+	d.workersMu.Unlock()
+	if g := d.degraded(); g != "" {
 		s += ", " + g
 	}
 	return s
@@ -698,7 +753,7 @@ func (d *Daemon) housekeeping(ctx context.Context) {
 			lastIntake = intake
 		}
 		if wd > 0 {
-			stalled := d.clocks.stalled(wd)
+			stalled := d.stalled(wd)
 			switch {
 			case stalled != "":
 				// No ping: systemd restarts us after WatchdogSec. The frame
@@ -734,7 +789,7 @@ func (d *Daemon) problem() string {
 		return p
 	}
 	if wd := WatchdogInterval(); wd > 0 {
-		if s := d.clocks.stalled(wd); s != "" {
+		if s := d.stalled(wd); s != "" {
 			return fmt.Sprintf("the %s loop has made no progress for over %v", s, wd)
 		}
 	}
@@ -758,7 +813,7 @@ func (d *Daemon) intakeProblem() string {
 // clocks track, per frame loop, since when it has worked without progress
 // (0 = waiting for input, which is healthy).
 type clocks struct {
-	decode, network, encode stageClock
+	decode, encode stageClock // each worker has its network clock
 }
 
 type stageClock struct{ since atomic.Int64 }
@@ -766,13 +821,25 @@ type stageClock struct{ since atomic.Int64 }
 func (c *stageClock) busy() { c.since.Store(time.Now().UnixNano()) }
 func (c *stageClock) idle() { c.since.Store(0) }
 
-// stalled names the first loop busy for longer than limit, or "".
-func (c *clocks) stalled(limit time.Duration) string {
+// stalled names the first loop busy for longer than limit, or "": the
+// decode loop, each running worker's network ("network", or "network
+// (gpu1)" with several workers), the encode loop.
+func (d *Daemon) stalled(limit time.Duration) string {
 	now := time.Now().UnixNano()
-	for _, s := range []struct {
+	type loop struct {
 		name string
 		c    *stageClock
-	}{{StageDecode, &c.decode}, {"network", &c.network}, {StageEncode, &c.encode}} {
+	}
+	loops := []loop{{StageDecode, &d.clocks.decode}}
+	for _, w := range d.runningWorkers() {
+		name := "network"
+		if len(d.workers) > 1 {
+			name += " (" + w.name + ")"
+		}
+		loops = append(loops, loop{name, &w.clock})
+	}
+	loops = append(loops, loop{StageEncode, &d.clocks.encode})
+	for _, s := range loops {
 		if t := s.c.since.Load(); t != 0 && time.Duration(now-t) > limit {
 			return s.name
 		}
