@@ -24,8 +24,13 @@ import (
 // DefaultPath is where the packaged unit expects the configuration.
 const DefaultPath = "/etc/hidiffd/config.toml"
 
-// Config is the whole file. Field tags are the TOML key names; Keys below
-// lists every key once more with its reload behaviour.
+// Config is the whole file. Each key is declared once, as a field of its
+// table with its tags (read by Keys, keys.go): `toml` is its name,
+// `reload` whether a SIGHUP applies it ("live") or it needs a restart
+// ("restart"), and `note`, optional, what the value names, for the type a
+// message asks for ("folder": "want a string (folder)"). A new key also
+// needs its default (Default), its checks (Validate) and its line in
+// config.toml (which TestShippedConfigMatchesDefault enforces).
 type Config struct {
 	Spool    Spool    `toml:"spool"`
 	Model    Model    `toml:"model"`
@@ -47,94 +52,94 @@ type Config struct {
 
 // Spool is the state-folder tree and intake.
 type Spool struct {
-	Root          string   `toml:"root"`
-	KeepOriginals bool     `toml:"keep_originals"`
-	Settle        Duration `toml:"settle"`
-	Rescan        Duration `toml:"rescan"`
-	QueueSize     int      `toml:"queue_size"`
-	MaxPixels     int64    `toml:"max_pixels"`
+	Root          string   `toml:"root" reload:"restart" note:"folder"`
+	KeepOriginals bool     `toml:"keep_originals" reload:"restart"`
+	Settle        Duration `toml:"settle" reload:"restart"`
+	Rescan        Duration `toml:"rescan" reload:"restart"`
+	QueueSize     int      `toml:"queue_size" reload:"restart"`
+	MaxPixels     int64    `toml:"max_pixels" reload:"live"`
 }
 
 // Model is the network and how it is applied.
 type Model struct {
-	Dir     string `toml:"dir"`
-	Seed    uint64 `toml:"seed"`
-	Tile    int    `toml:"tile"`
-	Overlap int    `toml:"overlap"`
+	Dir     string `toml:"dir" reload:"restart" note:"folder"`
+	Seed    uint64 `toml:"seed" reload:"live"`
+	Tile    int    `toml:"tile" reload:"live"`
+	Overlap int    `toml:"overlap" reload:"live"`
 }
 
 // Backend picks the inference runtime.
 type Backend struct {
-	Kind               string `toml:"kind"`
-	OnnxruntimeLibrary string `toml:"onnxruntime_library"`
-	Threads            int    `toml:"threads"`
+	Kind               string `toml:"kind" reload:"restart"`
+	OnnxruntimeLibrary string `toml:"onnxruntime_library" reload:"restart" note:"file"`
+	Threads            int    `toml:"threads" reload:"restart"`
 
 	// Several workers in one daemon (one pipeline and backend each, all
 	// fed from the one intake queue). Devices is what the file holds:
 	// an empty array (one worker, on gpu.device), an array of GPU indices,
 	// or the string "all"; DeviceList reads it. Workers is the number of
 	// CPU workers (backend.kind "onnxruntime"), sharing backend.threads.
-	Devices any `toml:"devices"`
-	Workers int `toml:"workers"`
+	Devices any `toml:"devices" reload:"restart" note:"a list of GPU indices such as [0, 1], or \"all\""`
+	Workers int `toml:"workers" reload:"restart"`
 
 	// TensorRT (kind "tensorrt", or "auto" on a GPU).
-	TensorRTLibrary string   `toml:"tensorrt_library"`
-	EngineDir       string   `toml:"engine_dir"`
-	Precision       string   `toml:"precision"`
-	OnMissingEngine string   `toml:"on_missing_engine"`
-	BuildTimeout    Duration `toml:"build_timeout"`
-	WorkspaceMiB    int      `toml:"workspace_mib"`
+	TensorRTLibrary string   `toml:"tensorrt_library" reload:"restart" note:"file or ':'-separated files"`
+	EngineDir       string   `toml:"engine_dir" reload:"restart" note:"folder"`
+	Precision       string   `toml:"precision" reload:"restart"`
+	OnMissingEngine string   `toml:"on_missing_engine" reload:"restart"`
+	BuildTimeout    Duration `toml:"build_timeout" reload:"restart"`
+	WorkspaceMiB    int      `toml:"workspace_mib" reload:"restart"`
 }
 
 // Output controls encoding and what an output carries besides pixels.
 type Output struct {
-	JPEGQuality  int  `toml:"jpeg_quality"`
-	KeepMetadata bool `toml:"keep_metadata"`
-	KeepMtime    bool `toml:"keep_mtime"`
-	Sidecar      bool `toml:"sidecar"`
+	JPEGQuality  int  `toml:"jpeg_quality" reload:"live"`
+	KeepMetadata bool `toml:"keep_metadata" reload:"live"`
+	KeepMtime    bool `toml:"keep_mtime" reload:"live"`
+	Sidecar      bool `toml:"sidecar" reload:"live"`
 }
 
 // Log controls logging.
 type Log struct {
-	Level  string `toml:"level"`
-	Format string `toml:"format"`
+	Level  string `toml:"level" reload:"live"`
+	Format string `toml:"format" reload:"restart"`
 }
 
 // HTTP is the metrics and health endpoint.
 type HTTP struct {
-	Listen string `toml:"listen"`
+	Listen string `toml:"listen" reload:"restart" note:"host:port"`
 }
 
 // Retry is the backoff for transient output errors (disk full, read-only).
 type Retry struct {
-	InitialBackoff Duration `toml:"initial_backoff"`
-	MaxBackoff     Duration `toml:"max_backoff"`
+	InitialBackoff Duration `toml:"initial_backoff" reload:"live"`
+	MaxBackoff     Duration `toml:"max_backoff" reload:"live"`
 }
 
 // Shutdown bounds the drain on SIGTERM.
 type Shutdown struct {
-	DrainTimeout Duration `toml:"drain_timeout"`
+	DrainTimeout Duration `toml:"drain_timeout" reload:"live"`
 }
 
 // GPU is the telemetry monitor and the throttle policy (package gpu).
 type GPU struct {
-	Monitor             string   `toml:"monitor"`
-	Device              int      `toml:"device"`
-	Poll                Duration `toml:"poll"`
-	TempPauseC          int      `toml:"temp_pause_c"`
-	TempResumeC         int      `toml:"temp_resume_c"`
-	SlowdownMarginC     int      `toml:"slowdown_margin_c"`
-	MinFreeMiB          int      `toml:"min_free_mib"`
-	FreeHysteresisMiB   int      `toml:"free_hysteresis_mib"`
-	ShrinkFreeMiB       int      `toml:"shrink_free_mib"`
-	MinTile             int      `toml:"min_tile"`
-	MaxOtherUtilPercent int      `toml:"max_other_util_percent"`
-	MaxOtherMemoryMiB   int      `toml:"max_other_memory_mib"`
-	OnThermalEvent      string   `toml:"on_thermal_event"`
-	OnPowerEvent        string   `toml:"on_power_event"`
-	OnHWSlowdown        string   `toml:"on_hw_slowdown"`
-	SlowPause           Duration `toml:"slow_pause"`
-	ResumeHold          Duration `toml:"resume_hold"`
+	Monitor             string   `toml:"monitor" reload:"restart"`
+	Device              int      `toml:"device" reload:"restart"`
+	Poll                Duration `toml:"poll" reload:"live"`
+	TempPauseC          int      `toml:"temp_pause_c" reload:"live"`
+	TempResumeC         int      `toml:"temp_resume_c" reload:"live"`
+	SlowdownMarginC     int      `toml:"slowdown_margin_c" reload:"live"`
+	MinFreeMiB          int      `toml:"min_free_mib" reload:"live"`
+	FreeHysteresisMiB   int      `toml:"free_hysteresis_mib" reload:"live"`
+	ShrinkFreeMiB       int      `toml:"shrink_free_mib" reload:"live"`
+	MinTile             int      `toml:"min_tile" reload:"live"`
+	MaxOtherUtilPercent int      `toml:"max_other_util_percent" reload:"live"`
+	MaxOtherMemoryMiB   int      `toml:"max_other_memory_mib" reload:"live"`
+	OnThermalEvent      string   `toml:"on_thermal_event" reload:"live"`
+	OnPowerEvent        string   `toml:"on_power_event" reload:"live"`
+	OnHWSlowdown        string   `toml:"on_hw_slowdown" reload:"live"`
+	SlowPause           Duration `toml:"slow_pause" reload:"live"`
+	ResumeHold          Duration `toml:"resume_hold" reload:"live"`
 }
 
 // Limits bound the resources the daemon plans for.
@@ -143,7 +148,7 @@ type Limits struct {
 	// start plus the estimated peak of every frame in flight (from its
 	// header) stays below it. A frame that would not fit waits for the
 	// frames ahead of it; one that cannot fit even alone goes to failed/.
-	MemoryMiB int `toml:"memory_mib"`
+	MemoryMiB int `toml:"memory_mib" reload:"live" note:"MiB"`
 }
 
 // Duration is written as a string such as "2s" or "1m30s". Decoding only
@@ -209,14 +214,20 @@ func Default() *Config {
 }
 
 // Error is one configuration mistake: the key, the value as written, where,
-// and what is wrong.
+// and what is wrong. Err, when set, is the cause the reason was made from
+// (a decoder's error, a %w argument of Errorf): errors.Is and errors.As see
+// it through Unwrap.
 type Error struct {
 	File   string
 	Line   int // 0 when the key is not in the file (a default, or a whole-file error)
 	Key    string
 	Value  string
 	Reason string
+	Err    error
 }
+
+// Unwrap is the cause, or nil.
+func (e *Error) Unwrap() error { return e.Err }
 
 func (e *Error) Error() string {
 	var b strings.Builder
@@ -252,6 +263,16 @@ func (es Errors) Error() string {
 	return strings.Join(parts, "\n")
 }
 
+// Unwrap is every mistake, so that errors.As finds an *Error (and its
+// cause) in Errors.
+func (es Errors) Unwrap() []error {
+	out := make([]error, len(es))
+	for i, e := range es {
+		out[i] = e
+	}
+	return out
+}
+
 // Load reads, strictly decodes and validates a file. Relative paths inside it
 // are taken relative to the file's folder, so a development config next to a
 // checkout works from any working directory.
@@ -281,7 +302,7 @@ func Parse(doc []byte, path string) (*Config, error) {
 		return nil, cfg.decodeError(doc, err)
 	}
 	if perr != nil { // the decoder accepted what our indexer did not: still say so
-		return nil, &Error{File: path, Reason: perr.Error()}
+		return nil, &Error{File: path, Reason: perr.Error(), Err: perr}
 	}
 	if err := cfg.resolvePaths(); err != nil {
 		return nil, err
@@ -297,9 +318,17 @@ func (c *Config) Path() string { return c.path }
 
 // Errorf builds an Error for key with the position and text recorded when
 // the file was read; the daemon uses it for checks that need the machine
-// (a model folder that is missing, a library that does not load).
+// (a model folder that is missing, a library that does not load). As with
+// fmt.Errorf, a %w argument is kept as the cause (Unwrap).
 func (c *Config) Errorf(key, format string, args ...any) *Error {
-	e := &Error{File: c.path, Key: key, Reason: fmt.Sprintf(format, args...)}
+	reason := fmt.Errorf(format, args...)
+	e := &Error{File: c.path, Key: key, Reason: reason.Error()}
+	switch w := reason.(type) {
+	case interface{ Unwrap() error }:
+		e.Err = w.Unwrap()
+	case interface{ Unwrap() []error }:
+		e.Err = errors.Join(w.Unwrap()...)
+	}
 	if p, ok := c.positions[key]; ok {
 		e.Line, e.Value = p.line, p.value
 	} else if v, ok := c.lookup(key); ok {
@@ -316,7 +345,7 @@ func (c *Config) decodeError(doc []byte, err error) error {
 			de := &strict.Errors[i]
 			line, _ := de.Position()
 			key := strings.Join(de.Key(), ".")
-			e := &Error{File: c.path, Line: line, Key: key, Value: valueOnLine(doc, line), Reason: "unknown key" + suggest(key)}
+			e := &Error{File: c.path, Line: line, Key: key, Value: valueOnLine(doc, line), Reason: "unknown key" + suggest(key), Err: de}
 			if strings.HasPrefix(strings.TrimSpace(lineText(doc, line)), "[") {
 				e.Key, e.Reason = "["+key+"]", "unknown table"
 			}
@@ -328,13 +357,13 @@ func (c *Config) decodeError(doc []byte, err error) error {
 	if errors.As(err, &de) {
 		line, _ := de.Position()
 		key := strings.Join(de.Key(), ".")
-		e := &Error{File: c.path, Line: line, Key: key, Reason: typeReason(de.Error(), key)}
+		e := &Error{File: c.path, Line: line, Key: key, Reason: typeReason(de.Error(), key), Err: err}
 		if key != "" {
 			e.Value = valueOnLine(doc, line)
 		}
 		return e
 	}
-	return &Error{File: c.path, Reason: err.Error()}
+	return &Error{File: c.path, Reason: err.Error(), Err: err}
 }
 
 // typeReason rewrites go-toml's Go-flavoured message ("cannot decode TOML
@@ -388,7 +417,9 @@ func (c *Config) Validate() error {
 		if d.set {
 			v, err := time.ParseDuration(d.text)
 			if err != nil {
-				bad(key, "not a duration: write a string such as \"500ms\", \"2s\" or \"1m30s\"")
+				e := c.Errorf(key, "not a duration: write a string such as \"500ms\", \"2s\" or \"1m30s\"")
+				e.Err = err
+				errs = append(errs, e)
 				return
 			}
 			d.Duration, d.set = v, false
@@ -489,7 +520,7 @@ func (c *Config) Validate() error {
 	if c.HTTP.Listen != "" {
 		host, port, err := net.SplitHostPort(c.HTTP.Listen)
 		if err != nil {
-			bad("http.listen", "must be host:port (or \"\" for no HTTP server): %v", err)
+			bad("http.listen", "must be host:port (or \"\" for no HTTP server): %w", err)
 		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 			bad("http.listen", "port must be a number between 0 and 65535")
 		} else if host != "" && net.ParseIP(host) == nil && host != "localhost" {
@@ -558,220 +589,6 @@ func (c *Config) validateGPU(bad func(key, format string, args ...any)) {
 	}
 }
 
-// Key describes one configuration key: its dotted name, the type an operator
-// writes, whether a SIGHUP applies it without a restart, how to read it as
-// text (for diffs and messages) and how to copy it from one Config to
-// another (for WithLive).
-type Key struct {
-	Name string
-	kind string
-	Live bool
-	get  func(*Config) string
-	copy func(dst, src *Config)
-}
-
-// Keys is every key in the file. A test checks that config.toml documents
-// each of them.
-var Keys = []Key{
-	{"spool.root", "a string (folder)", false,
-		func(c *Config) string { return c.Spool.Root },
-		func(d, s *Config) { d.Spool.Root = s.Spool.Root }},
-	{"spool.keep_originals", "a boolean", false,
-		func(c *Config) string { return strconv.FormatBool(c.Spool.KeepOriginals) },
-		func(d, s *Config) { d.Spool.KeepOriginals = s.Spool.KeepOriginals }},
-	{"spool.settle", "a duration string such as \"1s\"", false,
-		func(c *Config) string { return c.Spool.Settle.String() },
-		func(d, s *Config) { d.Spool.Settle = s.Spool.Settle }},
-	{"spool.rescan", "a duration string such as \"10s\"", false,
-		func(c *Config) string { return c.Spool.Rescan.String() },
-		func(d, s *Config) { d.Spool.Rescan = s.Spool.Rescan }},
-	{"spool.queue_size", "an integer", false,
-		func(c *Config) string { return strconv.Itoa(c.Spool.QueueSize) },
-		func(d, s *Config) { d.Spool.QueueSize = s.Spool.QueueSize }},
-	{"spool.max_pixels", "an integer", true,
-		func(c *Config) string { return strconv.FormatInt(c.Spool.MaxPixels, 10) },
-		func(d, s *Config) { d.Spool.MaxPixels = s.Spool.MaxPixels }},
-	{"model.dir", "a string (folder)", false,
-		func(c *Config) string { return c.Model.Dir },
-		func(d, s *Config) { d.Model.Dir = s.Model.Dir }},
-	{"model.seed", "a non-negative integer", true,
-		func(c *Config) string { return strconv.FormatUint(c.Model.Seed, 10) },
-		func(d, s *Config) { d.Model.Seed = s.Model.Seed }},
-	{"model.tile", "an integer", true,
-		func(c *Config) string { return strconv.Itoa(c.Model.Tile) },
-		func(d, s *Config) { d.Model.Tile = s.Model.Tile }},
-	{"model.overlap", "an integer", true,
-		func(c *Config) string { return strconv.Itoa(c.Model.Overlap) },
-		func(d, s *Config) { d.Model.Overlap = s.Model.Overlap }},
-	{"backend.kind", "a string", false,
-		func(c *Config) string { return c.Backend.Kind },
-		func(d, s *Config) { d.Backend.Kind = s.Backend.Kind }},
-	{"backend.onnxruntime_library", "a string (file)", false,
-		func(c *Config) string { return c.Backend.OnnxruntimeLibrary },
-		func(d, s *Config) { d.Backend.OnnxruntimeLibrary = s.Backend.OnnxruntimeLibrary }},
-	{"backend.threads", "an integer", false,
-		func(c *Config) string { return strconv.Itoa(c.Backend.Threads) },
-		func(d, s *Config) { d.Backend.Threads = s.Backend.Threads }},
-	{"backend.devices", "an array of GPU indices or \"all\"", false,
-		func(c *Config) string { return c.Backend.devicesString() },
-		func(d, s *Config) { d.Backend.Devices = s.Backend.Devices }},
-	{"backend.workers", "an integer", false,
-		func(c *Config) string { return strconv.Itoa(c.Backend.Workers) },
-		func(d, s *Config) { d.Backend.Workers = s.Backend.Workers }},
-	{"backend.tensorrt_library", "a string (file or ':'-separated files)", false,
-		func(c *Config) string { return c.Backend.TensorRTLibrary },
-		func(d, s *Config) { d.Backend.TensorRTLibrary = s.Backend.TensorRTLibrary }},
-	{"backend.engine_dir", "a string (folder)", false,
-		func(c *Config) string { return c.Backend.EngineDir },
-		func(d, s *Config) { d.Backend.EngineDir = s.Backend.EngineDir }},
-	{"backend.precision", "a string", false,
-		func(c *Config) string { return c.Backend.Precision },
-		func(d, s *Config) { d.Backend.Precision = s.Backend.Precision }},
-	{"backend.on_missing_engine", "a string", false,
-		func(c *Config) string { return c.Backend.OnMissingEngine },
-		func(d, s *Config) { d.Backend.OnMissingEngine = s.Backend.OnMissingEngine }},
-	{"backend.build_timeout", "a duration string such as \"2h\"", false,
-		func(c *Config) string { return c.Backend.BuildTimeout.String() },
-		func(d, s *Config) { d.Backend.BuildTimeout = s.Backend.BuildTimeout }},
-	{"backend.workspace_mib", "an integer", false,
-		func(c *Config) string { return strconv.Itoa(c.Backend.WorkspaceMiB) },
-		func(d, s *Config) { d.Backend.WorkspaceMiB = s.Backend.WorkspaceMiB }},
-	{"output.jpeg_quality", "an integer", true,
-		func(c *Config) string { return strconv.Itoa(c.Output.JPEGQuality) },
-		func(d, s *Config) { d.Output.JPEGQuality = s.Output.JPEGQuality }},
-	{"output.keep_metadata", "a boolean", true,
-		func(c *Config) string { return strconv.FormatBool(c.Output.KeepMetadata) },
-		func(d, s *Config) { d.Output.KeepMetadata = s.Output.KeepMetadata }},
-	{"output.keep_mtime", "a boolean", true,
-		func(c *Config) string { return strconv.FormatBool(c.Output.KeepMtime) },
-		func(d, s *Config) { d.Output.KeepMtime = s.Output.KeepMtime }},
-	{"output.sidecar", "a boolean", true,
-		func(c *Config) string { return strconv.FormatBool(c.Output.Sidecar) },
-		func(d, s *Config) { d.Output.Sidecar = s.Output.Sidecar }},
-	{"log.level", "a string", true,
-		func(c *Config) string { return c.Log.Level },
-		func(d, s *Config) { d.Log.Level = s.Log.Level }},
-	{"log.format", "a string", false,
-		func(c *Config) string { return c.Log.Format },
-		func(d, s *Config) { d.Log.Format = s.Log.Format }},
-	{"http.listen", "a string (host:port)", false,
-		func(c *Config) string { return c.HTTP.Listen },
-		func(d, s *Config) { d.HTTP.Listen = s.HTTP.Listen }},
-	{"retry.initial_backoff", "a duration string such as \"1s\"", true,
-		func(c *Config) string { return c.Retry.InitialBackoff.String() },
-		func(d, s *Config) { d.Retry.InitialBackoff = s.Retry.InitialBackoff }},
-	{"retry.max_backoff", "a duration string such as \"2m\"", true,
-		func(c *Config) string { return c.Retry.MaxBackoff.String() },
-		func(d, s *Config) { d.Retry.MaxBackoff = s.Retry.MaxBackoff }},
-	{"shutdown.drain_timeout", "a duration string such as \"30s\"", true,
-		func(c *Config) string { return c.Shutdown.DrainTimeout.String() },
-		func(d, s *Config) { d.Shutdown.DrainTimeout = s.Shutdown.DrainTimeout }},
-	{"gpu.monitor", "a string", false,
-		func(c *Config) string { return c.GPU.Monitor },
-		func(d, s *Config) { d.GPU.Monitor = s.GPU.Monitor }},
-	{"gpu.device", "an integer", false,
-		func(c *Config) string { return strconv.Itoa(c.GPU.Device) },
-		func(d, s *Config) { d.GPU.Device = s.GPU.Device }},
-	{"gpu.poll", "a duration string such as \"1s\"", true,
-		func(c *Config) string { return c.GPU.Poll.String() },
-		func(d, s *Config) { d.GPU.Poll = s.GPU.Poll }},
-	{"gpu.temp_pause_c", "an integer", true,
-		func(c *Config) string { return strconv.Itoa(c.GPU.TempPauseC) },
-		func(d, s *Config) { d.GPU.TempPauseC = s.GPU.TempPauseC }},
-	{"gpu.temp_resume_c", "an integer", true,
-		func(c *Config) string { return strconv.Itoa(c.GPU.TempResumeC) },
-		func(d, s *Config) { d.GPU.TempResumeC = s.GPU.TempResumeC }},
-	{"gpu.slowdown_margin_c", "an integer", true,
-		func(c *Config) string { return strconv.Itoa(c.GPU.SlowdownMarginC) },
-		func(d, s *Config) { d.GPU.SlowdownMarginC = s.GPU.SlowdownMarginC }},
-	{"gpu.min_free_mib", "an integer", true,
-		func(c *Config) string { return strconv.Itoa(c.GPU.MinFreeMiB) },
-		func(d, s *Config) { d.GPU.MinFreeMiB = s.GPU.MinFreeMiB }},
-	{"gpu.free_hysteresis_mib", "an integer", true,
-		func(c *Config) string { return strconv.Itoa(c.GPU.FreeHysteresisMiB) },
-		func(d, s *Config) { d.GPU.FreeHysteresisMiB = s.GPU.FreeHysteresisMiB }},
-	{"gpu.shrink_free_mib", "an integer", true,
-		func(c *Config) string { return strconv.Itoa(c.GPU.ShrinkFreeMiB) },
-		func(d, s *Config) { d.GPU.ShrinkFreeMiB = s.GPU.ShrinkFreeMiB }},
-	{"gpu.min_tile", "an integer", true,
-		func(c *Config) string { return strconv.Itoa(c.GPU.MinTile) },
-		func(d, s *Config) { d.GPU.MinTile = s.GPU.MinTile }},
-	{"gpu.max_other_util_percent", "an integer", true,
-		func(c *Config) string { return strconv.Itoa(c.GPU.MaxOtherUtilPercent) },
-		func(d, s *Config) { d.GPU.MaxOtherUtilPercent = s.GPU.MaxOtherUtilPercent }},
-	{"gpu.max_other_memory_mib", "an integer", true,
-		func(c *Config) string { return strconv.Itoa(c.GPU.MaxOtherMemoryMiB) },
-		func(d, s *Config) { d.GPU.MaxOtherMemoryMiB = s.GPU.MaxOtherMemoryMiB }},
-	{"gpu.on_thermal_event", "a string", true,
-		func(c *Config) string { return c.GPU.OnThermalEvent },
-		func(d, s *Config) { d.GPU.OnThermalEvent = s.GPU.OnThermalEvent }},
-	{"gpu.on_power_event", "a string", true,
-		func(c *Config) string { return c.GPU.OnPowerEvent },
-		func(d, s *Config) { d.GPU.OnPowerEvent = s.GPU.OnPowerEvent }},
-	{"gpu.on_hw_slowdown", "a string", true,
-		func(c *Config) string { return c.GPU.OnHWSlowdown },
-		func(d, s *Config) { d.GPU.OnHWSlowdown = s.GPU.OnHWSlowdown }},
-	{"gpu.slow_pause", "a duration string such as \"250ms\"", true,
-		func(c *Config) string { return c.GPU.SlowPause.String() },
-		func(d, s *Config) { d.GPU.SlowPause = s.GPU.SlowPause }},
-	{"gpu.resume_hold", "a duration string such as \"5s\"", true,
-		func(c *Config) string { return c.GPU.ResumeHold.String() },
-		func(d, s *Config) { d.GPU.ResumeHold = s.GPU.ResumeHold }},
-	{"limits.memory_mib", "an integer (MiB)", true,
-		func(c *Config) string { return strconv.Itoa(c.Limits.MemoryMiB) },
-		func(d, s *Config) { d.Limits.MemoryMiB = s.Limits.MemoryMiB }},
-}
-
-func keyByName(name string) (Key, bool) {
-	for _, k := range Keys {
-		if k.Name == name {
-			return k, true
-		}
-	}
-	return Key{}, false
-}
-
-func (c *Config) lookup(name string) (string, bool) {
-	if k, ok := keyByName(name); ok {
-		return strconv.Quote(k.get(c)), true
-	}
-	return "", false
-}
-
-// Change is one key whose value differs between two configurations.
-type Change struct {
-	Key      string
-	Old, New string
-	Live     bool // applied by a reload; false: needs a restart
-}
-
-// Diff lists the keys whose values differ from old to c, in Keys order.
-func (c *Config) Diff(old *Config) []Change {
-	var out []Change
-	for _, k := range Keys {
-		o, n := k.get(old), k.get(c)
-		if o != n {
-			out = append(out, Change{Key: k.Name, Old: o, New: n, Live: k.Live})
-		}
-	}
-	return out
-}
-
-// WithLive is the configuration a reload runs with: c (the running one) with
-// every live key taken from next, and every restart-only key kept, so the
-// process never believes it runs with a spool root or model it has not
-// opened. Positions come from next, the file now on disk.
-func (c *Config) WithLive(next *Config) *Config {
-	out := *c
-	for _, k := range Keys {
-		if k.Live {
-			k.copy(&out, next)
-		}
-	}
-	out.path, out.positions = next.path, next.positions
-	return &out
-}
-
 // MaxDevice is the highest GPU index a configuration may name.
 const MaxDevice = 63
 
@@ -821,19 +638,3 @@ func (b Backend) devicesFromInts(v []int) ([]int, bool, error) {
 }
 
 func (b Backend) devicesAll() bool { s, ok := b.Devices.(string); return ok && s == "all" }
-
-// devicesString is backend.devices as the key table shows it.
-func (b Backend) devicesString() string {
-	if b.devicesAll() {
-		return "all"
-	}
-	list, _, err := b.DeviceList()
-	if err != nil {
-		return fmt.Sprint(b.Devices)
-	}
-	parts := make([]string, len(list))
-	for i, n := range list {
-		parts[i] = strconv.Itoa(n)
-	}
-	return "[" + strings.Join(parts, ", ") + "]"
-}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -209,91 +210,136 @@ func commentAbove(lines []string, line int) string {
 	return b.String()
 }
 
+// changeEvery is cfg with every key set to another value of its type, so
+// that a test covers keys added later without listing them.
+func changeEvery(t *testing.T, cfg *Config) *Config {
+	t.Helper()
+	next := *cfg
+	for _, k := range Keys {
+		v := k.value(&next)
+		switch {
+		case v.Type() == durationType:
+			d := v.Interface().(Duration)
+			v.Set(reflect.ValueOf(D(d.Duration + time.Second)))
+		case v.Kind() == reflect.String:
+			v.SetString(v.String() + "x")
+		case v.Kind() == reflect.Bool:
+			v.SetBool(!v.Bool())
+		case v.Kind() == reflect.Interface: // backend.devices
+			v.Set(reflect.ValueOf("all"))
+		case v.CanInt():
+			v.SetInt(v.Int() + 1)
+		case v.CanUint():
+			v.SetUint(v.Uint() + 1)
+		default:
+			t.Fatalf("%s: changeEvery does not know type %s", k.Name, v.Type())
+		}
+	}
+	return &next
+}
+
 // TestWithLiveCopiesExactlyTheLiveKeys changes every key at once and checks
-// that a reload takes the live ones and keeps the others, so the Live flags,
-// the copy functions and the [live] marks in config.toml cannot drift apart.
+// that a reload takes the live ones and keeps the others, so that the reload
+// tags, Diff and WithLive cannot drift apart (config.toml's [live] marks are
+// TestShippedConfigMatchesDefault's).
 func TestWithLiveCopiesExactlyTheLiveKeys(t *testing.T) {
 	running := Default()
-	// backend.devices and backend.workers > 1 exclude each other: the
-	// running configuration has CPU workers, the file a list of GPUs.
-	running.Backend.Kind, running.Backend.Workers = "onnxruntime", 2
-	doc := `
-[spool]
-root = "/other"
-keep_originals = false
-settle = "3s"
-rescan = "30s"
-queue_size = 3
-max_pixels = 1000
-[model]
-dir = "/m2"
-seed = 7
-tile = 512
-overlap = 16
-[backend]
-kind = "tensorrt"
-onnxruntime_library = "/lib.so"
-threads = 3
-devices = [1]
-workers = 1
-tensorrt_library = "/trt.so"
-engine_dir = "/e2"
-precision = "fp32"
-on_missing_engine = "fallback"
-build_timeout = "10m"
-workspace_mib = 512
-[output]
-jpeg_quality = 80
-keep_metadata = false
-keep_mtime = false
-sidecar = true
-[log]
-level = "debug"
-format = "json"
-[http]
-listen = ""
-[retry]
-initial_backoff = "2s"
-max_backoff = "5m"
-[shutdown]
-drain_timeout = "5s"
-[gpu]
-monitor = "none"
-device = 1
-poll = "2s"
-temp_pause_c = 80
-temp_resume_c = 70
-slowdown_margin_c = 5
-min_free_mib = 1024
-free_hysteresis_mib = 128
-shrink_free_mib = 4096
-min_tile = 64
-max_other_util_percent = 50
-max_other_memory_mib = 2048
-on_thermal_event = "slow"
-on_power_event = "wait"
-on_hw_slowdown = "ignore"
-slow_pause = "100ms"
-resume_hold = "10s"
-[limits]
-memory_mib = 8192
-`
-	next, err := Parse([]byte(doc), "/c.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// backend.devices and backend.workers > 1 exclude each other, so
+	// changeEvery's next need not validate: it is never Parsed.
+	next := changeEvery(t, running)
 	if d := next.Diff(running); len(d) != len(Keys) {
-		t.Fatalf("test document changes %d keys, want all %d: %+v", len(d), len(Keys), d)
+		t.Fatalf("changing every key changes %d in Diff, want all %d: %+v", len(d), len(Keys), d)
 	}
 	eff := running.WithLive(next)
+	live := 0
 	for _, k := range Keys {
 		got, old, nw := k.get(eff), k.get(running), k.get(next)
-		if k.Live && got != nw {
-			t.Errorf("%s is live but kept %q (want %q)", k.Name, got, nw)
-		}
-		if !k.Live && got != old {
+		if k.Live {
+			live++
+			if got != nw {
+				t.Errorf("%s is live but kept %q (want %q)", k.Name, got, nw)
+			}
+		} else if got != old {
 			t.Errorf("%s needs a restart but changed to %q", k.Name, got)
 		}
+	}
+	if live == 0 || live == len(Keys) {
+		t.Errorf("%d of %d keys live: the reload tags were not read", live, len(Keys))
+	}
+}
+
+// TestKeysFromTags: the keys, their reload behaviour and the type a message
+// asks for come from Config's fields and tags; a field without a reload tag
+// stops the package at once, naming it.
+func TestKeysFromTags(t *testing.T) {
+	for _, tc := range []struct {
+		key  string
+		live bool
+		kind string
+	}{
+		{"spool.root", false, "a string (folder)"},
+		{"spool.max_pixels", true, "an integer"},
+		{"model.seed", true, "a non-negative integer"},
+		{"backend.build_timeout", false, `a duration string such as "2h"`},
+		{"retry.max_backoff", true, `a duration string such as "2m"`},
+		{"gpu.slow_pause", true, `a duration string such as "250ms"`},
+		{"output.sidecar", true, "a boolean"},
+		{"limits.memory_mib", true, "an integer (MiB)"},
+	} {
+		t.Run(tc.key, func(t *testing.T) {
+			k, ok := keyByName(tc.key)
+			if !ok {
+				t.Fatalf("no key %s", tc.key)
+			}
+			if k.Live != tc.live || k.kind != tc.kind {
+				t.Errorf("live %v, kind %q; want %v, %q", k.Live, k.kind, tc.live, tc.kind)
+			}
+		})
+	}
+	t.Run("missing reload tag", func(t *testing.T) {
+		type table struct {
+			Size int `toml:"size"`
+		}
+		type conf struct {
+			T table `toml:"t"`
+		}
+		defer func() {
+			if msg, _ := recover().(string); !strings.Contains(msg, "T.Size (t.size) needs a tag reload") {
+				t.Errorf("panic %q, want one naming T.Size", msg)
+			}
+		}()
+		keysOf(reflect.TypeFor[conf](), Default())
+	})
+}
+
+// TestErrorUnwraps: the cause of a configuration error survives for
+// errors.Is and errors.As, through Errors too, and the message is the
+// same as without it.
+func TestErrorUnwraps(t *testing.T) {
+	cfg := Default()
+	cause := os.ErrNotExist
+	e := cfg.Errorf("model.dir", "cannot open: %w", cause)
+	if !errors.Is(e, os.ErrNotExist) {
+		t.Errorf("errors.Is(%v, os.ErrNotExist) = false", e)
+	}
+	if want := `model.dir = "/usr/share/hidiffd/models/default" (default): cannot open: file does not exist`; e.Error() != want {
+		t.Errorf("message %q, want %q", e.Error(), want)
+	}
+	if plain := cfg.Errorf("model.dir", "cannot open: %v", cause); errors.Unwrap(plain) != nil {
+		t.Errorf("%%v kept a cause: %v", errors.Unwrap(plain))
+	}
+
+	_, err := Parse([]byte("[spool]\nsettle = \"soon\"\n[http]\nlisten = \"nocolon\"\n"), "/c.toml")
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Key != "spool.settle" || ce.Line != 2 {
+		t.Fatalf("errors.As(%v) = %+v, want the spool.settle error at line 2", err, ce)
+	}
+	if ce.Err == nil || !strings.Contains(ce.Err.Error(), "soon") {
+		t.Errorf("spool.settle's cause %v, want time.ParseDuration's error", ce.Err)
+	}
+	var ae *net.AddrError
+	if !errors.As(err, &ae) {
+		t.Errorf("errors.As(%v, *net.AddrError) = false: http.listen's cause is lost", err)
 	}
 }
 

@@ -87,7 +87,11 @@ func TestTwoGPUWorkersOneFails(t *testing.T) {
 		}
 		return false
 	})
-	in.eventually(15*time.Second, "every frame in out/", func() bool { return len(in.names("out")) == n })
+	// Processed counts a frame once its original has left work/, just after
+	// its output is in out/.
+	in.eventually(15*time.Second, "every frame in out/ and processed", func() bool {
+		return len(in.names("out")) == n && in.metric("hidiffd_images_processed_total") == fmt.Sprint(n)
+	})
 
 	if got := in.names("failed"); len(got) != 0 {
 		t.Errorf("failed/ = %v, want empty: a failing GPU is not the frames' fault", got)
@@ -104,7 +108,6 @@ func TestTwoGPUWorkersOneFails(t *testing.T) {
 		`hidiffd_worker_frames_total{result="requeued",worker="gpu0"}`: "1",
 		`hidiffd_worker_frames_total{result="ok",worker="gpu1"}`:       fmt.Sprint(n),
 		`hidiffd_gpu_oom_retries_total{worker="gpu1"}`:                 "0",
-		`hidiffd_images_processed_total`:                               fmt.Sprint(n),
 	} {
 		if got := in.metric(sample); got != want {
 			t.Errorf("%s = %q, want %q", sample, got, want)
@@ -230,7 +233,9 @@ func TestCPUWorkersShareTheQueue(t *testing.T) {
 	for i := 0; i < n; i++ {
 		in.drop(fmt.Sprintf("c%d.png", i), testPNG(t, 24, 16))
 	}
-	in.eventually(10*time.Second, "every frame in out/", func() bool { return len(in.names("out")) == n })
+	in.eventually(10*time.Second, "every frame in out/ and processed", func() bool {
+		return len(in.names("out")) == n && in.metric("hidiffd_images_processed_total") == fmt.Sprint(n)
+	})
 	mu.Lock()
 	defer mu.Unlock()
 	if !reflect.DeepEqual(threads, []int{2, 2}) {

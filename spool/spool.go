@@ -42,12 +42,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
+
+	"hidiffd/internal/durable"
 )
 
 // The state folders under the spool root.
@@ -67,10 +68,10 @@ const (
 	fileMode = 0o640
 
 	// tmpMarker is part of every temporary name the spool writes (outputs in
-	// out/, error records in failed/). Temporary names also start with a dot,
-	// so folder watchers that ignore dotfiles never see them; Recover deletes
-	// them.
-	tmpMarker = ".hidiffd-tmp-"
+	// out/, error records in failed/; durable.Write names them). Temporary
+	// names also start with a dot, so folder watchers that ignore dotfiles
+	// never see them; Recover deletes them.
+	tmpMarker = durable.TempMarker
 	// probePrefix names the files Open creates to prove a folder writable.
 	probePrefix = ".hidiffd-probe-"
 	// ErrorSuffix is appended to a failed frame's name for its JSON record.
@@ -125,10 +126,10 @@ type Spool struct {
 	// mu serialises choosing a free name and renaming into it, so two
 	// workers never pick the same suffixed name in done/, failed/ or inbox/.
 	mu sync.Mutex
-	// noReplaceUnsupported is set when the filesystem rejects
-	// RENAME_NOREPLACE (some network filesystems); then the
-	// Lstat-then-rename fallback runs instead.
-	noReplaceUnsupported atomic.Bool
+	// noReplace does every rename (moves, outputs, sidecars): it never
+	// replaces a file, and remembers a file system that lacks
+	// RENAME_NOREPLACE (some network file systems).
+	noReplace durable.NoReplace
 }
 
 // Job is a claimed frame: its original is at Path (work/NAME). Name is the
@@ -173,6 +174,9 @@ func Open(root string, opts Options) (*Spool, error) {
 		return nil, fmt.Errorf("spool: create root %s: %w", root, err)
 	}
 	s := &Spool{root: root, opts: opts, dirs: make(map[string]string, len(States))}
+	s.noReplace.OnFallback = func(dir string) {
+		s.log("warn", "filesystem lacks RENAME_NOREPLACE; using check-then-rename", "dir", dir)
+	}
 	if opts.Lock {
 		if err := s.takeLock(); err != nil {
 			return nil, err
@@ -314,9 +318,7 @@ func (s *Spool) Dir(state string) string { return s.dirs[state] }
 
 // IsTempName reports whether a file name is one of the spool's temporary
 // names (a leftover of a crash while writing an output or error record).
-func IsTempName(name string) bool {
-	return strings.HasPrefix(name, ".") && strings.Contains(name, tmpMarker)
-}
+func IsTempName(name string) bool { return durable.IsTemp(name) }
 
 // Recover runs once at start, before any worker: it moves every entry of
 // work/ back to inbox/ (a crash left them half-processed; their outputs, if
@@ -538,51 +540,23 @@ func (s *Spool) logRenamed(arrived, final string) {
 // WriteOutput writes the job's output: write fills a temporary file in out/
 // (.NAME.hidiffd-tmp-XXXX, mode 0640), which is then fsynced, closed and
 // renamed to out/NAME without replacing anything (ErrOutputExists if a file
-// of that name appeared since the claim), and out/ is fsynced. On any error the temporary file is removed and
-// the original stays in work/. Filesystem failures (disk full, read-only,
+// of that name appeared since the claim), and out/ is fsynced
+// (durable.Write). On any error the temporary file is removed and the
+// original stays in work/. Filesystem failures (disk full, read-only,
 // permission, I/O error, out/ missing) satisfy IsTransient; an error returned
 // by write itself is transient only if it wraps such an errno.
 func (s *Spool) WriteOutput(j *Job, write func(f *os.File) error) error {
 	if j == nil || checkName(j.Name) != nil {
 		return ErrBadName
 	}
-	dir := s.dirs[Out]
-	f, tmp, err := createTemp(dir, j.Name)
-	if err != nil {
-		return transient(fmt.Errorf("spool: create output for %s in out/: %w", j.Name, err))
-	}
-	cleanup := func() {
-		f.Close()
-		os.Remove(tmp)
-	}
-	if err := write(f); err != nil {
-		cleanup()
-		return fmt.Errorf("spool: write output %s: %w", j.Name, err)
-	}
-	if err := f.Sync(); err != nil {
-		cleanup()
-		return transient(fmt.Errorf("spool: fsync output %s: %w", j.Name, err))
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return transient(fmt.Errorf("spool: close output %s: %w", j.Name, err))
-	}
-	final := filepath.Join(dir, j.Name)
-	if err := s.renameNoReplace(tmp, final); err != nil {
-		os.Remove(tmp)
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%w: out/%s", ErrOutputExists, j.Name)
-		}
-		return transient(fmt.Errorf("spool: publish output %s: %w", j.Name, err))
-	}
-	if err := syncDir(dir); err != nil {
-		// The output is visible but maybe not durable; keep the original
-		// until it is: the caller unpublishes it and retries.
+	published, err := s.publish(j.Name, "output "+j.Name, "output for "+j.Name, write)
+	if published {
+		// Also when only out/'s fsync failed: the output is visible but
+		// maybe not durable; the original stays until it is (the caller
+		// unpublishes it and retries).
 		j.written, j.Output = true, j.Name
-		return transient(fmt.Errorf("spool: fsync out/: %w", err))
 	}
-	j.written, j.Output = true, j.Name
-	return nil
+	return err
 }
 
 // WriteBeside writes out/OUTPUT+suffix, a file that belongs to the job's
@@ -595,37 +569,41 @@ func (s *Spool) WriteBeside(j *Job, suffix string, write func(f *os.File) error)
 	if j == nil || !j.written || checkName(j.Output+suffix) != nil {
 		return ErrNoOutput
 	}
-	dir, name := s.dirs[Out], j.Output+suffix
-	f, tmp, err := createTemp(dir, name)
-	if err != nil {
-		return transient(fmt.Errorf("spool: create %s in out/: %w", name, err))
+	name := j.Output + suffix
+	published, err := s.publish(name, name, name, write)
+	if published {
+		j.beside = append(j.beside, name)
 	}
-	if err := write(f); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("spool: write %s: %w", name, err)
+	return err
+}
+
+// publish writes out/name durably without replacing anything; what names
+// the file in errors ("output NAME"), created in "create ... in out/".
+// published is true once out/name is in place (also when out/'s fsync then
+// failed). Every failure but write's own is transient.
+func (s *Spool) publish(name, what, created string, write func(f *os.File) error) (published bool, err error) {
+	err = durable.Write(filepath.Join(s.dirs[Out], name), durable.Options{Perm: fileMode, NoReplace: &s.noReplace}, write)
+	var de *durable.Error
+	if err == nil || !errors.As(err, &de) {
+		return err == nil, err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return transient(fmt.Errorf("spool: fsync %s: %w", name, err))
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return transient(fmt.Errorf("spool: close %s: %w", name, err))
-	}
-	if err := s.renameNoReplace(tmp, filepath.Join(dir, name)); err != nil {
-		os.Remove(tmp)
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%w: out/%s", ErrOutputExists, name)
+	switch de.Op {
+	case durable.OpCreate:
+		return false, transient(fmt.Errorf("spool: create %s in out/: %w", created, de.Err))
+	case durable.OpWrite:
+		return false, fmt.Errorf("spool: write %s: %w", what, de.Err)
+	case durable.OpSync:
+		return false, transient(fmt.Errorf("spool: fsync %s: %w", what, de.Err))
+	case durable.OpClose:
+		return false, transient(fmt.Errorf("spool: close %s: %w", what, de.Err))
+	case durable.OpRename:
+		if errors.Is(de.Err, fs.ErrExist) {
+			return false, fmt.Errorf("%w: out/%s", ErrOutputExists, name)
 		}
-		return transient(fmt.Errorf("spool: publish %s: %w", name, err))
+		return false, transient(fmt.Errorf("spool: publish %s: %w", what, de.Err))
+	default: // durable.OpSyncDir
+		return true, transient(fmt.Errorf("spool: fsync out/: %w", de.Err))
 	}
-	j.beside = append(j.beside, name)
-	if err := syncDir(dir); err != nil {
-		return transient(fmt.Errorf("spool: fsync out/: %w", err))
-	}
-	return nil
 }
 
 // Unpublish removes the job's output from out/ (and fsyncs out/): for a
@@ -823,35 +801,15 @@ func (s *Spool) failPlaceLocked(src, dir, cand string, rec *ErrorRecord) error {
 	return nil
 }
 
+// writeRecord writes dir/name durably (durable.Write), replacing an older
+// record of that name: one that a crash left without its frame.
 func writeRecord(dir, name string, rec *ErrorRecord) error {
 	data, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {
 		return err
 	}
 	data = append(data, '\n')
-	f, tmp, err := createTemp(dir, name)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
+	return durable.WriteFile(filepath.Join(dir, name), data, fileMode)
 }
 
 // Release puts a claimed frame back: work/NAME -> inbox/NAME (shutdown in the
@@ -920,26 +878,8 @@ func (s *Spool) move(from, name, to string) (string, error) {
 // renameNoReplace renames src to dst unless dst exists (fs.ErrExist). Where
 // the filesystem lacks RENAME_NOREPLACE it falls back to Lstat+rename, which
 // is only race-free against other spool calls (callers hold s.mu or own the
-// name), not against outside writers.
-func (s *Spool) renameNoReplace(src, dst string) error {
-	if !s.noReplaceUnsupported.Load() {
-		err := unix.Renameat2(unix.AT_FDCWD, src, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.ENOTSUP) {
-			return &os.LinkError{Op: "rename", Old: src, New: dst, Err: err}
-		}
-		// EINVAL is also what a bad rename (dir into itself) returns; the
-		// fallback below reports that case again through plain rename.
-		s.noReplaceUnsupported.Store(true)
-		s.log("warn", "filesystem lacks RENAME_NOREPLACE; using check-then-rename", "dir", filepath.Dir(dst))
-	}
-	if _, err := os.Lstat(dst); err == nil {
-		return &os.LinkError{Op: "rename", Old: src, New: dst, Err: fs.ErrExist}
-	}
-	return os.Rename(src, dst)
-}
+// name), not against outside writers (durable.NoReplace).
+func (s *Spool) renameNoReplace(src, dst string) error { return s.noReplace.Rename(src, dst) }
 
 // suffixed is name for i == 0, else the name with ".i" before the extension:
 // frame.jpg -> frame.1.jpg, frame -> frame.1.
@@ -977,52 +917,14 @@ func candidate(name string, i, max int) string {
 	return stem + suffix + ext
 }
 
-// createTemp creates dir/.NAME.hidiffd-tmp-XXXXXXXX exclusively. Long names
-// are shortened so the temporary name stays under NAME_MAX (255 bytes).
-func createTemp(dir, name string) (*os.File, string, error) {
-	short := name
-	if len(short) > 200 {
-		short = short[:200]
-	}
-	var err error
-	for range 10 {
-		p := filepath.Join(dir, "."+short+tmpMarker+randHex())
-		var f *os.File
-		f, err = os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
-		if err == nil {
-			return f, p, nil
-		}
-		if !errors.Is(err, fs.ErrExist) {
-			return nil, "", err
-		}
-	}
-	return nil, "", err
-}
-
 func randHex() string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
 
-// syncDir fsyncs a directory so renames into or out of it survive a power
-// loss. Filesystems that cannot fsync a directory (EINVAL/ENOTSUP) are
-// accepted: there is nothing more the daemon could do there.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	cerr := f.Close()
-	if err != nil {
-		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOTSUP) {
-			return nil
-		}
-		return err
-	}
-	return cerr
-}
+// syncDir fsyncs a folder (durable.SyncDir).
+func syncDir(dir string) error { return durable.SyncDir(dir) }
 
 func checkName(name string) error {
 	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {

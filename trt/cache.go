@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"hidiffd/internal/durable"
 )
 
 // A TensorRT engine is only valid for the exact ONNX it was built from, the
@@ -302,7 +304,7 @@ func (c Cache) Commit(staged string, sc Sidecar) (*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := writeSync(filepath.Join(staged, SidecarFile), append(b, '\n')); err != nil {
+	if err := durable.WriteFile(filepath.Join(staged, SidecarFile), append(b, '\n'), 0o666); err != nil {
 		return nil, fmt.Errorf("engine cache: %w", err)
 	}
 	final := c.EntryDir(sc.Key)
@@ -314,7 +316,12 @@ func (c Cache) Commit(staged string, sc Sidecar) (*Entry, error) {
 	if err := os.Rename(staged, final); err != nil {
 		return nil, fmt.Errorf("engine cache: %w", err)
 	}
-	syncDir(c.Dir)
+	// The entry is in place; an fsync that fails means it may not survive
+	// a power loss, so the build does not count as done (the next start
+	// checks the entry again and rebuilds it if it is not whole).
+	if err := durable.SyncDir(c.Dir); err != nil {
+		return nil, fmt.Errorf("engine cache: fsync %s: %w", c.Dir, err)
+	}
 	return &Entry{Dir: final, Sidecar: sc}, nil
 }
 
@@ -389,27 +396,4 @@ func sumFile(path string) (FileSum, error) {
 		return FileSum{}, fmt.Errorf("%s: %w", path, err)
 	}
 	return FileSum{Bytes: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
-}
-
-func writeSync(path string, b []byte) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync() // best effort: the rename is what makes the entry visible
-		d.Close()
-	}
 }

@@ -25,6 +25,7 @@ import (
 	"hidiffd/daemon"
 	"hidiffd/deblur"
 	"hidiffd/imageio"
+	"hidiffd/internal/durable"
 	"hidiffd/logging"
 	"hidiffd/trt"
 )
@@ -328,42 +329,18 @@ func deblurOne(ctx context.Context, pipe *deblur.Pipeline, in, dst string, lim i
 	return r, nil
 }
 
-func writeAtomic(dst string, write func(io.Writer) error) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
+// writeAtomic writes dst durably (internal/durable: a temporary dotfile in
+// its folder, fsynced, renamed, the folder fsynced), through a 1 MiB buffer,
+// mode 0644 less the umask: results are ordinary files for the user. An
+// existing dst is replaced, as the user asked for it by name.
+func writeAtomic(dst string, write func(io.Writer) error) error {
+	return durable.Write(dst, durable.Options{Perm: 0o644}, func(f *os.File) error {
+		bw := bufio.NewWriterSize(f, 1<<20)
+		if err := write(bw); err != nil {
+			return err
 		}
-	}()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	if err = write(bw); err != nil {
-		return err
-	}
-	if err = bw.Flush(); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	// CreateTemp makes 0600 files; results are ordinary files for the user.
-	if err = f.Chmod(0o644 &^ umask()); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), dst)
-}
-
-// umask reads the process umask (setting it is the only way to read it).
-func umask() os.FileMode {
-	m := syscall.Umask(0)
-	syscall.Umask(m)
-	return os.FileMode(m)
+		return bw.Flush()
+	})
 }
 
 func reportFailure(bar *progressbar.ProgressBar, log zerolog.Logger, in string, err error) {

@@ -6,6 +6,8 @@
 //   - the import rules between the module's packages (layers, the
 //     test-only helpers, the third-party modules each owned by one
 //     package, the known debts);
+//   - only internal/durable fsyncs or renames without replacing (one
+//     durable writer);
 //   - no tracked file names an absolute path of the machine it was written
 //     on, and every reference to a design document resolves to a file in
 //     the repository.

@@ -25,20 +25,23 @@ const module = "hidiffd"
 // in between.
 const (
 	pins      = 0  // the module root: tools.go pins go.mod's modules (build tag tools)
-	library   = 10 // one job each, no other hidiffd package
+	base      = 5  // one mechanism several layers share (internal/durable); no other hidiffd package
+	library   = 10 // one job each, no other hidiffd package but base
 	backend   = 20 // runs the network: ort, trt
 	selection = 25 // backend/: picks and opens a backend, for the daemon and the one-shot commands
 	wiring    = 30 // daemon: wires libraries and backends together
 	binary    = 40 // cmd/hidiffd, and the acceptance test of the binary
 )
 
-var layerName = map[int]string{pins: "pins", library: "library", backend: "backend", selection: "selection", wiring: "wiring", binary: "binary"}
+var layerName = map[int]string{pins: "pins", base: "base", library: "library", backend: "backend", selection: "selection", wiring: "wiring", binary: "binary"}
 
 // layers places every package of the module, by its folder relative to the
 // module root ("" is the root). A new package must be added here and to
 // the table in docs/ARCHITECTURE.md.
 var layers = map[string]int{
 	"": pins,
+
+	"internal/durable": base,
 
 	"config":               library,
 	"deblur":               library,
@@ -342,7 +345,8 @@ func checkImport(dir string, from int, f goFile, path string, usedDebts map[[2]s
 		return nil
 	}
 	// Tests may also use any library (libraries import no other hidiffd
-	// package, so this cannot close a cycle), never a layer above.
+	// package but base, which imports none, so this cannot close a
+	// cycle), never a layer above.
 	if f.test && target == library {
 		return nil
 	}
