@@ -18,7 +18,7 @@ import (
 
 	"hidiffd/config"
 	"hidiffd/deblur"
-	"hidiffd/ort"
+	"hidiffd/model"
 	"hidiffd/trt"
 )
 
@@ -27,7 +27,7 @@ import (
 // file or one TensorRT refuses is deleted and rebuilt, never fatal).
 func openTensorRT(ctx context.Context, cfg *config.Config, opts Options) (deblur.Backend, error) {
 	log := opts.Log.With().Str("component", "tensorrt").Logger()
-	m, err := ort.Inspect(cfg.Model.Dir)
+	m, err := model.Inspect(cfg.Model.Dir)
 	if err != nil {
 		return nil, cfg.Errorf("model.dir", "%v", err)
 	}

@@ -27,7 +27,7 @@ import (
 	"hidiffd/deblur"
 	"hidiffd/gpu"
 	"hidiffd/logging"
-	"hidiffd/ort"
+	"hidiffd/model"
 	"hidiffd/spool"
 	"hidiffd/watch"
 )
@@ -607,7 +607,7 @@ func (d *Daemon) reload() {
 		}
 		if c.Key == "model.dir" {
 			// Only a restart loads it: say now if that restart would fail.
-			if _, err := ort.Inspect(next.Model.Dir); err != nil {
+			if _, err := model.Inspect(next.Model.Dir); err != nil {
 				d.log.Error().Err(next.Errorf("model.dir", "%v", err)).
 					Msg("the reloaded model.dir cannot be loaded: a restart would fail; the running model stays")
 			}

@@ -58,7 +58,7 @@ FP32_FILE = "transformer.onnx"
 MIXED_FILE = "transformer.fp16.onnx"
 SIM_FILE = "transformer.fp16sim.onnx"
 
-# Metadata keys the rewrite adds (the Go side reads them: ort/inspect.go).
+# Metadata keys the rewrite adds (the Go side reads them: model/inspect.go).
 KEY_PRECISION = "precision"
 KEY_SOURCE = "fp32_source_sha256"
 KEY_ISLANDS = "fp32_islands"

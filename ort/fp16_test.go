@@ -14,6 +14,7 @@ import (
 
 	"hidiffd/deblur"
 	"hidiffd/imageio"
+	"hidiffd/model"
 	"hidiffd/quality"
 )
 
@@ -245,7 +246,7 @@ func TestFP16Numerics(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			for _, p := range []string{filepath.Join(c.model, MixedFile), c.sim} {
+			for _, p := range []string{filepath.Join(c.model, model.MixedFile), c.sim} {
 				if _, err := os.Stat(p); err != nil {
 					t.Skipf("%v: run `make models`", err)
 				}
@@ -257,13 +258,13 @@ func TestFP16Numerics(t *testing.T) {
 
 func testFP16(t *testing.T, c fp16Case, photos string) {
 	t0 := time.Now()
-	prior := fp16Session(t, filepath.Join(c.model, PriorFile), PriorIO.Inputs[:], PriorIO.Output, onnx.GraphOptimizationLevelEnableAll, "")
+	prior := fp16Session(t, filepath.Join(c.model, model.PriorFile), model.PriorIO.Inputs[:], model.PriorIO.Output, onnx.GraphOptimizationLevelEnableAll, "")
 	tiles := fp16Tiles(t, c, photos, prior)
 	prior.Destroy()
 
-	in, out := TransformerIO.Inputs[:], TransformerIO.Output
+	in, out := model.TransformerIO.Inputs[:], model.TransformerIO.Output
 	refs := make([]deblur.Tensor, len(tiles))
-	s := fp16Session(t, filepath.Join(c.model, TransformerFile), in, out, onnx.GraphOptimizationLevelEnableAll, "")
+	s := fp16Session(t, filepath.Join(c.model, model.TransformerFile), in, out, onnx.GraphOptimizationLevelEnableAll, "")
 	for i, tl := range tiles {
 		refs[i] = deblur.NewTensor(tl.blur.Shape...)
 		fp16Run(t, s, tl.blur, tl.prior, refs[i])
@@ -279,7 +280,7 @@ func testFP16(t *testing.T, c fp16Case, photos string) {
 		dump  string
 	}{
 		{"float16 rounding simulation", c.sim, onnx.GraphOptimizationLevelEnableExtended, len(tiles), ""},
-		{"float16 graph on ONNX Runtime", filepath.Join(c.model, MixedFile), onnx.GraphOptimizationLevelEnableAll, min(c.mixed, len(tiles)), optimized},
+		{"float16 graph on ONNX Runtime", filepath.Join(c.model, model.MixedFile), onnx.GraphOptimizationLevelEnableAll, min(c.mixed, len(tiles)), optimized},
 	}
 	for _, v := range variants {
 		s := fp16Session(t, v.path, in, out, v.level, v.dump)
@@ -306,7 +307,7 @@ func testFP16(t *testing.T, c fp16Case, photos string) {
 	}
 
 	// What ONNX Runtime made of the float16 graph: its inserted casts.
-	nodes, err := ReadNodes(optimized)
+	nodes, err := model.ReadNodes(optimized)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,17 +317,17 @@ func testFP16(t *testing.T, c fp16Case, photos string) {
 			inserted++
 		}
 	}
-	mixedNodes, err := ReadNodes(filepath.Join(c.model, MixedFile))
+	mixedNodes, err := model.ReadNodes(filepath.Join(c.model, model.MixedFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	types, err := ReadTypes(filepath.Join(c.model, MixedFile))
+	types, err := model.ReadTypes(filepath.Join(c.model, model.MixedFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	half := 0
 	for _, n := range mixedNodes {
-		if ComputeType(n, types) == ElemFloat16 && n.OpType != "Cast" {
+		if model.ComputeType(n, types) == model.ElemFloat16 && n.OpType != "Cast" {
 			half++
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	onnx "github.com/yalue/onnxruntime_go"
 
 	"hidiffd/deblur"
+	"hidiffd/model"
 )
 
 // Options tune Open. The zero value is what the daemon wants.
@@ -63,7 +64,7 @@ type Backend struct {
 
 // graph is one loaded ONNX file.
 type graph struct {
-	spec graphSpec
+	io   model.GraphIO
 	path string
 	sess *onnx.DynamicAdvancedSession
 }
@@ -71,19 +72,19 @@ type graph struct {
 var _ deblur.Backend = (*Backend)(nil)
 
 // Open loads modelDir/prior.onnx and modelDir/transformer.onnx, checks them
-// against the ONNX contract (names, float32, [1,3,H,W] with H and W dynamic,
-// [1,16,256] priors) and reads their metadata into Info. Every error names
-// the file at fault.
+// against the ONNX contract (model.Inspect: names, float32, [1,3,H,W] with H
+// and W dynamic, [1,16,256] priors) and reads their metadata into Info.
+// Every error names the file at fault.
 func Open(modelDir string, opts Options) (*Backend, error) {
 	b := &Backend{
 		dir:         modelDir,
-		prior:       graph{spec: priorSpec, path: filepath.Join(modelDir, PriorFile)},
-		transformer: graph{spec: transformerSpec, path: filepath.Join(modelDir, TransformerFile)},
+		prior:       graph{io: model.PriorIO, path: filepath.Join(modelDir, model.PriorFile)},
+		transformer: graph{io: model.TransformerIO, path: filepath.Join(modelDir, model.TransformerFile)},
 	}
-	// The contract and the metadata first (Inspect): they need neither the
-	// library nor a session, and a wrong file should not cost a slow
+	// The contract and the metadata first (model.Inspect): they need neither
+	// the library nor a session, and a wrong file should not cost a slow
 	// session build.
-	m, err := Inspect(modelDir)
+	m, err := model.Inspect(modelDir)
 	if err != nil {
 		return nil, fmt.Errorf("ort: %w", err)
 	}
@@ -114,7 +115,7 @@ func Open(modelDir string, opts Options) (*Backend, error) {
 		if err != nil {
 			return nil, fmt.Errorf("ort: %s: session options: %w", g.path, err)
 		}
-		g.sess, err = onnx.NewDynamicAdvancedSession(g.path, g.spec.inputNames(), []string{g.spec.output.name}, so)
+		g.sess, err = onnx.NewDynamicAdvancedSession(g.path, g.io.Inputs[:], []string{g.io.Output}, so)
 		so.Destroy()
 		if err != nil {
 			return nil, fmt.Errorf("ort: %s: %w", g.path, err)
@@ -210,7 +211,7 @@ func (b *Backend) Transform(ctx context.Context, blur, prior deblur.Tensor) (deb
 // wrap the Go slices (no copies); they live only for the call.
 func (b *Backend) run(ctx context.Context, g *graph, inputs []deblur.Tensor, out deblur.Tensor) error {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("ort: %s: not started: %w", g.spec.file, err)
+		return fmt.Errorf("ort: %s: not started: %w", g.io.File, err)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -219,7 +220,7 @@ func (b *Backend) run(ctx context.Context, g *graph, inputs []deblur.Tensor, out
 	}
 	// The wait for the mutex may have outlasted the context.
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("ort: %s: not started: %w", g.spec.file, err)
+		return fmt.Errorf("ort: %s: not started: %w", g.io.File, err)
 	}
 
 	values := make([]onnx.Value, 0, len(inputs))
@@ -231,13 +232,13 @@ func (b *Backend) run(ctx context.Context, g *graph, inputs []deblur.Tensor, out
 	for i, t := range inputs {
 		v, err := onnx.NewTensor(onnx.NewShape(t.Shape...), t.Data)
 		if err != nil {
-			return fmt.Errorf("ort: %s: input %q: %w", g.spec.file, g.spec.inputs[i].name, err)
+			return fmt.Errorf("ort: %s: input %q: %w", g.io.File, g.io.Inputs[i], err)
 		}
 		values = append(values, v)
 	}
 	ov, err := onnx.NewTensor(onnx.NewShape(out.Shape...), out.Data)
 	if err != nil {
-		return fmt.Errorf("ort: %s: output %q: %w", g.spec.file, g.spec.output.name, err)
+		return fmt.Errorf("ort: %s: output %q: %w", g.io.File, g.io.Output, err)
 	}
 	values = append(values, ov)
 
@@ -247,7 +248,7 @@ func (b *Backend) run(ctx context.Context, g *graph, inputs []deblur.Tensor, out
 	// touch run options that have already been destroyed.
 	ro, err := onnx.NewRunOptions()
 	if err != nil {
-		return fmt.Errorf("ort: %s: run options: %w", g.spec.file, err)
+		return fmt.Errorf("ort: %s: run options: %w", g.io.File, err)
 	}
 	var roMu sync.Mutex
 	done := false
@@ -268,9 +269,9 @@ func (b *Backend) run(ctx context.Context, g *graph, inputs []deblur.Tensor, out
 
 	if err := g.sess.RunWithOptions(values[:len(inputs)], []onnx.Value{ov}, ro); err != nil {
 		if cerr := ctx.Err(); cerr != nil {
-			return fmt.Errorf("ort: %s: stopped: %w", g.spec.file, cerr)
+			return fmt.Errorf("ort: %s: stopped: %w", g.io.File, cerr)
 		}
-		return fmt.Errorf("ort: %s: %w", g.spec.file, err)
+		return fmt.Errorf("ort: %s: %w", g.io.File, err)
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"hidiffd/deblur"
+	"hidiffd/model"
 )
 
 // These tests run the real exported graphs against the PyTorch reference
@@ -103,7 +104,7 @@ func repoRoot() string {
 func presetDir(t testing.TB, preset string) string {
 	t.Helper()
 	dir := filepath.Join(modelsRoot(t), preset)
-	if _, err := os.Stat(filepath.Join(dir, PriorFile)); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, model.PriorFile)); err != nil {
 		t.Skipf("preset %q not exported (%v): run `make models`", preset, err)
 	}
 	return dir
@@ -158,7 +159,7 @@ func TestParity(t *testing.T) {
 				t.Skip("-short: only the small preset")
 			}
 			dir := filepath.Join(root, folder)
-			if _, err := os.Stat(filepath.Join(dir, PriorFile)); err != nil {
+			if _, err := os.Stat(filepath.Join(dir, model.PriorFile)); err != nil {
 				t.Skipf("%q not exported in %s", folder, root)
 			}
 			found++

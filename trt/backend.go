@@ -8,7 +8,7 @@ import (
 	"sync"
 
 	"hidiffd/deblur"
-	"hidiffd/ort"
+	"hidiffd/model"
 )
 
 // ErrEngineMismatch means an engine deserialised but does not fit the ONNX
@@ -37,7 +37,7 @@ var _ deblur.GPUBackend = (*Backend)(nil)
 // success the Backend owns rt (its Close closes rt); on failure rt stays
 // the caller's, open, and the error is StatusDeserialize or
 // ErrEngineMismatch when a rebuild would help.
-func OpenEntry(rt *Runtime, m *ort.Model, e *Entry, need Profile) (*Backend, error) {
+func OpenEntry(rt *Runtime, m *model.Model, e *Entry, need Profile) (*Backend, error) {
 	b := &Backend{rt: rt, info: m.Info, entry: e}
 	ok := false
 	defer func() {
@@ -51,9 +51,9 @@ func OpenEntry(rt *Runtime, m *ort.Model, e *Entry, need Profile) (*Backend, err
 	}()
 	for _, g := range []struct {
 		file string
-		io   ort.GraphIO
+		io   model.GraphIO
 		dst  **Engine
-	}{{PriorEngine, ort.PriorIO, &b.prior}, {TransformerEngine, ort.TransformerIO, &b.transformer}} {
+	}{{PriorEngine, model.PriorIO, &b.prior}, {TransformerEngine, model.TransformerIO, &b.transformer}} {
 		plan, err := e.ReadEngine(g.file)
 		if err != nil {
 			return nil, fmt.Errorf("trt: %w: %v", ErrEngineMismatch, err)
@@ -77,7 +77,7 @@ func OpenEntry(rt *Runtime, m *ort.Model, e *Entry, need Profile) (*Backend, err
 // checkEngine holds an engine's I/O to the contract: the graph's two input
 // names and its output, float32, linear; images [1,3,H,W] whose profile
 // covers need; priors [1,T,C] of the model's T and C.
-func checkEngine(g ort.GraphIO, ts []TensorDesc, info deblur.ModelInfo, need Profile) error {
+func checkEngine(g model.GraphIO, ts []TensorDesc, info deblur.ModelInfo, need Profile) error {
 	byName := map[string]TensorDesc{}
 	var inputs []string
 	for _, t := range ts {

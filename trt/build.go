@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"hidiffd/ort"
+	"hidiffd/model"
 )
 
 // BuildSpec says what to build.
@@ -30,7 +30,7 @@ type Plan struct {
 	Typing        string // Weak or Strong
 	Transformer   string // path of the graph the transformer engine is built from
 	ONNXPrecision string // that graph's: FP16 (the float16 export) or FP32
-	Mixed         *ort.Mixed
+	Mixed         *model.Mixed
 }
 
 // PlanFor decides the plan for model m on device d: strongly typed on
@@ -38,7 +38,7 @@ type Plan struct {
 // (transformer.fp16.onnx); weakly typed on 8.x, FP16 from transformer.onnx
 // with the FP32 pins read from the float16 export's types. FP16 without a
 // float16 export is refused, with the command that writes one.
-func PlanFor(m *ort.Model, d DeviceInfo, precision string) (Plan, error) {
+func PlanFor(m *model.Model, d DeviceInfo, precision string) (Plan, error) {
 	p := Plan{Precision: precision, Typing: TypingFor(d), Transformer: m.TransformerPath, ONNXPrecision: FP32}
 	switch precision {
 	case FP32:
@@ -47,7 +47,7 @@ func PlanFor(m *ort.Model, d DeviceInfo, precision string) (Plan, error) {
 	default:
 		return p, fmt.Errorf("precision %q: want %q or %q", precision, FP16, FP32)
 	}
-	mixed, err := ort.InspectMixed(m)
+	mixed, err := model.InspectMixed(m)
 	if err != nil {
 		return p, fmt.Errorf("FP16 engines (TensorRT %s, %s) need the model's float16 graph: %w", d.TensorRT, p.Typing+"ly typed", err)
 	}
@@ -74,12 +74,12 @@ func (p Plan) String() string {
 // KeyFor is the cache key of model m's engines on rt's device: the plan's
 // graphs hashed. A float16 graph rewritten from another transformer.onnx
 // (the weights changed since) is refused here, with the fix.
-func KeyFor(m *ort.Model, d DeviceInfo, precision string, p Profile) (Key, error) {
+func KeyFor(m *model.Model, d DeviceInfo, precision string, p Profile) (Key, error) {
 	_, k, err := planKey(m, d, precision, p)
 	return k, err
 }
 
-func planKey(m *ort.Model, d DeviceInfo, precision string, p Profile) (Plan, Key, error) {
+func planKey(m *model.Model, d DeviceInfo, precision string, p Profile) (Plan, Key, error) {
 	plan, err := PlanFor(m, d, precision)
 	if err != nil {
 		return plan, Key{}, err
@@ -103,7 +103,7 @@ func planKey(m *ort.Model, d DeviceInfo, precision string, p Profile) (Plan, Key
 		}
 		if plan.Mixed.SourceSHA256 != source {
 			return plan, Key{}, fmt.Errorf("%s was rewritten from another %s (sha256 %.12s, this one is %.12s): it would run other weights; %s",
-				plan.Mixed.Path, m.TransformerPath, plan.Mixed.SourceSHA256, source, ort.MixedFix(m.Dir))
+				plan.Mixed.Path, m.TransformerPath, plan.Mixed.SourceSHA256, source, model.MixedFix(m.Dir))
 		}
 	}
 	return plan, k, k.Validate()
@@ -131,7 +131,7 @@ func fixedProfile(name string, dims ...int64) InputProfile {
 // must have been opened with Options.Builder. It takes minutes; the entry
 // appears atomically at the end, so an interrupted build leaves nothing but
 // a ".build-*" folder.
-func Build(rt *Runtime, c Cache, m *ort.Model, s BuildSpec) (*Entry, error) {
+func Build(rt *Runtime, c Cache, m *model.Model, s BuildSpec) (*Entry, error) {
 	say := func(format string, a ...any) {
 		if s.Log != nil {
 			s.Log(fmt.Sprintf(format, a...))
@@ -147,9 +147,9 @@ func Build(rt *Runtime, c Cache, m *ort.Model, s BuildSpec) (*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	nodes := map[string][]ort.Node{}
+	nodes := map[string][]model.Node{}
 	for _, path := range []string{m.PriorPath, plan.Transformer} {
-		if nodes[path], err = ort.ReadNodes(path); err != nil {
+		if nodes[path], err = model.ReadNodes(path); err != nil {
 			return nil, err
 		}
 		if err := CheckParsable(rt.Device().TensorRT, path, nodes[path]); err != nil {
@@ -160,11 +160,11 @@ func Build(rt *Runtime, c Cache, m *ort.Model, s BuildSpec) (*Entry, error) {
 	if plan.Mixed != nil {
 		mixedNodes := nodes[plan.Mixed.Path]
 		if mixedNodes == nil {
-			if mixedNodes, err = ort.ReadNodes(plan.Mixed.Path); err != nil {
+			if mixedNodes, err = model.ReadNodes(plan.Mixed.Path); err != nil {
 				return nil, err
 			}
 		}
-		types, err := ort.ReadTypes(plan.Mixed.Path)
+		types, err := model.ReadTypes(plan.Mixed.Path)
 		if err != nil {
 			return nil, err
 		}
@@ -180,7 +180,7 @@ func Build(rt *Runtime, c Cache, m *ort.Model, s BuildSpec) (*Entry, error) {
 				n, filepath.Base(plan.Mixed.Path), len(pins))
 			if n == 0 {
 				return nil, fmt.Errorf("%s: none of the nodes that compute in float32 in %s is in it: the two graphs do not come from one export; %s",
-					plan.Transformer, plan.Mixed.Path, ort.MixedFix(m.Dir))
+					plan.Transformer, plan.Mixed.Path, model.MixedFix(m.Dir))
 			}
 		}
 	}
@@ -208,7 +208,7 @@ func Build(rt *Runtime, c Cache, m *ort.Model, s BuildSpec) (*Entry, error) {
 	t := time.Now()
 	res, err := rt.build(buildSpec{
 		onnx: m.PriorPath, engine: filepath.Join(staged, PriorEngine), timingCache: tc, typing: plan.Typing,
-		inputs:         []InputProfile{imageProfile(s.Profile), fixedProfile(ort.PriorIO.Inputs[1], 1, tok, ch)},
+		inputs:         []InputProfile{imageProfile(s.Profile), fixedProfile(model.PriorIO.Inputs[1], 1, tok, ch)},
 		workspaceBytes: uint64(s.WorkspaceBytes),
 	})
 	if err != nil {
@@ -223,7 +223,7 @@ func Build(rt *Runtime, c Cache, m *ort.Model, s BuildSpec) (*Entry, error) {
 	res, err = rt.build(buildSpec{
 		onnx: plan.Transformer, engine: filepath.Join(staged, TransformerEngine), timingCache: tc, typing: plan.Typing,
 		fp16:           s.Precision == FP16,
-		inputs:         []InputProfile{imageProfile(s.Profile), fixedProfile(ort.TransformerIO.Inputs[1], 1, tok, ch)},
+		inputs:         []InputProfile{imageProfile(s.Profile), fixedProfile(model.TransformerIO.Inputs[1], 1, tok, ch)},
 		workspaceBytes: uint64(s.WorkspaceBytes),
 		fp32Names:      strings.Join(pins, "\n"),
 	})
@@ -275,7 +275,7 @@ func checkBuilt(p Plan, res BuildResult) error {
 // that exists but does not load, StatusDeserialize / ErrEngineMismatch;
 // NeedsBuild tells the last three apart from the first ones. The key is
 // returned whenever the runtime opened, so the caller can invalidate it.
-func Load(m *ort.Model, c Cache, precision string, p Profile, opts Options) (*Backend, Key, error) {
+func Load(m *model.Model, c Cache, precision string, p Profile, opts Options) (*Backend, Key, error) {
 	rt, err := OpenRuntime(opts)
 	if err != nil {
 		return nil, Key{}, err

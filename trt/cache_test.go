@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"hidiffd/ort"
+	"hidiffd/model"
 )
 
 func testKey() Key {
@@ -286,14 +286,14 @@ func TestCacheCleanAndTimingCache(t *testing.T) {
 
 func TestKeyForHashesTheONNXFiles(t *testing.T) {
 	dir := writeTinyModel(t)
-	m, err := ort.Inspect(dir)
+	m, err := model.Inspect(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	d := DeviceInfo{TensorRT: "10.3.0", GPU: "Orin", ComputeCapability: "8.7", TypingModes: CanWeak | CanStrong}
 	p := Profile{Min: Size{8, 8}, Opt: Size{32, 32}, Max: Size{32, 32}}
 	fp32, _ := SHA256File(filepath.Join(dir, "transformer.onnx"))
-	fp16, _ := SHA256File(filepath.Join(dir, ort.MixedFile))
+	fp16, _ := SHA256File(filepath.Join(dir, model.MixedFile))
 
 	// Strongly typed FP16 hashes the float16 graph; FP32 the float32 one.
 	k, err := KeyFor(m, d, FP16, p)
@@ -330,9 +330,9 @@ func TestKeyForHashesTheONNXFiles(t *testing.T) {
 		}
 	}
 	// No float16 graph: FP16 is refused with the fix, FP32 goes on.
-	os.Remove(filepath.Join(dir, ort.MixedFile))
+	os.Remove(filepath.Join(dir, model.MixedFile))
 	for _, dev := range []DeviceInfo{d, d8} {
-		if _, err := KeyFor(m, dev, FP16, p); !errors.Is(err, ort.ErrNoMixed) || !strings.Contains(err.Error(), "engine_build.precision mixed") {
+		if _, err := KeyFor(m, dev, FP16, p); !errors.Is(err, model.ErrNoMixed) || !strings.Contains(err.Error(), "engine_build.precision mixed") {
 			t.Errorf("no float16 graph (%s): %v", TypingFor(dev), err)
 		}
 	}
@@ -342,7 +342,7 @@ func TestKeyForHashesTheONNXFiles(t *testing.T) {
 }
 
 func TestPlanSaysThePath(t *testing.T) {
-	m, err := ort.Inspect(writeTinyModel(t))
+	m, err := model.Inspect(writeTinyModel(t))
 	if err != nil {
 		t.Fatal(err)
 	}

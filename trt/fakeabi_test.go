@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"hidiffd/deblur"
-	"hidiffd/ort"
+	"hidiffd/model"
 	"hidiffd/trt/internal/fakeabi"
 )
 
@@ -234,9 +234,9 @@ func TestEngineShapesAndErrors(t *testing.T) {
 }
 
 // buildFake builds a cache entry for a tiny model with the fake builder.
-func buildFake(t *testing.T, opts Options, precision string) (*ort.Model, Cache, Profile, *Entry) {
+func buildFake(t *testing.T, opts Options, precision string) (*model.Model, Cache, Profile, *Entry) {
 	t.Helper()
-	m, err := ort.Inspect(writeTinyModel(t))
+	m, err := model.Inspect(writeTinyModel(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,8 +403,8 @@ func TestTypingVersionSplit(t *testing.T) {
 func TestFP16NeedsTheFloat16Graph(t *testing.T) {
 	opts := useFake(t)
 	dir := writeTinyModel(t)
-	os.Remove(filepath.Join(dir, ort.MixedFile))
-	m, err := ort.Inspect(dir)
+	os.Remove(filepath.Join(dir, model.MixedFile))
+	m, err := model.Inspect(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,7 +418,7 @@ func TestFP16NeedsTheFloat16Graph(t *testing.T) {
 		}
 		c := Cache{Dir: t.TempDir()}
 		_, err = Build(rt, c, m, BuildSpec{Precision: FP16, Profile: p})
-		if !errors.Is(err, ort.ErrNoMixed) || !strings.Contains(err.Error(), "python3 -m engine_build.precision mixed "+dir) {
+		if !errors.Is(err, model.ErrNoMixed) || !strings.Contains(err.Error(), "python3 -m engine_build.precision mixed "+dir) {
 			t.Errorf("TensorRT %d, FP16 without the float16 graph: %v", v, err)
 		}
 		if fakeabi.Read().Builds != 0 {
@@ -504,7 +504,7 @@ func TestEngineContractCheck(t *testing.T) {
 		return t
 	}
 	good := []TensorDesc{img("blur", true, 64), pri("prior", true), img("sharp", false, 0)}
-	if err := checkEngine(ort.TransformerIO, good, info, need); err != nil {
+	if err := checkEngine(model.TransformerIO, good, info, need); err != nil {
 		t.Fatal(err)
 	}
 	cases := map[string]struct {
@@ -525,7 +525,7 @@ func TestEngineContractCheck(t *testing.T) {
 		}(), img("sharp", false, 0)}, "the model wants [1 16 256]"},
 	}
 	for name, c := range cases {
-		if err := checkEngine(ort.TransformerIO, c.ts, info, need); err == nil || !strings.Contains(err.Error(), c.want) {
+		if err := checkEngine(model.TransformerIO, c.ts, info, need); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v (want %q)", name, err, c.want)
 		}
 	}

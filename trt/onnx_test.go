@@ -11,9 +11,10 @@ import (
 )
 
 // Tiny contract-shaped ONNX files for the tests, protobuf written by hand
-// (as ort's tests do): enough for ort.Inspect (inputs, outputs, metadata)
-// and ort.ReadNodes (nodes). They are never run: the fake ABI computes its
-// own stand-in ops, and real TensorRT is not here.
+// (as internal/tinyonnx does for ort's and model's tests): enough for
+// model.Inspect (inputs, outputs, metadata) and model.ReadNodes (nodes).
+// They are never run: the fake ABI computes its own stand-in ops, and real
+// TensorRT is not here.
 
 type pbuf []byte
 

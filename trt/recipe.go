@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"sort"
 
-	"hidiffd/ort"
+	"hidiffd/model"
 )
 
 // FP16 hazards of this model family (docs/ARCHITECTURE.md, "ONNX contract"): the
@@ -58,17 +58,17 @@ type MixedCounts struct{ FP16, FP32 int }
 // CountMixed reads which nodes of the float16 graph compute in which type.
 // A graph with no float16 node is no float16 export, and one with no
 // float32 node has no islands: either is refused, with the file named.
-func CountMixed(path string, nodes []ort.Node, types map[string]int32) (MixedCounts, error) {
+func CountMixed(path string, nodes []model.Node, types map[string]int32) (MixedCounts, error) {
 	var c MixedCounts
 	for _, n := range nodes {
 		switch n.OpType {
 		case "Cast", "Identity", "Constant":
 			continue
 		}
-		switch ort.ComputeType(n, types) {
-		case ort.ElemFloat16:
+		switch model.ComputeType(n, types) {
+		case model.ElemFloat16:
 			c.FP16++
-		case ort.ElemFloat:
+		case model.ElemFloat:
 			c.FP32++
 		}
 	}
@@ -85,10 +85,10 @@ func CountMixed(path string, nodes []ort.Node, types map[string]int32) (MixedCou
 // of the float32 graph (and of their output tensors, sorted) whose
 // namesakes compute in float32 in the float16 graph (mixed, with its
 // types), and how many nodes that is.
-func FP32Pins(fp32 []ort.Node, mixed []ort.Node, types map[string]int32) (names []string, nodes int) {
+func FP32Pins(fp32 []model.Node, mixed []model.Node, types map[string]int32) (names []string, nodes int) {
 	island := map[string]bool{}
 	for _, n := range mixed {
-		if n.OpType != "Cast" && n.OpType != "Identity" && n.OpType != "Constant" && ort.ComputeType(n, types) == ort.ElemFloat {
+		if n.OpType != "Cast" && n.OpType != "Identity" && n.OpType != "Constant" && model.ComputeType(n, types) == model.ElemFloat {
 			island[n.Name] = true
 		}
 	}
@@ -114,7 +114,7 @@ func FP32Pins(fp32 []ort.Node, mixed []ort.Node, types map[string]int32) (names 
 // CheckParsable refuses, before minutes of building, a graph that TensorRT
 // version (DeviceInfo.TensorRT, "8.5.2") cannot parse: LayerNormalization
 // has an ONNX importer only since 8.6.
-func CheckParsable(version, path string, nodes []ort.Node) error {
+func CheckParsable(version, path string, nodes []model.Node) error {
 	var major, minor int
 	if _, err := fmt.Sscanf(version, "%d.%d", &major, &minor); err != nil || major > 8 || (major == 8 && minor >= 6) {
 		return nil

@@ -7,13 +7,13 @@ import (
 	"strings"
 	"testing"
 
-	"hidiffd/ort"
+	"hidiffd/model"
 )
 
-func toNodes(ts []tnode) []ort.Node {
-	nodes := make([]ort.Node, len(ts))
+func toNodes(ts []tnode) []model.Node {
+	nodes := make([]model.Node, len(ts))
 	for i, n := range ts {
-		nodes[i] = ort.Node{Name: n.name, OpType: n.op, Inputs: n.in, Outputs: n.out}
+		nodes[i] = model.Node{Name: n.name, OpType: n.op, Inputs: n.in, Outputs: n.out}
 	}
 	return nodes
 }
@@ -61,8 +61,8 @@ func TestCountMixed(t *testing.T) {
 	}
 	all32 := toTypes(mixedTypes)
 	for k, v := range all32 {
-		if v == ort.ElemFloat16 {
-			all32[k] = ort.ElemFloat
+		if v == model.ElemFloat16 {
+			all32[k] = model.ElemFloat
 		}
 	}
 	if _, err := CountMixed("m.onnx", toNodes(mixedNodes), all32); err == nil || !strings.Contains(err.Error(), "no node computes in float16") {
@@ -70,8 +70,8 @@ func TestCountMixed(t *testing.T) {
 	}
 	all16 := toTypes(mixedTypes)
 	for k, v := range all16 {
-		if v == ort.ElemFloat {
-			all16[k] = ort.ElemFloat16
+		if v == model.ElemFloat {
+			all16[k] = model.ElemFloat16
 		}
 	}
 	if _, err := CountMixed("m.onnx", toNodes(mixedNodes), all16); err == nil || !strings.Contains(err.Error(), "no FP32 islands") {
@@ -92,7 +92,7 @@ func TestTypingFor(t *testing.T) {
 
 // decomposedLN is one layer norm as `export --layernorm decomposed` writes
 // it, with its affine tail and an unrelated ReduceMean.
-var decomposedLN = []ort.Node{
+var decomposedLN = []model.Node{
 	{Name: "/n/ReduceMean", OpType: "ReduceMean", Inputs: []string{"x"}, Outputs: []string{"m"}},
 	{Name: "/n/Sub", OpType: "Sub", Inputs: []string{"x", "m"}, Outputs: []string{"d"}},
 	{Name: "/n/Mul", OpType: "Mul", Inputs: []string{"d", "d"}, Outputs: []string{"q"}},
@@ -106,10 +106,10 @@ var decomposedLN = []ort.Node{
 }
 
 func TestCheckParsable(t *testing.T) {
-	fused := []ort.Node{{Name: "/norm/LayerNormalization", OpType: "LayerNormalization"}}
+	fused := []model.Node{{Name: "/norm/LayerNormalization", OpType: "LayerNormalization"}}
 	for _, c := range []struct {
 		version string
-		nodes   []ort.Node
+		nodes   []model.Node
 		refused bool
 	}{
 		{"8.5.2", fused, true},
@@ -138,8 +138,8 @@ func TestCheckParsable(t *testing.T) {
 // Clip, Expand, Div), never a convolution or matrix product.
 func TestFP32PinsOnExport(t *testing.T) {
 	_, nodes, count := exportedGraph(t, "s", "transformer.onnx")
-	mixedPath, mixed, _ := exportedGraph(t, "s", ort.MixedFile)
-	types, err := ort.ReadTypes(mixedPath)
+	mixedPath, mixed, _ := exportedGraph(t, "s", model.MixedFile)
+	types, err := model.ReadTypes(mixedPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,8 +161,8 @@ func TestFP32PinsOnExport(t *testing.T) {
 // belongs to a layer norm, and each is pinned whole (seven nodes).
 func TestFP32PinsOnDecomposedExport(t *testing.T) {
 	path, nodes, count := exportedGraph(t, "s-decomposed-ln", "transformer.onnx")
-	mixedPath, mixed, _ := exportedGraph(t, "s-decomposed-ln", ort.MixedFile)
-	types, err := ort.ReadTypes(mixedPath)
+	mixedPath, mixed, _ := exportedGraph(t, "s-decomposed-ln", model.MixedFile)
+	types, err := model.ReadTypes(mixedPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func TestFP32PinsOnDecomposedExport(t *testing.T) {
 // rewrite of the transformer.onnx beside it, so every TensorRT's FP16 plan
 // accepts it. After new weights: python3 -m engine_build.precision mixed models/default.
 func TestShippedModelFloat16Graph(t *testing.T) {
-	m, err := ort.Inspect(filepath.Join("..", "models", "default"))
+	m, err := model.Inspect(filepath.Join("..", "models", "default"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +206,7 @@ func TestShippedModelFloat16Graph(t *testing.T) {
 
 // exportedGraph reads graph from the export folder (make models, or
 // $HIDIFFD_TEST_MODELS), or skips: its path, nodes and op counts.
-func exportedGraph(t *testing.T, folder, graph string) (string, []ort.Node, map[string]int) {
+func exportedGraph(t *testing.T, folder, graph string) (string, []model.Node, map[string]int) {
 	t.Helper()
 	root := os.Getenv("HIDIFFD_TEST_MODELS")
 	if root == "" {
@@ -216,7 +216,7 @@ func exportedGraph(t *testing.T, folder, graph string) (string, []ort.Node, map[
 	if _, err := os.Stat(path); err != nil {
 		t.Skipf("no export at %s (make models)", path)
 	}
-	nodes, err := ort.ReadNodes(path)
+	nodes, err := model.ReadNodes(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"hidiffd/config"
-	"hidiffd/ort"
+	"hidiffd/model"
 	"hidiffd/trt"
 )
 
@@ -130,7 +130,7 @@ func runBuildEngine(ctx context.Context, args []string) int {
 		*nvinfer = cfg.Backend.TensorRTLibrary
 	}
 
-	m, err := ort.Inspect(*modelDir)
+	m, err := model.Inspect(*modelDir)
 	if err != nil {
 		return fail("%v", err)
 	}
@@ -268,7 +268,7 @@ func doctorTensorRT(r *doctorReport, cfg *config.Config) bool {
 // configured model and precision (typing mode, graph, pins), and whether
 // the model's float16 graph is usable for it.
 func doctorEnginePlan(r *doctorReport, cfg *config.Config, d trt.DeviceInfo) {
-	m, err := ort.Inspect(cfg.Model.Dir)
+	m, err := model.Inspect(cfg.Model.Dir)
 	if err != nil {
 		return // the model check reports it
 	}

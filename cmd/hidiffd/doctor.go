@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"hidiffd/config"
+	"hidiffd/model"
 	"hidiffd/ort"
 	"hidiffd/trt"
 )
@@ -181,7 +182,7 @@ func doctorModel(r *doctorReport, dir, lib string, libOK bool) {
 		return
 	}
 	missing := false
-	for _, f := range []string{ort.PriorFile, ort.TransformerFile} {
+	for _, f := range []string{model.PriorFile, model.TransformerFile} {
 		p := filepath.Join(dir, f)
 		fh, err := os.Open(p)
 		if err != nil {
@@ -222,15 +223,15 @@ func doctorModel(r *doctorReport, dir, lib string, libOK bool) {
 // which only TensorRT FP16 engines need: present, and rewritten from the
 // transformer.onnx beside it.
 func doctorMixed(r *doctorReport, dir string) {
-	m, err := ort.Inspect(dir)
+	m, err := model.Inspect(dir)
 	if err != nil {
 		return // the load below reports it
 	}
-	mx, err := ort.InspectMixed(m)
+	mx, err := model.InspectMixed(m)
 	if err == nil {
 		var sum string
 		if sum, err = trt.SHA256File(m.TransformerPath); err == nil && sum != mx.SourceSHA256 {
-			err = fmt.Errorf("%s was rewritten from another %s (the weights changed since); %s", mx.Path, ort.TransformerFile, ort.MixedFix(dir))
+			err = fmt.Errorf("%s was rewritten from another %s (the weights changed since); %s", mx.Path, model.TransformerFile, model.MixedFix(dir))
 		}
 	}
 	if err != nil {
@@ -239,7 +240,7 @@ func doctorMixed(r *doctorReport, dir string) {
 	}
 	fi, _ := os.Stat(mx.Path)
 	r.ok("%s (%.1f MB): float16 with float32 islands (%s), rewritten from this %s; for TensorRT FP16 engines",
-		mx.Path, float64(fi.Size())/1e6, mx.Islands, ort.TransformerFile)
+		mx.Path, float64(fi.Size())/1e6, mx.Islands, model.TransformerFile)
 }
 
 func doctorSpool(r *doctorReport, root string) {

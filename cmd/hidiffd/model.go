@@ -1,7 +1,7 @@
 package main
 
 import (
-	"hidiffd/ort"
+	"hidiffd/model"
 
 	"os"
 	"path/filepath"
@@ -41,7 +41,7 @@ func findModel() (dir string, tried []string) {
 	for _, c := range modelCandidates() {
 		c = filepath.Clean(c)
 		tried = append(tried, c)
-		if st, err := os.Stat(filepath.Join(c, ort.PriorFile)); err == nil && st.Mode().IsRegular() {
+		if st, err := os.Stat(filepath.Join(c, model.PriorFile)); err == nil && st.Mode().IsRegular() {
 			return c, tried
 		}
 	}

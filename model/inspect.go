@@ -1,4 +1,4 @@
-package ort
+package model
 
 import (
 	"errors"
@@ -7,8 +7,6 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-
-	onnx "github.com/yalue/onnxruntime_go"
 
 	"hidiffd/deblur"
 )
@@ -46,8 +44,10 @@ func graphIO(s graphSpec) GraphIO {
 
 // Inspect checks modelDir/prior.onnx and modelDir/transformer.onnx against
 // the ONNX contract (names, float32, [1,3,H,W] with H and W dynamic,
-// [1,16,256] priors) and reads their metadata. It is the part of Open that
-// needs no library; every error names the file at fault.
+// [1,16,256] priors) and reads their metadata. It needs no runtime: the
+// backends call it before they load anything (ort.Open, trt), and `hidiffd
+// doctor` and a configuration reload call it alone. Every error names the
+// file at fault.
 func Inspect(modelDir string) (*Model, error) {
 	m := &Model{
 		Dir:             modelDir,
@@ -70,16 +70,16 @@ func Inspect(modelDir string) (*Model, error) {
 	var ps priorShape
 	var metas [2]graphMeta
 	for i, spec := range []graphSpec{priorSpec, transformerSpec} {
-		h, err := readHeader(paths[i])
+		h, err := ReadHeader(paths[i])
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", paths[i], err)
 		}
 		spec.file = paths[i] // name the file with its folder in messages
-		if err := checkIO(spec, h.inputs, h.outputs, &ps); err != nil {
+		if err := checkIO(spec, h.Inputs, h.Outputs, &ps); err != nil {
 			return nil, err
 		}
-		metas[i] = graphMeta{file: paths[i], kv: h.meta}
-		m.Metadata[i] = maps.Clone(h.meta)
+		metas[i] = graphMeta{file: paths[i], kv: h.Metadata}
+		m.Metadata[i] = maps.Clone(h.Metadata)
 	}
 	var err error
 	if m.Info, err = modelInfo(metas[0], metas[1], ps); err != nil {
@@ -107,7 +107,7 @@ const (
 )
 
 // ReadNodes lists the top-level nodes of an ONNX file's graph in order. It
-// streams the file like readHeader, skipping weights; Constant nodes,
+// streams the file like ReadHeader, skipping weights; Constant nodes,
 // whose attributes may hold large tensors, are listed without reading
 // their attributes.
 func ReadNodes(path string) ([]Node, error) {
@@ -201,16 +201,16 @@ func InspectMixed(m *Model) (*Mixed, error) {
 	case !st.Mode().IsRegular():
 		return nil, fmt.Errorf("%s: not a regular file", path)
 	}
-	h, err := readHeader(path)
+	h, err := ReadHeader(path)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	spec := transformerSpec
 	spec.file = path
-	if err := checkIO(spec, h.inputs, h.outputs, &priorShape{}); err != nil {
+	if err := checkIO(spec, h.Inputs, h.Outputs, &priorShape{}); err != nil {
 		return nil, err
 	}
-	mm := graphMeta{file: path, kv: h.meta}
+	mm := graphMeta{file: path, kv: h.Metadata}
 	tm := graphMeta{file: m.TransformerPath, kv: m.Metadata[1]}
 	if p := mm.str(keyPrecision); p != "fp16" {
 		return nil, fmt.Errorf("%s: metadata %q = %q, expected \"fp16\"; %s", path, keyPrecision, p, MixedFix(m.Dir))
@@ -220,13 +220,14 @@ func InspectMixed(m *Model) (*Mixed, error) {
 			return nil, fmt.Errorf("%s has %s %q but %s has %q: not rewritten from it; %s", path, key, a, tm.file, b, MixedFix(m.Dir))
 		}
 	}
-	return &Mixed{Path: path, Metadata: maps.Clone(h.meta), SourceSHA256: mm.str(keySourceSHA256), Islands: mm.str(keyIslands)}, nil
+	return &Mixed{Path: path, Metadata: maps.Clone(h.Metadata), SourceSHA256: mm.str(keySourceSHA256), Islands: mm.str(keyIslands)}, nil
 }
 
-// Element types of ONNX tensors (TensorProto.DataType).
+// Element types of ONNX tensors (TensorProto.DataType; ONNX Runtime's
+// element type enum shares the numbering).
 const (
-	ElemFloat   = int32(onnx.TensorElementDataTypeFloat)
-	ElemFloat16 = int32(onnx.TensorElementDataTypeFloat16)
+	ElemFloat   = int32(1)
+	ElemFloat16 = int32(10)
 )
 
 // Field number of GraphProto.value_info.
@@ -235,7 +236,7 @@ const graphValueInfo = 13
 // ReadTypes returns the element type of every tensor an ONNX file's graph
 // declares a type for: its inputs, outputs and value_info (the float16
 // export writes value_info for every node output). It streams the file
-// like readHeader, skipping weights.
+// like ReadHeader, skipping weights.
 func ReadTypes(path string) (map[string]int32, error) {
 	f, r, size, err := openProto(path)
 	if err != nil {
@@ -252,8 +253,8 @@ func ReadTypes(path string) (map[string]int32, error) {
 				return r.skip(wire, n)
 			}
 			info, err := r.valueInfo(n)
-			if err == nil && info.OrtValueType == onnx.ONNXTypeTensor {
-				types[info.Name] = int32(info.DataType)
+			if err == nil && info.Kind == KindTensor {
+				types[info.Name] = info.Elem
 			}
 			return err
 		})

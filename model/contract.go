@@ -1,11 +1,9 @@
-package ort
+package model
 
 import (
 	"fmt"
 	"strconv"
 	"strings"
-
-	onnx "github.com/yalue/onnxruntime_go"
 
 	"hidiffd/deblur"
 )
@@ -60,14 +58,6 @@ var (
 	}
 )
 
-func (s graphSpec) inputNames() []string {
-	names := make([]string, len(s.inputs))
-	for i, in := range s.inputs {
-		names[i] = in.name
-	}
-	return names
-}
-
 // specDims renders an expected shape the way the contract table writes it.
 func specDims(dims []int64) string {
 	parts := make([]string, len(dims))
@@ -88,35 +78,15 @@ func specDims(dims []int64) string {
 	return "[" + strings.Join(parts, " ") + "]"
 }
 
-// gotDims renders a shape ORT reports; dynamic dimensions come back as -1.
-func gotDims(dims onnx.Shape) string {
-	parts := make([]string, len(dims))
-	for i, d := range dims {
-		if d < 0 {
-			parts[i] = "?"
-		} else {
-			parts[i] = strconv.FormatInt(d, 10)
-		}
-	}
-	return "[" + strings.Join(parts, " ") + "]"
-}
-
-func describeIO(infos []onnx.InputOutputInfo) string {
+func describeIO(infos []TensorInfo) string {
 	if len(infos) == 0 {
 		return "none"
 	}
 	parts := make([]string, len(infos))
 	for i, in := range infos {
-		parts[i] = fmt.Sprintf("%s %s %s", in.Name, gotDims(in.Dimensions), elemName(in.DataType))
+		parts[i] = in.String()
 	}
 	return strings.Join(parts, ", ")
-}
-
-func elemName(t onnx.TensorElementDataType) string {
-	if t == onnx.TensorElementDataTypeFloat {
-		return "float32"
-	}
-	return strings.TrimPrefix(t.String(), "ONNX_TENSOR_ELEMENT_DATA_TYPE_")
 }
 
 // priorShape collects the token and channel counts the graphs declare, so
@@ -126,12 +96,12 @@ type priorShape struct {
 	tokensAt, channelsAt string // which tensor said it
 }
 
-// checkIO holds one graph's inputs and outputs, as ONNX Runtime sees them, to
-// the contract. Extra outputs are tolerated (only the contract's output is
-// fetched); a missing or extra input is not, as ORT could not run the graph
-// with the inputs we feed. The error names the file and shows both what the
+// checkIO holds one graph's inputs and outputs, as ONNX Runtime would see
+// them, to the contract. Extra outputs are tolerated (only the contract's
+// output is fetched); a missing or extra input is not, as ORT could not run
+// the graph with the inputs we feed. The error names the file and shows both what the
 // graph has and what the contract wants.
-func checkIO(spec graphSpec, ins, outs []onnx.InputOutputInfo, ps *priorShape) error {
+func checkIO(spec graphSpec, ins, outs []TensorInfo, ps *priorShape) error {
 	err := matchIO(spec, ins, outs, ps)
 	if err == nil {
 		return nil
@@ -147,9 +117,9 @@ func checkIO(spec graphSpec, ins, outs []onnx.InputOutputInfo, ps *priorShape) e
 }
 
 // matchIO is checkIO without the context in the message.
-func matchIO(spec graphSpec, ins, outs []onnx.InputOutputInfo, ps *priorShape) error {
+func matchIO(spec graphSpec, ins, outs []TensorInfo, ps *priorShape) error {
 	fail := fmt.Errorf
-	byName := func(infos []onnx.InputOutputInfo, name string) *onnx.InputOutputInfo {
+	byName := func(infos []TensorInfo, name string) *TensorInfo {
 		for i := range infos {
 			if infos[i].Name == name {
 				return &infos[i]
@@ -174,21 +144,21 @@ func matchIO(spec graphSpec, ins, outs []onnx.InputOutputInfo, ps *priorShape) e
 	if byName(outs, spec.output.name) == nil {
 		return fail("output %q missing", spec.output.name)
 	}
-	check := func(kind string, want tensorSpec, got *onnx.InputOutputInfo, input bool) error {
-		if got.OrtValueType != onnx.ONNXTypeTensor {
-			return fail("%s %q is a %s, expected a tensor", kind, want.name, got.OrtValueType)
+	check := func(kind string, want tensorSpec, got *TensorInfo, input bool) error {
+		if got.Kind != KindTensor {
+			return fail("%s %q is a %s, expected a tensor", kind, want.name, got.Kind)
 		}
-		if got.DataType != onnx.TensorElementDataTypeFloat {
-			return fail("%s %q has element type %s, expected float32", kind, want.name, elemName(got.DataType))
+		if got.Elem != ElemFloat {
+			return fail("%s %q has element type %s, expected float32", kind, want.name, elemName(got.Elem))
 		}
 		bad := func(why string) error {
-			return fail("%s %q has shape %s, expected %s (%s)", kind, want.name, gotDims(got.Dimensions), specDims(want.dims), why)
+			return fail("%s %q has shape %s, expected %s (%s)", kind, want.name, gotDims(got.Dims), specDims(want.dims), why)
 		}
-		if len(got.Dimensions) != len(want.dims) {
-			return bad(fmt.Sprintf("rank %d, expected %d", len(got.Dimensions), len(want.dims)))
+		if len(got.Dims) != len(want.dims) {
+			return bad(fmt.Sprintf("rank %d, expected %d", len(got.Dims), len(want.dims)))
 		}
 		for i, w := range want.dims {
-			g := got.Dimensions[i]
+			g := got.Dims[i]
 			switch w {
 			case dimHW:
 				if input && g >= 0 {

@@ -1,4 +1,4 @@
-package ort
+package model
 
 import (
 	"bufio"
@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-
-	onnx "github.com/yalue/onnxruntime_go"
+	"strconv"
+	"strings"
 )
 
 // Reading the graph's inputs, outputs and metadata_props straight from the
@@ -21,13 +21,87 @@ import (
 // check through ORT would almost double model load time. The file is
 // streamed and the weights skipped, so this costs one pass over the file
 // with no big allocation, and a wrong file is rejected before ORT spends
-// seconds on it. TestHeaderMatchesORT holds this reader to ORT's answers.
+// seconds on it. TestHeaderMatchesORT (in package ort, which has the
+// library) holds this reader to ORT's answers.
 
-// onnxHeader is what Open needs from an ONNX file.
-type onnxHeader struct {
-	inputs  []onnx.InputOutputInfo // graph inputs that are not initializers
-	outputs []onnx.InputOutputInfo
-	meta    map[string]string
+// Header is what the contract needs from an ONNX file: its graph's
+// inputs and outputs, and its metadata_props.
+type Header struct {
+	Inputs   []TensorInfo // graph inputs that are not initializers
+	Outputs  []TensorInfo
+	Metadata map[string]string
+}
+
+// TensorInfo describes one graph input or output as ONNX Runtime's
+// session would (TestHeaderMatchesORT in ort holds the two to each other):
+// a dimension without a fixed value is dynamic, -1.
+type TensorInfo struct {
+	Name string
+	Kind Kind
+	Elem int32   // element type of a tensor (ElemFloat, ...: TensorProto.DataType)
+	Dims []int64 // of a tensor; -1 = dynamic
+}
+
+// String renders t the way the contract's messages do: "blur [1 3 ? ?] float32".
+func (t TensorInfo) String() string {
+	return fmt.Sprintf("%s %s %s", t.Name, gotDims(t.Dims), elemName(t.Elem))
+}
+
+// Kind is what a graph input or output holds. The values are ONNX
+// Runtime's ONNXType, so that its answers convert by a cast.
+type Kind int
+
+// The kinds of value (ONNXType in onnxruntime_c_api.h).
+const (
+	KindUnknown Kind = iota
+	KindTensor
+	KindSequence
+	KindMap
+	KindOpaque
+	KindSparseTensor
+	KindOptional
+)
+
+// String names k as ONNX Runtime does, so that the contract's messages
+// read as they did when ORT described the graphs.
+func (k Kind) String() string {
+	names := [...]string{"UNKNOWN", "TENSOR", "SEQUENCE", "MAP", "OPAQUE", "SPARSE_TENSOR", "OPTIONAL"}
+	if k < 0 || int(k) >= len(names) {
+		return fmt.Sprintf("Unknown ONNX type: %d", int(k))
+	}
+	return "ONNX_TYPE_" + names[k]
+}
+
+// elemNames are TensorProto.DataType's names, by value.
+var elemNames = [...]string{
+	"UNDEFINED", "FLOAT", "UINT8", "INT8", "UINT16", "INT16", "INT32", "INT64", "STRING", "BOOL",
+	"FLOAT16", "DOUBLE", "UINT32", "UINT64", "COMPLEX64", "COMPLEX128", "BFLOAT16",
+	"FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ", "UINT4", "INT4",
+}
+
+// elemName names an element type in messages: "float32", or ONNX's name
+// for anything else ("DOUBLE").
+func elemName(t int32) string {
+	if t == ElemFloat {
+		return "float32"
+	}
+	if t < 0 || int(t) >= len(elemNames) {
+		return "Unknown tensor element data type: " + strconv.Itoa(int(t))
+	}
+	return elemNames[t]
+}
+
+// gotDims renders a shape a file declares; dynamic dimensions are -1.
+func gotDims(dims []int64) string {
+	parts := make([]string, len(dims))
+	for i, d := range dims {
+		if d < 0 {
+			parts[i] = "?"
+		} else {
+			parts[i] = strconv.FormatInt(d, 10)
+		}
+	}
+	return "[" + strings.Join(parts, " ") + "]"
 }
 
 // Field numbers from onnx.proto.
@@ -66,16 +140,16 @@ const (
 // a metadata entry); anything bigger in those places is not a sane model.
 const maxSmallMessage = 1 << 20
 
-// readHeader reads path's graph inputs (initializers excluded, as ORT does),
-// outputs and metadata_props.
-func readHeader(path string) (*onnxHeader, error) {
+// ReadHeader reads path's graph inputs (initializers excluded, as ORT does),
+// outputs and metadata_props. It streams the file and skips the weights.
+func ReadHeader(path string) (*Header, error) {
 	f, r, size, err := openProto(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	h := &onnxHeader{meta: map[string]string{}}
-	var ins []onnx.InputOutputInfo
+	h := &Header{Metadata: map[string]string{}}
+	var ins []TensorInfo
 	initializers := map[string]bool{}
 	sawGraph := false
 	err = r.message(size, func(field, wire int, n int64) error {
@@ -92,7 +166,7 @@ func readHeader(path string) (*onnxHeader, error) {
 					if field == graphInput {
 						ins = append(ins, info)
 					} else {
-						h.outputs = append(h.outputs, info)
+						h.Outputs = append(h.Outputs, info)
 					}
 					return nil
 				case field == graphInitializer && wire == 2:
@@ -130,7 +204,7 @@ func readHeader(path string) (*onnxHeader, error) {
 				}
 				return p.skip(wire, n)
 			})
-			h.meta[k] = v
+			h.Metadata[k] = v
 			return err
 		}
 		return r.skip(wire, n)
@@ -143,7 +217,7 @@ func readHeader(path string) (*onnxHeader, error) {
 	}
 	for _, in := range ins {
 		if !initializers[in.Name] {
-			h.inputs = append(h.inputs, in)
+			h.Inputs = append(h.Inputs, in)
 		}
 	}
 	return h, nil
@@ -281,10 +355,10 @@ func (p *pbReader) tensorName(n int64) (string, error) {
 	return name, err
 }
 
-// valueInfo decodes a ValueInfoProto into ORT's description of an input or
-// output: a dimension without a dim_value is dynamic (-1), as ORT reports it.
-func (p *pbReader) valueInfo(n int64) (onnx.InputOutputInfo, error) {
-	info := onnx.InputOutputInfo{OrtValueType: onnx.ONNXTypeUnknown}
+// valueInfo decodes a ValueInfoProto into a TensorInfo: a dimension
+// without a dim_value is dynamic (-1), as ORT reports it.
+func (p *pbReader) valueInfo(n int64) (TensorInfo, error) {
+	info := TensorInfo{Kind: KindUnknown}
 	b, err := p.small(n)
 	if err != nil {
 		return info, err
@@ -302,19 +376,19 @@ func (p *pbReader) valueInfo(n int64) (onnx.InputOutputInfo, error) {
 				}
 				switch field {
 				case typeTensor, typeSparseTensor:
-					info.OrtValueType = onnx.ONNXTypeTensor
+					info.Kind = KindTensor
 					if field == typeSparseTensor {
-						info.OrtValueType = onnx.ONNXTypeSparseTensor
+						info.Kind = KindSparseTensor
 					}
 					return p.tensorType(n, &info)
 				case typeSequence:
-					info.OrtValueType = onnx.ONNXTypeSequence
+					info.Kind = KindSequence
 				case typeMap:
-					info.OrtValueType = onnx.ONNXTypeMap
+					info.Kind = KindMap
 				case typeOpaque:
-					info.OrtValueType = onnx.ONNXTypeOpaque
+					info.Kind = KindOpaque
 				case typeOptional:
-					info.OrtValueType = onnx.ONNXTypeOptional
+					info.Kind = KindOptional
 				}
 				return p.skip(wire, n)
 			})
@@ -324,15 +398,13 @@ func (p *pbReader) valueInfo(n int64) (onnx.InputOutputInfo, error) {
 	return info, err
 }
 
-func (p *pbReader) tensorType(n int64, info *onnx.InputOutputInfo) error {
-	info.Dimensions = onnx.Shape{}
+func (p *pbReader) tensorType(n int64, info *TensorInfo) error {
+	info.Dims = []int64{}
 	return p.message(n, func(field, wire int, n int64) error {
 		switch {
 		case field == tensorTypeElem && wire == 0:
 			v, err := p.varint()
-			// ONNX's TensorProto.DataType and ORT's element type enum share
-			// their numbering.
-			info.DataType = onnx.TensorElementDataType(v)
+			info.Elem = int32(v)
 			return err
 		case field == tensorTypeShape && wire == 2:
 			return p.message(n, func(field, wire int, n int64) error {
@@ -348,7 +420,7 @@ func (p *pbReader) tensorType(n int64, info *onnx.InputOutputInfo) error {
 					}
 					return p.skip(wire, n)
 				})
-				info.Dimensions = append(info.Dimensions, d)
+				info.Dims = append(info.Dims, d)
 				return err
 			})
 		}
