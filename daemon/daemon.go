@@ -19,7 +19,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"hidiffd/backend"
@@ -336,7 +335,7 @@ func (d *Daemon) openBackends(s *startup) error {
 	var failed []string
 	var lastErr error
 	for _, w := range ws {
-		b, err := d.loadBackend(s.startCtx, w.cfg, w.registerer())
+		b, err := d.loadBackend(s.startCtx, w)
 		if err != nil {
 			if len(ws) == 1 || s.startCtx.Err() != nil {
 				return err
@@ -616,10 +615,11 @@ func (d *Daemon) reload() {
 	d.log.Info().Str("config", path).Strs("applied", applied).Strs("needs_restart", restart).Msg("configuration reloaded")
 }
 
-// loadBackend opens the configured backend, keeping systemd patient while it
+// loadBackend opens a worker's backend, keeping systemd patient while it
 // loads (EXTEND_TIMEOUT_USEC, plus watchdog pings in case the watchdog is
 // already armed) for at most maxModelLoad.
-func (d *Daemon) loadBackend(ctx context.Context, cfg *config.Config, reg prometheus.Registerer) (deblur.Backend, error) {
+func (d *Daemon) loadBackend(ctx context.Context, w *worker) (deblur.Backend, error) {
+	cfg, reg, log := w.cfg, w.registerer(), w.log
 	d.setStatus("loading model %s", cfg.Model.Dir)
 	d.health.SetNotReady("loading model")
 	const step = 10 * time.Second
@@ -652,7 +652,7 @@ func (d *Daemon) loadBackend(ctx context.Context, cfg *config.Config, reg promet
 	if open == nil {
 		open = func(cfg *config.Config) (deblur.Backend, error) {
 			return backend.Open(ctx, cfg, backend.Options{
-				Log:     d.log,
+				Log:     log,
 				Metrics: reg,
 				BuildStarted: func(timeout time.Duration) {
 					d.setStatus("building TensorRT engines for %s (see the log)", cfg.Model.Dir)
@@ -667,7 +667,7 @@ func (d *Daemon) loadBackend(ctx context.Context, cfg *config.Config, reg promet
 	if err != nil {
 		return nil, err
 	}
-	d.log.Info().Str("backend", b.Name()).Str("dir", cfg.Model.Dir).Dur("took", time.Since(t0)).Msg("model loaded")
+	log.Info().Str("backend", b.Name()).Str("dir", cfg.Model.Dir).Dur("took", time.Since(t0)).Msg("model loaded")
 	return b, nil
 }
 
