@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -262,4 +264,54 @@ func TestCPUWorkersShareTheQueue(t *testing.T) {
 		t.Errorf("one worker: GPU metrics without a worker label, as before: hidiffd_gpu_oom_retries_total = %q", got)
 	}
 	one.stop()
+}
+
+// TestWorkerThatDoesNotOpen: with several workers, one whose backend does
+// not open is left out and the others start (/readyz ready, naming it);
+// none opening is a failed start, in phase "backend", naming them all.
+func TestWorkerThatDoesNotOpen(t *testing.T) {
+	errNoDevice := errors.New("fake: cudaSetDevice: no CUDA-capable device")
+	openFailing := func(failing map[int]bool) func(*config.Config) (deblur.Backend, error) {
+		return func(cfg *config.Config) (deblur.Backend, error) {
+			if failing[cfg.GPU.Device] {
+				return nil, errNoDevice
+			}
+			return &fakeGPUBackend{fakeBackend: &fakeBackend{}}, nil
+		}
+	}
+	t.Run("one of two", func(t *testing.T) {
+		in := start(t, setup{
+			toml:      "[backend]\ndevices = \"all\"\n",
+			openFor:   openFailing(map[int]bool{0: true}),
+			countGPUs: func() (int, error) { return 2, nil },
+		})
+		in.waitReady()
+		code, body := in.get("/readyz")
+		if code != 200 || !strings.Contains(body, "degraded: worker gpu0 stopped (its backend did not open: "+errNoDevice.Error()) {
+			t.Errorf("/readyz = %d %q", code, body)
+		}
+		in.drop("a.jpg", testJPEG(t, 40, 30))
+		in.eventually(10*time.Second, "a.jpg in out/", func() bool { return in.has("out", "a.jpg") })
+		if got := in.metric(`hidiffd_worker_up{worker="gpu0"}`); got != "0" {
+			t.Errorf("hidiffd_worker_up gpu0 = %q", got)
+		}
+		in.stop()
+	})
+	t.Run("none", func(t *testing.T) {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "c.toml")
+		if err := os.WriteFile(path, []byte(testConfig("[backend]\ndevices = \"all\"\n")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := config.Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = Run(context.Background(), Options{Config: cfg, ConfigPath: path, LogOutput: &syncBuffer{}, Signals: make(chan os.Signal),
+			OpenBackend: openFailing(map[int]bool{0: true, 1: true}), CountGPUs: func() (int, error) { return 2, nil }})
+		if err == nil || !strings.HasPrefix(err.Error(), "start-up phase backend: no worker could open its backend (gpu0, gpu1)") ||
+			!errors.Is(err, errNoDevice) {
+			t.Errorf("Run = %v", err)
+		}
+	})
 }
