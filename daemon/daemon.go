@@ -88,8 +88,9 @@ type Daemon struct {
 	health  Health
 
 	spool     *spool.Spool
-	workers   []*worker  // each with its backend, GPU throttle and pipeline (worker.go)
-	workersMu sync.Mutex // guards which workers run
+	workers   []*worker       // each with its backend, GPU throttle and pipeline (worker.go)
+	workersMu sync.Mutex      // guards which workers run, and requeued
+	requeued  map[string]bool // inbox/ names of frames a stopped worker handed back (worker.go)
 	intake    Intake
 	inbox     string                 // the spool's inbox/, known before the spool is open
 	queued    atomic.Pointer[Intake] // d.intake once set, for the metrics goroutine

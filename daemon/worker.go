@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -218,7 +219,10 @@ func (d *Daemon) degraded() string {
 //
 // A frame the backend fails while other workers run goes back to inbox/
 // and this worker stops: a GPU that fails stops only its worker. The last
-// worker running fails such frames as a daemon of one worker does.
+// worker running fails such frames as a daemon of one worker does, and so
+// does any worker for a frame that has stopped a worker already (it failed
+// on two backends: the frame is at fault), so one bad frame stops at most
+// one worker.
 func (w *worker) loop(ctx context.Context, netCh <-chan *frame, encCh chan<- *frame) {
 	d := w.d
 	for f := range netCh {
@@ -238,6 +242,7 @@ func (w *worker) loop(ctx context.Context, netCh <-chan *frame, encCh chan<- *fr
 		w.clock.busy()
 		out, st, err := d.runPipeline(ctx, w.pipe, f)
 		w.clock.idle()
+		again := d.takeRequeued(f.job.Arrived)
 		w.gpu.frameDone(st, err)
 		if err != nil {
 			switch {
@@ -245,14 +250,19 @@ func (w *worker) loop(ctx context.Context, netCh <-chan *frame, encCh chan<- *fr
 				d.release(f.job, "drain began while it waited for the GPU")
 			case errIsCancel(err) || ctx.Err() != nil:
 				d.release(f.job, "cancelled in the network (drain timeout)")
-			case d.stopWorker(w, "its backend failed: "+firstLine(err.Error())):
+			case !again && d.stopWorker(w, "its backend failed: "+firstLine(err.Error())):
 				w.log.Error().Err(err).Str("name", f.job.Name).
 					Msg("worker stopped: its backend failed; the frame goes back to inbox/ for the other workers")
 				d.metrics.WorkerFrames.WithLabelValues(w.name, "requeued").Inc()
 				d.release(f.job, fmt.Sprintf("worker %s stopped", w.name))
+				d.noteRequeued(filepath.Base(f.job.Path)) // its name in inbox/ now
 				d.freeFrame(f)
 				return
 			default:
+				if again {
+					w.log.Warn().Str("name", f.job.Name).
+						Msg("the frame failed on a second backend after stopping a worker: it is the frame's fault, not this worker's")
+				}
 				d.metrics.WorkerFrames.WithLabelValues(w.name, "failed").Inc()
 				d.fail(f.job, stagePipeline, err.Error())
 			}
@@ -263,4 +273,28 @@ func (w *worker) loop(ctx context.Context, netCh <-chan *frame, encCh chan<- *fr
 		d.networkDone(f, out, st)
 		encCh <- f
 	}
+}
+
+// noteRequeued remembers, by its name in inbox/, a frame handed back when
+// its worker stopped.
+func (d *Daemon) noteRequeued(name string) {
+	d.workersMu.Lock()
+	defer d.workersMu.Unlock()
+	if d.requeued == nil {
+		d.requeued = map[string]bool{}
+	}
+	d.requeued[name] = true
+}
+
+// takeRequeued reports whether the frame that arrived as name was handed
+// back by a stopped worker, and forgets it. At most one name per stopped
+// worker is ever held.
+func (d *Daemon) takeRequeued(name string) bool {
+	d.workersMu.Lock()
+	defer d.workersMu.Unlock()
+	if !d.requeued[name] {
+		return false
+	}
+	delete(d.requeued, name)
+	return true
 }

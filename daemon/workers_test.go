@@ -315,3 +315,56 @@ func TestWorkerThatDoesNotOpen(t *testing.T) {
 		}
 	})
 }
+
+// fakePoisonGPU is a working fake GPU that fails every call on an image
+// poisonW pixels wide (after padding): a frame no backend can run.
+type fakePoisonGPU struct {
+	*fakeGPUBackend
+	poisonW int64
+}
+
+func (f *fakePoisonGPU) Transform(ctx context.Context, blur, prior deblur.Tensor) (deblur.Tensor, error) {
+	if blur.Shape[3] == f.poisonW {
+		return deblur.Tensor{}, errors.New("fake: this frame breaks every backend")
+	}
+	return f.fakeGPUBackend.Transform(ctx, blur, prior)
+}
+
+// TestBadFrameStopsAtMostOneWorker: three fake GPUs, one frame that fails
+// on any backend. The first worker it fails on stops and hands it back;
+// the second, seeing a frame that stopped a worker already, fails it into
+// failed/ and goes on; the good frames end in out/.
+func TestBadFrameStopsAtMostOneWorker(t *testing.T) {
+	in := start(t, setup{
+		toml: "[backend]\ndevices = \"all\"\n",
+		openFor: func(*config.Config) (deblur.Backend, error) {
+			return &fakePoisonGPU{fakeGPUBackend: &fakeGPUBackend{fakeBackend: &fakeBackend{}}, poisonW: 56}, nil
+		},
+		countGPUs: func() (int, error) { return 3, nil },
+	})
+	in.waitReady()
+	in.drop("poison.jpg", testJPEG(t, 56, 30))
+	const good = 4
+	for i := 0; i < good; i++ {
+		in.drop(fmt.Sprintf("g%d.jpg", i), testJPEG(t, 40, 30))
+	}
+	in.eventually(15*time.Second, "poison in failed/, the rest processed", func() bool {
+		return in.has("failed", "poison.jpg") && in.metric("hidiffd_images_processed_total") == fmt.Sprint(good)
+	})
+	stopped := 0
+	for _, w := range []string{"gpu0", "gpu1", "gpu2"} {
+		if in.metric(`hidiffd_worker_up{worker="`+w+`"}`) == "0" {
+			stopped++
+		}
+	}
+	if stopped != 1 {
+		t.Errorf("%d workers stopped, want 1", stopped)
+	}
+	if got := len(in.names("out")); got != good {
+		t.Errorf("out/ holds %d files, want %d", got, good)
+	}
+	if l := in.logs.lines("the frame failed on a second backend after stopping a worker: it is the frame's fault, not this worker's"); len(l) != 1 {
+		t.Errorf("%d second-failure lines, want 1", len(l))
+	}
+	in.stop()
+}
