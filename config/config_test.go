@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -182,18 +183,20 @@ func TestShippedConfigMatchesDefault(t *testing.T) {
 	pos, _ := index(doc)
 	lines := strings.Split(string(doc), "\n")
 	for _, k := range Keys {
-		p, ok := pos[k.Name]
-		if !ok {
-			t.Errorf("config.toml does not document %s", k.Name)
-			continue
-		}
-		if p.line < 2 || !strings.HasPrefix(strings.TrimSpace(lines[p.line-2]), "#") {
-			t.Errorf("config.toml: %s has no comment above it", k.Name)
-		}
-		live := strings.Contains(commentAbove(lines, p.line), "[live]")
-		if live != k.Live {
-			t.Errorf("config.toml: %s marked [live]=%v, Keys says %v", k.Name, live, k.Live)
-		}
+		t.Run(k.Name, func(t *testing.T) {
+			p, ok := pos[k.Name]
+			if !ok {
+				t.Errorf("config.toml does not document %s", k.Name)
+				return
+			}
+			if p.line < 2 || !strings.HasPrefix(strings.TrimSpace(lines[p.line-2]), "#") {
+				t.Errorf("config.toml: %s has no comment above it", k.Name)
+			}
+			live := strings.Contains(commentAbove(lines, p.line), "[live]")
+			if live != k.Live {
+				t.Errorf("config.toml: %s marked [live]=%v, Keys says %v", k.Name, live, k.Live)
+			}
+		})
 	}
 	if len(pos) != len(Keys) {
 		t.Errorf("config.toml has %d keys, Keys has %d", len(pos), len(Keys))
@@ -253,15 +256,17 @@ func TestWithLiveCopiesExactlyTheLiveKeys(t *testing.T) {
 	eff := running.WithLive(next)
 	live := 0
 	for _, k := range Keys {
-		got, old, nw := k.get(eff), k.get(running), k.get(next)
-		if k.Live {
-			live++
-			if got != nw {
-				t.Errorf("%s is live but kept %q (want %q)", k.Name, got, nw)
+		t.Run(k.Name, func(t *testing.T) {
+			got, old, nw := k.get(eff), k.get(running), k.get(next)
+			if k.Live {
+				live++
+				if got != nw {
+					t.Errorf("%s is live but kept %q (want %q)", k.Name, got, nw)
+				}
+			} else if got != old {
+				t.Errorf("%s needs a restart but changed to %q", k.Name, got)
 			}
-		} else if got != old {
-			t.Errorf("%s needs a restart but changed to %q", k.Name, got)
-		}
+		})
 	}
 	if live == 0 || live == len(Keys) {
 		t.Errorf("%d of %d keys live: the reload tags were not read", live, len(Keys))
@@ -362,10 +367,12 @@ func TestOutputMetadataKeys(t *testing.T) {
 		"[output]\nkeep_mtime = 1\n":    "config.toml:2: output.keep_mtime = 1: wrong type: want a boolean",
 		"[output]\nkeep_exif = true\n":  "unknown key",
 	} {
-		_, err := Parse([]byte(doc), "/etc/hidiffd/config.toml")
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%q: %v, want %q", doc, err, want)
-		}
+		t.Run(fmt.Sprintf("%q", doc), func(t *testing.T) {
+			_, err := Parse([]byte(doc), "/etc/hidiffd/config.toml")
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%q: %v, want %q", doc, err, want)
+			}
+		})
 	}
 }
 

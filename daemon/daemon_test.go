@@ -7,8 +7,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -27,24 +29,28 @@ func TestSdNotifySequence(t *testing.T) {
 	t.Setenv("WATCHDOG_USEC", "200000") // 200ms: pings every 100ms
 	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
 
-	in := start(t, setup{openBackend: func() error { time.Sleep(100 * time.Millisecond); return nil }})
+	nlog := recordNotify(t, sock, msgs)
+	in := start(t, setup{openBackend: func() error {
+		// The model loads until the daemon has extended the start-up
+		// timeout: it must say so while loading, not after.
+		if !nlog.until(10*time.Second, func(m []string) bool { return countFrom(m, 0, "EXTEND_TIMEOUT_USEC=") > 0 }) {
+			return errors.New("no EXTEND_TIMEOUT_USEC while the model loaded")
+		}
+		return nil
+	}})
 	in.waitReady()
 	in.drop("a.jpg", testJPEG(t, 64, 48))
 	in.eventually(10*time.Second, "a.jpg processed", func() bool { return in.has("out", "a.jpg") })
-	time.Sleep(300 * time.Millisecond) // a few watchdog periods
+	nlog.wait(10*time.Second, "a few watchdog periods: three pings after READY=1", func(m []string) bool {
+		r := slices.IndexFunc(m, func(s string) bool { return strings.HasPrefix(s, "READY=1") })
+		return r >= 0 && countFrom(m, r, "WATCHDOG=1") >= 3
+	})
 	in.stop()
 
-	// Everything the daemon sent, in order; the socket is drained after the
-	// daemon returned.
-	var all []string
-	for done := false; !done; {
-		select {
-		case m := <-msgs:
-			all = append(all, m)
-		case <-time.After(200 * time.Millisecond):
-			done = true
-		}
-	}
+	// Everything the daemon sent, in order: it returned before the marker
+	// was sent, so all of it is before the marker.
+	end := nlog.mark("end")
+	all := nlog.all()[:end]
 	first := func(prefix string) int {
 		for i, m := range all {
 			for _, l := range strings.Split(m, "\n") {
@@ -111,31 +117,24 @@ func TestWatchdogWithheldWhileStuck(t *testing.T) {
 		<-ctx.Done() // wedged until the drain timeout cancels it
 		return ctx.Err()
 	}}
+	nlog := recordNotify(t, sock, msgs)
 	in := start(t, setup{backend: fb, toml: "[shutdown]\ndrain_timeout = \"100ms\"\n"})
 	in.waitReady()
 	in.drop("stuck.jpg", testJPEG(t, 32, 32))
 	<-entered
-	time.Sleep(250 * time.Millisecond) // past the 200ms watchdog period
-	for drained := false; !drained; {
-		select {
-		case <-msgs:
-		default:
-			drained = true
-		}
+	// The stall shows in the log once the 200ms watchdog period has passed
+	// (the stage clocks run on real time, so this is polled); from then on,
+	// over the next housekeeping rounds, no ping may be sent. The markers
+	// cut the socket's stream exactly at those two moments.
+	withheld := func(n int) func() bool {
+		return func() bool { return len(in.logs.lines("frame loop made no progress; withholding watchdog ping")) >= n }
 	}
-	time.Sleep(400 * time.Millisecond)
-	for drained := false; !drained; {
-		select {
-		case m := <-msgs:
-			if m == "WATCHDOG=1" {
-				t.Fatal("WATCHDOG=1 sent while the network call was stuck")
-			}
-		default:
-			drained = true
-		}
-	}
-	if len(in.logs.lines("frame loop made no progress; withholding watchdog ping")) == 0 {
-		t.Error("no log line explaining the withheld ping")
+	in.eventually(10*time.Second, "the ping to be withheld", withheld(1))
+	from := nlog.mark("stalled")
+	in.eventually(10*time.Second, "two more rounds withholding the ping", withheld(3))
+	to := nlog.mark("still stalled")
+	if n := countFrom(nlog.all()[:to], from, "WATCHDOG=1"); n > 0 {
+		t.Fatalf("%d WATCHDOG=1 sent while the network call was stuck", n)
 	}
 	in.stop()
 	if !in.has("inbox", "stuck.jpg") {
@@ -362,8 +361,11 @@ func TestDrainCompletesFrameInFlight(t *testing.T) {
 	in.waitReady()
 	in.drop("inflight.jpg", testJPEG(t, 48, 48))
 	<-entered
-	in.drop("later.jpg", testJPEG(t, 48, 48)) // claimed after the drain began, or never
-	time.Sleep(200 * time.Millisecond)        // let intake see it
+	// The decode loop runs one frame ahead of the network: later.jpg is
+	// claimed and decoded while inflight.jpg is in the network, and must go
+	// back to inbox/ when the drain starts.
+	in.drop("later.jpg", testJPEG(t, 48, 48))
+	in.eventually(10*time.Second, "later.jpg claimed", func() bool { return in.has("work", "later.jpg") })
 	in.sigs <- syscall.SIGTERM
 	in.eventually(5*time.Second, "readyz 503 while draining", func() bool { code, _ := in.get("/readyz"); return code == 503 })
 	close(proceed)
@@ -525,6 +527,7 @@ func TestStartupErrors(t *testing.T) {
 func TestSigtermDuringModelLoad(t *testing.T) {
 	sock, msgs := listenNotify(t, filepath.Join(t.TempDir(), "notify.sock"))
 	t.Setenv("NOTIFY_SOCKET", sock)
+	nlog := recordNotify(t, sock, msgs)
 	loading := make(chan struct{})
 	release := make(chan struct{})
 	in := start(t, setup{openBackend: func() error { close(loading); <-release; return nil }})
@@ -537,31 +540,39 @@ func TestSigtermDuringModelLoad(t *testing.T) {
 	})
 	close(release)
 	in.stop()
-	var all []string
-	for done := false; !done; {
-		select {
-		case m := <-msgs:
-			all = append(all, m)
-		case <-time.After(100 * time.Millisecond):
-			done = true
-		}
-	}
+	end := nlog.mark("end")
+	all := nlog.all()[:end] // everything the daemon sent
 	joined := strings.Join(all, "|")
 	if strings.Contains(joined, "READY=1") || !strings.Contains(joined, "STOPPING=1") {
 		t.Errorf("messages: %q", all)
 	}
 }
 
-// stoppingIntake is a watcher that fails after start-up.
-type stoppingIntake struct{ ch chan string }
+// stoppingIntake is a watcher that fails after start-up: once the decode
+// loop has asked for its channel.
+type stoppingIntake struct {
+	ch      chan string
+	asked   chan struct{}
+	askOnce *sync.Once
+}
+
+func newStoppingIntake() stoppingIntake {
+	return stoppingIntake{ch: make(chan string), asked: make(chan struct{}), askOnce: new(sync.Once)}
+}
 
 func (s stoppingIntake) Run(ctx context.Context) error {
-	time.Sleep(100 * time.Millisecond)
+	select {
+	case <-s.asked:
+	case <-ctx.Done():
+	}
 	close(s.ch)
 	return errors.New("inbox vanished")
 }
-func (s stoppingIntake) Ready() <-chan string { return s.ch }
-func (s stoppingIntake) Done(string)          {}
+func (s stoppingIntake) Ready() <-chan string {
+	s.askOnce.Do(func() { close(s.asked) })
+	return s.ch
+}
+func (s stoppingIntake) Done(string) {}
 
 // TestIntakeFailureExitsNonZero: a daemon without intake must not sit there
 // looking healthy; it drains and returns an error so systemd restarts it.
@@ -577,7 +588,7 @@ func TestIntakeFailureExitsNonZero(t *testing.T) {
 		Config: cfg, ConfigPath: path, LogOutput: &syncBuffer{}, Signals: make(chan os.Signal),
 		OpenBackend: func(*config.Config) (deblur.Backend, error) { return &fakeBackend{}, nil },
 		NewIntake: func(string, *config.Config, watch.Logger) (Intake, error) {
-			return stoppingIntake{ch: make(chan string)}, nil
+			return newStoppingIntake(), nil
 		},
 	})
 	if err == nil || !strings.Contains(err.Error(), "inbox vanished") {

@@ -10,7 +10,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
-	"syscall"
 	"time"
 
 	"hidiffd/deblur"
@@ -287,7 +286,7 @@ func (d *Daemon) readFailed(job *spool.Job, err error) {
 	case ie.Code == imageio.CodeNotFound:
 		// Removed from work/ behind our back: nothing left to move.
 		d.log.Warn().Str("name", job.Name).Str("reason", ie.Reason).Msg("claimed file vanished")
-	case transientRead(err):
+	case spool.IsTransientRead(err):
 		d.retry(job, ie.Stage, err)
 	default:
 		reason := ie.Reason
@@ -322,20 +321,6 @@ func (d *Daemon) reserveMemory(name string, cost int64) bool {
 		}
 		d.clocks.decode.busy()
 	}
-}
-
-// transientRead picks the read errors that are the machine's, not the
-// file's: out of descriptors or memory, an interrupted call, a device error.
-// Every other read failure (permission, a file that is not an image) fails
-// the frame.
-func transientRead(err error) bool {
-	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOMEM,
-		syscall.EINTR, syscall.EAGAIN, syscall.EIO, syscall.ESTALE, syscall.ETIMEDOUT} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
 }
 
 // safeDecode is imageio.DecodeFile that turns a panic inside a decoder (a

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,8 +20,9 @@ import (
 
 // fakeMonitor is a GPU monitor whose readings the test sets.
 type fakeMonitor struct {
-	mu sync.Mutex
-	r  gpu.Readings
+	mu    sync.Mutex
+	r     gpu.Readings
+	reads atomic.Int64 // Read calls so far
 }
 
 func newFakeMonitor(set func(*gpu.Readings)) *fakeMonitor {
@@ -44,6 +46,7 @@ func (f *fakeMonitor) Close() error { return nil }
 func (f *fakeMonitor) Read(context.Context) (gpu.Readings, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.reads.Add(1)
 	r := f.r
 	r.Time = time.Now()
 	return r, nil
@@ -85,6 +88,7 @@ func TestGPUThrottleWaitsFeedsWatchdogAndResumes(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", sock)
 	t.Setenv("WATCHDOG_USEC", "200000")
 	t.Setenv("WATCHDOG_PID", "")
+	nlog := recordNotify(t, sock, msgs)
 	mon := newFakeMonitor(func(r *gpu.Readings) { r.TempC = 90 })
 	in := start(t, setup{
 		toml:        "[gpu]\npoll = \"100ms\"\n",
@@ -99,48 +103,27 @@ func TestGPUThrottleWaitsFeedsWatchdogAndResumes(t *testing.T) {
 	in.eventually(5*time.Second, "throttled for temperature", func() bool {
 		return in.metric(`hidiffd_gpu_throttled{reason="temperature"}`) == "1"
 	})
+	throttledAt := time.Now() // the wait began before this
 	// `systemctl status` says why nothing comes out.
-	in.eventually(5*time.Second, "STATUS= names the throttle", func() bool {
-		for {
-			select {
-			case m := <-msgs:
-				if strings.HasPrefix(m, "STATUS=") && strings.Contains(m, ", gpu: wait (temperature: GPU at 90.0 C") {
-					return true
-				}
-			default:
-				return false
-			}
-		}
+	nlog.wait(5*time.Second, "STATUS= naming the throttle", func(m []string) bool {
+		return slices.ContainsFunc(m, func(s string) bool {
+			return strings.HasPrefix(s, "STATUS=") && strings.Contains(s, ", gpu: wait (temperature: GPU at 90.0 C")
+		})
 	})
-	// Throttled waiting is progress: the pings go on well past the
-	// watchdog period.
-	for drained := false; !drained; {
-		select {
-		case <-msgs:
-		default:
-			drained = true
-		}
-	}
-	time.Sleep(600 * time.Millisecond)
-	pings := 0
-	for drained := false; !drained; {
-		select {
-		case m := <-msgs:
-			if m == "WATCHDOG=1" {
-				pings++
-			}
-		default:
-			drained = true
-		}
-	}
-	if pings < 2 {
-		t.Errorf("%d watchdog pings in 600ms of throttled waiting, want several", pings)
-	}
+	// Throttled waiting is progress: the pings go on well past the 200ms
+	// watchdog period (four at 100ms, counted from a marker in the stream).
+	from := nlog.mark("throttled")
+	nlog.wait(10*time.Second, "four watchdog pings while throttled", func(m []string) bool {
+		return countFrom(m, from, "WATCHDOG=1") >= 4
+	})
 	if len(in.logs.lines("frame loop made no progress; withholding watchdog ping")) > 0 {
 		t.Error("watchdog ping withheld while throttled")
 	}
 	mon.set(func(r *gpu.Readings) { r.TempC = 80 }) // inside the band: still waiting
-	time.Sleep(400 * time.Millisecond)
+	// Three more readings (at the 100ms poll) at 80 C: the gate has seen
+	// the GPU inside the band and must still hold the frame.
+	reads := mon.reads.Load()
+	in.eventually(5*time.Second, "three readings at 80 C", func() bool { return mon.reads.Load() >= reads+3 })
 	in.backend.mu.Lock()
 	calls := in.backend.calls
 	in.backend.mu.Unlock()
@@ -148,12 +131,14 @@ func TestGPUThrottleWaitsFeedsWatchdogAndResumes(t *testing.T) {
 		t.Fatal("frame ran while the GPU was hot")
 	}
 	mon.set(func(r *gpu.Readings) { r.TempC = 70 })
+	held := time.Since(throttledAt) // the wait ends after this
 	in.eventually(5*time.Second, "hot.jpg processed", func() bool { return in.has("out", "hot.jpg") })
 	in.eventually(2*time.Second, "throttle gauge cleared", func() bool {
 		return in.metric(`hidiffd_gpu_throttled{reason="temperature"}`) == "0"
 	})
-	if s := metricFloat(t, in, `hidiffd_gpu_throttled_seconds_total{reason="temperature"}`); s < 0.9 {
-		t.Errorf("throttled seconds %v, want about a second or more", s)
+	// Counted per recheck: all of the wait but the moments between rechecks.
+	if s := metricFloat(t, in, `hidiffd_gpu_throttled_seconds_total{reason="temperature"}`); s < 0.9*held.Seconds() {
+		t.Errorf("throttled seconds %v, want at least the %v the test saw the frame held", s, held)
 	}
 	in.drop("cool.jpg", testJPEG(t, 100, 80))
 	in.eventually(5*time.Second, "cool.jpg processed", func() bool { return in.has("out", "cool.jpg") })

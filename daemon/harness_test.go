@@ -250,6 +250,10 @@ func (in *instance) get(path string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
+// eventually polls cond until it holds, failing the test after within. It
+// is for what only shows in the spool's folders, the log or /metrics (a
+// real daemon with real files and real inotify events, no event to wait
+// on); the deadline only bounds a test that would otherwise hang.
 func (in *instance) eventually(within time.Duration, what string, cond func() bool) {
 	in.t.Helper()
 	deadline := time.Now().Add(within)

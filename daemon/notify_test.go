@@ -4,8 +4,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -131,4 +133,96 @@ func TestWatchdogInterval(t *testing.T) {
 	if WatchdogInterval() != 0 {
 		t.Error("garbage WATCHDOG_USEC: want 0")
 	}
+}
+
+// notifyLog records, in order, every message of a notify socket, so a test
+// waits for the messages it expects instead of sleeping for them.
+type notifyLog struct {
+	t       *testing.T
+	sock    string
+	mu      sync.Mutex
+	msgs    []string
+	changed chan struct{} // closed (and replaced) at each new message
+}
+
+// recordNotify drains msgs (from listenNotify on sock) into a notifyLog.
+func recordNotify(t *testing.T, sock string, msgs <-chan string) *notifyLog {
+	l := &notifyLog{t: t, sock: sock, changed: make(chan struct{})}
+	go func() {
+		for m := range msgs {
+			l.mu.Lock()
+			l.msgs = append(l.msgs, m)
+			close(l.changed)
+			l.changed = make(chan struct{})
+			l.mu.Unlock()
+		}
+	}()
+	return l
+}
+
+// all is every message so far.
+func (l *notifyLog) all() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.msgs...)
+}
+
+// wait blocks until cond holds for the messages so far, re-checking it at
+// each new message; within bounds a test that would otherwise hang.
+func (l *notifyLog) wait(within time.Duration, what string, cond func(msgs []string) bool) {
+	l.t.Helper()
+	if !l.until(within, cond) {
+		l.t.Fatalf("timed out after %v waiting for %s; messages %q", within, what, l.all())
+	}
+}
+
+// until is wait that reports a timeout instead of failing the test, for
+// goroutines other than the test's.
+func (l *notifyLog) until(within time.Duration, cond func(msgs []string) bool) bool {
+	deadline := time.After(within)
+	for {
+		l.mu.Lock()
+		ok, changed := cond(l.msgs), l.changed
+		l.mu.Unlock()
+		if ok {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			return false
+		}
+	}
+}
+
+// mark sends a marker datagram of the test's own to the socket and waits
+// until it is recorded. Datagrams are received in the order they were sent,
+// so every message the daemon sent before mark is before the marker, and
+// the index of the marker splits the log into before and after.
+func (l *notifyLog) mark(name string) int {
+	l.t.Helper()
+	c, err := net.Dial("unixgram", l.sock)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("TEST_MARK=" + name)); err != nil {
+		l.t.Fatal(err)
+	}
+	at := -1
+	l.wait(5*time.Second, "marker "+name, func(msgs []string) bool {
+		at = slices.Index(msgs, "TEST_MARK="+name)
+		return at >= 0
+	})
+	return at
+}
+
+// countFrom is how many messages from index i on start with prefix.
+func countFrom(msgs []string, i int, prefix string) (n int) {
+	for _, m := range msgs[i:] {
+		if strings.HasPrefix(m, prefix) {
+			n++
+		}
+	}
+	return n
 }

@@ -130,15 +130,17 @@ func TestOutputFormatFollowsTheName(t *testing.T) {
 	in.drop("j.png", testJPEG(t, 40, 30))
 	in.eventually(10*time.Second, "both written", func() bool { return in.has("done", "p.jpg") && in.has("done", "j.png") })
 	for name, want := range map[string]string{"p.jpg": "jpeg", "j.png": "png"} {
-		f, err := os.Open(filepath.Join(in.dir("out"), name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, format, err := image.DecodeConfig(f)
-		f.Close()
-		if err != nil || format != want {
-			t.Errorf("out/%s is %q (%v), want %s", name, format, err, want)
-		}
+		t.Run(name, func(t *testing.T) {
+			f, err := os.Open(filepath.Join(in.dir("out"), name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, format, err := image.DecodeConfig(f)
+			f.Close()
+			if err != nil || format != want {
+				t.Errorf("out/%s is %q (%v), want %s", name, format, err, want)
+			}
+		})
 	}
 	if n := len(in.logs.lines("the file's content does not match its name; the output is written in the format its name says")); n != 2 {
 		t.Errorf("%d log lines about the mismatch, want 2", n)

@@ -1,6 +1,9 @@
 package deblur
 
-import "testing"
+import (
+	"fmt"
+	"testing"
+)
 
 func TestReflectIndexHandValues(t *testing.T) {
 	cases := []struct {
@@ -15,11 +18,13 @@ func TestReflectIndexHandValues(t *testing.T) {
 		{3, []int{0, 1, 2, 1, 0, 1, 2}},
 	}
 	for _, c := range cases {
-		for i, w := range c.want {
-			if got := reflectIndex(i, c.n); got != w {
-				t.Errorf("reflectIndex(%d, %d) = %d, want %d", i, c.n, got, w)
+		t.Run(fmt.Sprintf("n=%d", c.n), func(t *testing.T) {
+			for i, w := range c.want {
+				if got := reflectIndex(i, c.n); got != w {
+					t.Errorf("reflectIndex(%d, %d) = %d, want %d", i, c.n, got, w)
+				}
 			}
-		}
+		})
 	}
 }
 
@@ -79,9 +84,13 @@ func TestPadReflectHand(t *testing.T) {
 }
 
 func TestPaddedSize(t *testing.T) {
-	for _, c := range [][5]int{{1283, 719, 8, 1288, 720}, {1280, 720, 16, 1280, 720}, {1, 1, 16, 16, 16}, {5, 7, 0, 5, 7}} {
-		if w, h := PaddedSize(c[0], c[1], c[2]); w != c[3] || h != c[4] {
-			t.Errorf("PaddedSize(%d,%d,%d) = %d,%d", c[0], c[1], c[2], w, h)
-		}
+	for _, c := range []struct{ w, h, m, wantW, wantH int }{
+		{1283, 719, 8, 1288, 720}, {1280, 720, 16, 1280, 720}, {1, 1, 16, 16, 16}, {5, 7, 0, 5, 7},
+	} {
+		t.Run(fmt.Sprintf("%dx%d,multiple%d", c.w, c.h, c.m), func(t *testing.T) {
+			if w, h := PaddedSize(c.w, c.h, c.m); w != c.wantW || h != c.wantH {
+				t.Errorf("PaddedSize(%d,%d,%d) = %d,%d, want %d,%d", c.w, c.h, c.m, w, h, c.wantW, c.wantH)
+			}
+		})
 	}
 }

@@ -154,9 +154,6 @@ func Run(ctx context.Context, b Backend, img Image, opts Options) (Image, Stats,
 	return p.Run(ctx, img)
 }
 
-// plan (re)computes the tiling for a w x h frame with the options' tiling.
-func (p *Pipeline) plan(w, h int) { p.planTiles(w, h, p.opts.Tile, p.opts.Overlap) }
-
 // planTiles (re)computes the tiling for a w x h frame cut into tiles of
 // edge tile (0: untiled) overlapping by overlap.
 func (p *Pipeline) planTiles(w, h, tile, overlap int) {

@@ -26,39 +26,40 @@ func TestPlanAxisProperties(t *testing.T) {
 					if ov < 0 || ov > tile-m {
 						continue
 					}
-					a := planAxis(size, tile, ov, m)
-					name := fmt.Sprintf("m=%d size=%d tile=%d ov=%d", m, size, tile, ov)
-					if size <= tile {
-						if a.tile != size || len(a.starts) != 1 {
-							t.Fatalf("%s: small axis not a single full tile: %+v", name, a.starts)
+					t.Run(fmt.Sprintf("m=%d,size=%d,tile=%d,ov=%d", m, size, tile, ov), func(t *testing.T) {
+						a := planAxis(size, tile, ov, m)
+						if size <= tile {
+							if a.tile != size || len(a.starts) != 1 {
+								t.Fatalf("small axis not a single full tile: %+v", a.starts)
+							}
+							return
 						}
-						continue
-					}
-					if a.tile != tile || a.starts[0] != 0 || a.starts[len(a.starts)-1] != size-tile {
-						t.Fatalf("%s: starts %v", name, a.starts)
-					}
-					sum := make([]float64, size)
-					for i, s := range a.starts {
-						if s%m != 0 {
-							t.Fatalf("%s: start %d not on the pad grid", name, s)
+						if a.tile != tile || a.starts[0] != 0 || a.starts[len(a.starts)-1] != size-tile {
+							t.Fatalf("starts %v", a.starts)
 						}
-						if i > 0 {
-							if gap := s - a.starts[i-1]; gap <= 0 || tile-gap < ov {
-								t.Fatalf("%s: gap %d gives overlap below %d (starts %v)", name, gap, ov, a.starts)
+						sum := make([]float64, size)
+						for i, s := range a.starts {
+							if s%m != 0 {
+								t.Fatalf("start %d not on the pad grid", s)
+							}
+							if i > 0 {
+								if gap := s - a.starts[i-1]; gap <= 0 || tile-gap < ov {
+									t.Fatalf("gap %d gives overlap below %d (starts %v)", gap, ov, a.starts)
+								}
+							}
+							for k, w := range a.norm[i] {
+								if !(w > 0) {
+									t.Fatalf("tile %d pixel %d has weight %v", i, k, w)
+								}
+								sum[s+k] += float64(w)
 							}
 						}
-						for k, w := range a.norm[i] {
-							if !(w > 0) {
-								t.Fatalf("%s: tile %d pixel %d has weight %v", name, i, k, w)
+						for c, s := range sum {
+							if math.Abs(s-1) > 1e-6 {
+								t.Fatalf("weights at %d sum to %v", c, s)
 							}
-							sum[s+k] += float64(w)
 						}
-					}
-					for c, s := range sum {
-						if math.Abs(s-1) > 1e-6 {
-							t.Fatalf("%s: weights at %d sum to %v", name, c, s)
-						}
-					}
+					})
 				}
 			}
 		}
@@ -79,20 +80,22 @@ func TestIdentityReproducesInput(t *testing.T) {
 			if sz[0] == 1283 && c.tile == 64 && c.ov == 56 {
 				continue // ~2000 tiles: slow and adds nothing
 			}
-			fb := &fakeIdentityBackend{info: fakeInfo(c.pad)}
-			out, st, err := Run(context.Background(), fb, img, Options{Tile: c.tile, Overlap: c.ov, Seed: 1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if out.W != img.W || out.H != img.H {
-				t.Fatalf("%v %+v: output %dx%d", sz, c, out.W, out.H)
-			}
-			if d := maxAbsDiff(out.Pix, img.Pix); d > 1e-6 {
-				t.Fatalf("%v %+v: identity changed the image by %g (%d tiles)", sz, c, d, st.Tiles)
-			}
-			if maxAbsDiff(img.Pix, orig) != 0 {
-				t.Fatal("Run modified its input")
-			}
+			t.Run(fmt.Sprintf("%dx%d/pad%d,tile%d,ov%d", sz[0], sz[1], c.pad, c.tile, c.ov), func(t *testing.T) {
+				fb := &fakeIdentityBackend{info: fakeInfo(c.pad)}
+				out, st, err := Run(context.Background(), fb, img, Options{Tile: c.tile, Overlap: c.ov, Seed: 1})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if out.W != img.W || out.H != img.H {
+					t.Fatalf("output %dx%d", out.W, out.H)
+				}
+				if d := maxAbsDiff(out.Pix, img.Pix); d > 1e-6 {
+					t.Fatalf("identity changed the image by %g (%d tiles)", d, st.Tiles)
+				}
+				if maxAbsDiff(img.Pix, orig) != 0 {
+					t.Fatal("Run modified its input")
+				}
+			})
 		}
 	}
 }
@@ -110,43 +113,45 @@ func TestTilesArePaddedWindowsOfConstantShape(t *testing.T) {
 		{300, 200, 8, 0, 0, 304, 200, 1},         // untiled
 	}
 	for _, c := range cases {
-		img := randImage(c.w, c.h, 3)
-		fb := &fakeIdentityBackend{info: fakeInfo(c.pad), record: true}
-		_, st, err := Run(context.Background(), fb, img, Options{Tile: c.tile, Overlap: c.ov})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.Tiles != c.tiles || fb.priors != c.tiles || fb.transfs != c.tiles || st.TileW != c.tw || st.TileH != c.th {
-			t.Fatalf("%+v: stats %+v, calls %d/%d", c, st, fb.priors, fb.transfs)
-		}
-		pw, ph := PaddedSize(c.w, c.h, c.pad)
-		if st.PaddedW != pw || st.PaddedH != ph {
-			t.Fatalf("%+v: padded %dx%d", c, st.PaddedW, st.PaddedH)
-		}
-		padded, err := PadReflect(img, pw, ph)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, _ := NewPipeline(fb, Options{Tile: c.tile, Overlap: c.ov})
-		p.plan(c.w, c.h)
-		for k, b := range fb.blurs {
-			if !slices.Equal(b.Shape, []int64{1, 3, int64(c.th), int64(c.tw)}) {
-				t.Fatalf("%+v: tile %d shape %v", c, k, b.Shape)
+		t.Run(fmt.Sprintf("%dx%d,pad%d,tile%d,ov%d", c.w, c.h, c.pad, c.tile, c.ov), func(t *testing.T) {
+			img := randImage(c.w, c.h, 3)
+			fb := &fakeIdentityBackend{info: fakeInfo(c.pad), record: true}
+			_, st, err := Run(context.Background(), fb, img, Options{Tile: c.tile, Overlap: c.ov})
+			if err != nil {
+				t.Fatal(err)
 			}
-			x0 := p.px.starts[k%len(p.px.starts)]
-			y0 := p.py.starts[k/len(p.px.starts)]
-			for ch := 0; ch < 3; ch++ {
-				for y := 0; y < c.th; y++ {
-					for x := 0; x < c.tw; x++ {
-						got := b.Data[(ch*c.th+y)*c.tw+x]
-						want := padded.Pix[ch*pw*ph+(y0+y)*pw+x0+x]
-						if got != want {
-							t.Fatalf("%+v: tile %d (%d,%d) ch %d: %v, want %v", c, k, x, y, ch, got, want)
+			if st.Tiles != c.tiles || fb.priors != c.tiles || fb.transfs != c.tiles || st.TileW != c.tw || st.TileH != c.th {
+				t.Fatalf("stats %+v, calls %d/%d", st, fb.priors, fb.transfs)
+			}
+			pw, ph := PaddedSize(c.w, c.h, c.pad)
+			if st.PaddedW != pw || st.PaddedH != ph {
+				t.Fatalf("padded %dx%d", st.PaddedW, st.PaddedH)
+			}
+			padded, err := PadReflect(img, pw, ph)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, _ := NewPipeline(fb, Options{Tile: c.tile, Overlap: c.ov})
+			p.planTiles(c.w, c.h, c.tile, c.ov)
+			for k, b := range fb.blurs {
+				if !slices.Equal(b.Shape, []int64{1, 3, int64(c.th), int64(c.tw)}) {
+					t.Fatalf("tile %d shape %v", k, b.Shape)
+				}
+				x0 := p.px.starts[k%len(p.px.starts)]
+				y0 := p.py.starts[k/len(p.px.starts)]
+				for ch := 0; ch < 3; ch++ {
+					for y := 0; y < c.th; y++ {
+						for x := 0; x < c.tw; x++ {
+							got := b.Data[(ch*c.th+y)*c.tw+x]
+							want := padded.Pix[ch*pw*ph+(y0+y)*pw+x0+x]
+							if got != want {
+								t.Fatalf("tile %d (%d,%d) ch %d: %v, want %v", k, x, y, ch, got, want)
+							}
 						}
 					}
 				}
 			}
-		}
+		})
 	}
 }
 
@@ -232,28 +237,32 @@ func TestBackendErrors(t *testing.T) {
 		{"shape", &fakeFailingBackend{failTransformAt: 1, badShape: true}, []string{"tile 1/", "shape"}, nil},
 	}
 	for _, c := range cases {
-		c.fb.info = fakeInfo(8)
-		_, _, err := Run(context.Background(), c.fb, img, opts)
-		if err == nil {
-			t.Fatalf("%s: no error", c.name)
-		}
-		if c.is != nil && !errors.Is(err, c.is) {
-			t.Fatalf("%s: %v does not wrap the backend error", c.name, err)
-		}
-		for _, w := range c.wants {
-			if !strings.Contains(err.Error(), w) {
-				t.Fatalf("%s: %q lacks %q", c.name, err, w)
+		t.Run(c.name, func(t *testing.T) {
+			c.fb.info = fakeInfo(8)
+			_, _, err := Run(context.Background(), c.fb, img, opts)
+			if err == nil {
+				t.Fatal("no error")
 			}
-		}
+			if c.is != nil && !errors.Is(err, c.is) {
+				t.Fatalf("%v does not wrap the backend error", err)
+			}
+			for _, w := range c.wants {
+				if !strings.Contains(err.Error(), w) {
+					t.Fatalf("%q lacks %q", err, w)
+				}
+			}
+		})
 	}
 }
 
 func TestOptionsValidation(t *testing.T) {
 	fb := &fakeIdentityBackend{info: fakeInfo(16)}
 	for _, o := range []Options{{Tile: -16}, {Tile: 100}, {Tile: 64, Overlap: 49}, {Tile: 64, Overlap: -1}} {
-		if _, err := NewPipeline(fb, o); err == nil {
-			t.Errorf("options %+v accepted", o)
-		}
+		t.Run(fmt.Sprintf("tile%d,ov%d", o.Tile, o.Overlap), func(t *testing.T) {
+			if _, err := NewPipeline(fb, o); err == nil {
+				t.Errorf("options %+v accepted", o)
+			}
+		})
 	}
 	if _, err := NewPipeline(fb, Options{Tile: 64, Overlap: 48}); err != nil {
 		t.Error(err)
@@ -320,46 +329,48 @@ func TestTiledMatchesUntiledAwayFromBorders(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, o := range []Options{{Tile: 64, Overlap: 16}, {Tile: 96, Overlap: 8}, {Tile: 64, Overlap: 0}} {
-		p, err := NewPipeline(fb, o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, st, err := p.Run(context.Background(), img)
-		if err != nil {
-			t.Fatal(err)
-		}
-		near := func(a axisPlan, c int) bool {
-			for _, s := range a.starts {
-				if c < s || c >= s+a.tile {
-					continue
-				}
-				if (s > 0 && c-s < 1) || (s+a.tile < a.size && s+a.tile-1-c < 1) {
-					return true
-				}
+		t.Run(fmt.Sprintf("tile%d,ov%d", o.Tile, o.Overlap), func(t *testing.T) {
+			p, err := NewPipeline(fb, o)
+			if err != nil {
+				t.Fatal(err)
 			}
-			return false
-		}
-		compared, overlapped := 0, 0
-		for y := 0; y < h; y++ {
-			for x := 0; x < w; x++ {
-				if near(p.px, x) || near(p.py, y) {
-					continue
+			got, st, err := p.Run(context.Background(), img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			near := func(a axisPlan, c int) bool {
+				for _, s := range a.starts {
+					if c < s || c >= s+a.tile {
+						continue
+					}
+					if (s > 0 && c-s < 1) || (s+a.tile < a.size && s+a.tile-1-c < 1) {
+						return true
+					}
 				}
-				compared++
-				if covering(p.px, x)*covering(p.py, y) > 1 {
-					overlapped++
-				}
-				for c := 0; c < 3; c++ {
-					i := c*w*h + y*w + x
-					if d := math.Abs(float64(got.Pix[i] - ref.Pix[i])); d > 1e-6 {
-						t.Fatalf("%+v: (%d,%d) ch %d differs by %g", o, x, y, c, d)
+				return false
+			}
+			compared, overlapped := 0, 0
+			for y := 0; y < h; y++ {
+				for x := 0; x < w; x++ {
+					if near(p.px, x) || near(p.py, y) {
+						continue
+					}
+					compared++
+					if covering(p.px, x)*covering(p.py, y) > 1 {
+						overlapped++
+					}
+					for c := 0; c < 3; c++ {
+						i := c*w*h + y*w + x
+						if d := math.Abs(float64(got.Pix[i] - ref.Pix[i])); d > 1e-6 {
+							t.Fatalf("(%d,%d) ch %d differs by %g", x, y, c, d)
+						}
 					}
 				}
 			}
-		}
-		if compared < w*h*8/10 || (o.Overlap > 0 && overlapped == 0) {
-			t.Fatalf("%+v: compared %d of %d pixels (%d in overlaps), %d tiles", o, compared, w*h, overlapped, st.Tiles)
-		}
+			if compared < w*h*8/10 || (o.Overlap > 0 && overlapped == 0) {
+				t.Fatalf("compared %d of %d pixels (%d in overlaps), %d tiles", compared, w*h, overlapped, st.Tiles)
+			}
+		})
 	}
 }
 

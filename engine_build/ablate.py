@@ -34,10 +34,10 @@ import torch
 from torch import nn
 
 from . import checkpoints, presets
-from .evaluate import psnr, quantise
 from .infer import load_image, pad_to
 from .model import HIDiff
 from .noise import prior_noise
+from .quality import psnr, quantise
 
 LEVELS = ("encoder_level1", "encoder_level2", "encoder_level3", "latent",
           "decoder_level3", "decoder_level2", "decoder_level1", "refinement")

@@ -264,8 +264,3 @@ def val_crops(photos: list[np.ndarray], count: int, patch: int, seed: int = 1234
         sharps.append(s)
     return torch.stack(blurs), torch.stack(sharps)
 
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean over the batch of per-image PSNR (dB) on [0,1] RGB."""
-    mse = ((a.clamp(0, 1) - b) ** 2).flatten(1).mean(1).clamp(min=1e-10)
-    return float((10 * torch.log10(1.0 / mse)).mean())

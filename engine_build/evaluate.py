@@ -7,8 +7,7 @@ Why next to `hidiffd eval`: the Go command measures what ships (ONNX through
 the Go backend); this measures the stage-one model, which needs the sharp
 image (the ground-truth prior LE(blur, sharp)) and so cannot ship, and
 serves as a cross-check of the Go numbers. PSNR and SSIM follow BasicSR
-(RGB, 8-bit quantised output, no border crop; SSIM with an 11x11 Gaussian
-window, sigma 1.5, 'valid' region, averaged over channels).
+(RGB, 8-bit quantised output, no border crop: engine_build/quality.py).
 """
 from __future__ import annotations
 
@@ -20,37 +19,13 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import checkpoints, presets
 from .diffusion import build_le
 from .export import load_model
 from .infer import deblur, load_image, pad_to
 from .model import HIDiff
-
-
-def quantise(x: torch.Tensor) -> torch.Tensor:
-    """As the encoder writes it: round(clamp(x,0,1)*255)/255."""
-    return (x.clamp(0, 1) * 255).round() / 255
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(((a - b) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
-    """[1,3,H,W] in [0,1]; BasicSR calculate_ssim on 0..255 values."""
-    g = torch.exp(-((torch.arange(11, dtype=torch.float64) - 5) ** 2) / (2 * 1.5 ** 2))
-    w = (g / g.sum())[:, None] @ (g / g.sum())[None, :]
-    w = w.expand(3, 1, 11, 11)
-    x, y = a.double() * 255, b.double() * 255
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    f = lambda t: F.conv2d(t, w, groups=3)  # noqa: E731
-    mx, my = f(x), f(y)
-    sxx, syy, sxy = f(x * x) - mx ** 2, f(y * y) - my ** 2, f(x * y) - mx * my
-    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2))
-    return float(s.mean())
+from .quality import psnr, quantise, ssim
 
 
 @torch.no_grad()

@@ -60,6 +60,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from . import batches, checkpoints, contract, data, macs, presets, recipe  # noqa: E402
+from .quality import psnr  # noqa: E402
 from .diffusion import build_le  # noqa: E402
 from .model import HIDiff, build, count_params  # noqa: E402
 from .noise import prior_noise  # noqa: E402
@@ -383,9 +384,9 @@ def validate(stage: int, m: HIDiff, le: nn.Module, val: tuple[torch.Tensor, torc
             full.append(m(b, fixed_noise(len(b)).to(device)).float().clamp(0, 1).cpu())
     m.train(was)
     le.train(was)
-    res = {"blurry": data.psnr(blur, sharp), "gt_prior": data.psnr(torch.cat(gt), sharp),
-           "gt_prior_shuffled": data.psnr(torch.cat(shuffled), sharp)}
-    res["model"] = data.psnr(torch.cat(full), sharp) if stage == 2 else res["gt_prior"]
+    res = {"blurry": psnr(blur, sharp), "gt_prior": psnr(torch.cat(gt), sharp),
+           "gt_prior_shuffled": psnr(torch.cat(shuffled), sharp)}
+    res["model"] = psnr(torch.cat(full), sharp) if stage == 2 else res["gt_prior"]
     return res
 
 

@@ -172,9 +172,11 @@ func TestJetsonOrinTree(t *testing.T) {
 		{"PowerW (VDD_GPU_SOC 5024 mV x 1344 mA)", r.PowerW, 5.024 * 1.344},
 	}
 	for _, c := range checks {
-		if !near(c.got, c.want) {
-			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
-		}
+		t.Run(c.name, func(t *testing.T) {
+			if !near(c.got, c.want) {
+				t.Errorf("%v, want %v", c.got, c.want)
+			}
+		})
 	}
 	if !r.SharedMemory || r.EventsKnown {
 		t.Errorf("shared %v events known %v", r.SharedMemory, r.EventsKnown)

@@ -5,6 +5,7 @@ package gpu
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -131,9 +132,11 @@ func TestNVMLReadings(t *testing.T) {
 		{"OtherMemUsed (3 processes minus ours)", r.OtherMemUsed, 3 * gib},
 		{"OtherUtil (newest per pid, minus ours)", r.OtherUtil, 25},
 	} {
-		if !near(c.got, c.want) {
-			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
-		}
+		t.Run(c.name, func(t *testing.T) {
+			if !near(c.got, c.want) {
+				t.Errorf("%v, want %v", c.got, c.want)
+			}
+		})
 	}
 	if !r.EventsKnown || r.Events != EventPowerCap {
 		t.Errorf("events %v known %v, want power_cap only", r.Events, r.EventsKnown)
@@ -249,8 +252,10 @@ func TestClockEventBits(t *testing.T) {
 		{nvml.ClocksThrottleReasonHwPowerBrakeSlowdown, EventHWSlowdown},
 		{nvml.ClocksEventReasonSwPowerCap, EventPowerCap},
 	} {
-		if got := clockEvents(c.bits); got != c.want {
-			t.Errorf("clockEvents(%#x) = %v, want %v", c.bits, got, c.want)
-		}
+		t.Run(fmt.Sprintf("%#x", c.bits), func(t *testing.T) {
+			if got := clockEvents(c.bits); got != c.want {
+				t.Errorf("clockEvents(%#x) = %v, want %v", c.bits, got, c.want)
+			}
+		})
 	}
 }

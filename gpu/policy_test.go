@@ -327,17 +327,21 @@ func TestShrunkEdgeAndHalvings(t *testing.T) {
 		{384, 128, 0, 384}, {384, 128, 1, 192}, {384, 128, 2, 128}, {384, 128, 9, 128},
 		{384, 64, 2, 96}, {384, 64, 3, 64}, {512, 64, 3, 64}, {100, 128, 1, 100}, {728, 64, 1, 352},
 	} {
-		if got := shrunkEdge(c.tile, c.min, c.h); got != c.want {
-			t.Errorf("shrunkEdge(%d, %d, %d) = %d, want %d", c.tile, c.min, c.h, got, c.want)
-		}
+		t.Run(fmt.Sprintf("shrunkEdge(%d,%d,%d)", c.tile, c.min, c.h), func(t *testing.T) {
+			if got := shrunkEdge(c.tile, c.min, c.h); got != c.want {
+				t.Errorf("shrunkEdge(%d, %d, %d) = %d, want %d", c.tile, c.min, c.h, got, c.want)
+			}
+		})
 	}
 	cfg := testPolicy() // band 512..2048 (1536 wide)
 	for _, c := range []struct {
 		free float64
 		want int
 	}{{2048, 0}, {2047, 1}, {512 + 384, 1}, {512 + 383, 2}, {512 + 96, 2}, {512 + 95, 3}, {512, 16}, {0, 16}} {
-		if got := halvingsFor(c.free, cfg); got != c.want {
-			t.Errorf("halvingsFor(%v) = %d, want %d", c.free, got, c.want)
-		}
+		t.Run(fmt.Sprintf("halvingsFor(%v)", c.free), func(t *testing.T) {
+			if got := halvingsFor(c.free, cfg); got != c.want {
+				t.Errorf("halvingsFor(%v) = %d, want %d", c.free, got, c.want)
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"image"
 	"image/color"
 	"image/jpeg"
@@ -135,21 +136,26 @@ func TestPNGRoundTrip(t *testing.T) {
 }
 
 func TestJPEGDecodeMatchesStdlib(t *testing.T) {
-	for _, src := range []image.Image{pattern8(41, 27), smooth(64, 48), image.NewGray(image.Rect(0, 0, 17, 9))} {
-		data := encJPEG(t, src, 90)
-		ref, err := jpeg.Decode(bytes.NewReader(data))
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := DecodeBytes(data, Limits{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.Format != FormatJPEG || got.BitDepth != 8 {
-			t.Fatalf("format %s depth %d", got.Format, got.BitDepth)
-		}
-		// The fast path must agree bit for bit with image/jpeg's own At().
-		checkAgainst(t, got, ref)
+	for _, c := range []struct {
+		name string
+		src  image.Image
+	}{{"pattern8", pattern8(41, 27)}, {"smooth", smooth(64, 48)}, {"gray", image.NewGray(image.Rect(0, 0, 17, 9))}} {
+		t.Run(c.name, func(t *testing.T) {
+			data := encJPEG(t, c.src, 90)
+			ref, err := jpeg.Decode(bytes.NewReader(data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := DecodeBytes(data, Limits{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Format != FormatJPEG || got.BitDepth != 8 {
+				t.Fatalf("format %s depth %d", got.Format, got.BitDepth)
+			}
+			// The fast path must agree bit for bit with image/jpeg's own At().
+			checkAgainst(t, got, ref)
+		})
 	}
 }
 
@@ -232,25 +238,30 @@ func TestQuantiseRounding(t *testing.T) {
 		in   float32
 		want uint8
 	}{{-1, 0}, {nan, 0}, {2, 255}, {float32(math.Inf(1)), 255}, {0.5 / 255, 1}, {0.49 / 255, 0}, {254.5 / 255, 255}, {0.5, 128}} {
-		if got := q8(c.in); got != c.want {
-			t.Errorf("q8(%v) = %d, want %d", c.in, got, c.want)
-		}
+		t.Run(fmt.Sprintf("q8(%v)", c.in), func(t *testing.T) {
+			if got := q8(c.in); got != c.want {
+				t.Errorf("q8(%v) = %d, want %d", c.in, got, c.want)
+			}
+		})
 	}
 }
 
 func TestEncodeInvalid(t *testing.T) {
 	img := NewImage(4, 3, FormatPNG, 8)
 	for _, c := range []struct {
+		name string
 		img  *Image
 		opts EncodeOptions
 	}{
-		{img, EncodeOptions{Format: "gif"}},
-		{img, EncodeOptions{Format: FormatJPEG, Quality: 101}},
-		{img, EncodeOptions{BitDepth: 12}},
-		{&Image{W: 4, H: 3, Pix: make([]float32, 5), Format: FormatPNG}, EncodeOptions{}},
-		{nil, EncodeOptions{}},
+		{"gif", img, EncodeOptions{Format: "gif"}},
+		{"quality 101", img, EncodeOptions{Format: FormatJPEG, Quality: 101}},
+		{"12-bit", img, EncodeOptions{BitDepth: 12}},
+		{"short pixels", &Image{W: 4, H: 3, Pix: make([]float32, 5), Format: FormatPNG}, EncodeOptions{}},
+		{"nil image", nil, EncodeOptions{}},
 	} {
-		wantCode(t, Encode(io.Discard, c.img, c.opts), StageEncode, CodeInvalid)
+		t.Run(c.name, func(t *testing.T) {
+			wantCode(t, Encode(io.Discard, c.img, c.opts), StageEncode, CodeInvalid)
+		})
 	}
 	wantCode(t, Encode(failWriter{}, img, EncodeOptions{}), StageEncode, CodeIO)
 }
@@ -290,31 +301,33 @@ func TestEXIFOrientations(t *testing.T) {
 	}
 	for o := 1; o <= 8; o++ {
 		for _, bo := range []binary.ByteOrder{binary.BigEndian, binary.LittleEndian} {
-			data := withSegment(base, exifAPP1(uint16(o), bo))
-			p := writeTemp(t, "o.jpg", data)
-			info, err := Probe(p, Limits{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			dw, dh := info.DisplaySize()
-			if info.Orientation != o || info.Width != w || info.Height != h {
-				t.Fatalf("orientation %d (%v): probe %+v", o, bo, info)
-			}
-			got, err := DecodeFile(p, Limits{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got.W != dw || got.H != dh {
-				t.Fatalf("orientation %d: %dx%d, want %dx%d", o, got.W, got.H, dw, dh)
-			}
-			for Y := 0; Y < got.H; Y++ {
-				for X := 0; X < got.W; X++ {
-					x, y := orientRef(o, w, h, X, Y)
-					if at(got, X, Y) != at(plain, x, y) {
-						t.Fatalf("orientation %d (%v): display (%d,%d) != stored (%d,%d)", o, bo, X, Y, x, y)
+			t.Run(fmt.Sprintf("orientation%d/%v", o, bo), func(t *testing.T) {
+				data := withSegment(base, exifAPP1(uint16(o), bo))
+				p := writeTemp(t, "o.jpg", data)
+				info, err := Probe(p, Limits{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				dw, dh := info.DisplaySize()
+				if info.Orientation != o || info.Width != w || info.Height != h {
+					t.Fatalf("probe %+v", info)
+				}
+				got, err := DecodeFile(p, Limits{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.W != dw || got.H != dh {
+					t.Fatalf("%dx%d, want %dx%d", got.W, got.H, dw, dh)
+				}
+				for Y := 0; Y < got.H; Y++ {
+					for X := 0; X < got.W; X++ {
+						x, y := orientRef(o, w, h, X, Y)
+						if at(got, X, Y) != at(plain, x, y) {
+							t.Fatalf("display (%d,%d) != stored (%d,%d)", X, Y, x, y)
+						}
 					}
 				}
-			}
+			})
 		}
 	}
 	// Orientation only applies to JPEG; PNG stays as stored.
@@ -354,26 +367,28 @@ func TestTruncated(t *testing.T) {
 		"png16":       encPNG(t, pattern16(20, 10)),
 	}
 	for name, data := range files {
-		truncated := 0
-		for n := 1; n < len(data); n++ {
-			img, err := DecodeBytes(data[:n], Limits{})
-			if err == nil {
-				t.Fatalf("%s cut to %d of %d bytes decoded to %dx%d", name, n, len(data), img.W, img.H)
+		t.Run(name, func(t *testing.T) {
+			truncated := 0
+			for n := 1; n < len(data); n++ {
+				img, err := DecodeBytes(data[:n], Limits{})
+				if err == nil {
+					t.Fatalf("cut to %d of %d bytes decoded to %dx%d", n, len(data), img.W, img.H)
+				}
+				e := asErr(t, err)
+				if e.Code == CodeTruncated {
+					truncated++
+				}
 			}
-			e := asErr(t, err)
-			if e.Code == CodeTruncated {
-				truncated++
+			// Most cuts land in entropy-coded or compressed data and must be
+			// reported as truncation, not as a generic corruption.
+			if truncated < (len(data)-1)*8/10 {
+				t.Errorf("only %d of %d cuts reported as truncated", truncated, len(data)-1)
 			}
-		}
-		// Most cuts land in entropy-coded or compressed data and must be
-		// reported as truncation, not as a generic corruption.
-		if truncated < (len(data)-1)*8/10 {
-			t.Errorf("%s: only %d of %d cuts reported as truncated", name, truncated, len(data)-1)
-		}
-		// And through a real file.
-		p := writeTemp(t, "cut", data[:len(data)/2])
-		_, err := DecodeFile(p, Limits{})
-		wantCode(t, err, "", CodeTruncated)
+			// And through a real file.
+			p := writeTemp(t, "cut", data[:len(data)/2])
+			_, err := DecodeFile(p, Limits{})
+			wantCode(t, err, "", CodeTruncated)
+		})
 	}
 }
 
@@ -502,19 +517,21 @@ func TestSpecialFiles(t *testing.T) {
 		{filepath.Join(dir, "missing.png"), CodeNotFound},
 	}
 	for _, c := range cases {
-		done := make(chan [2]error, 1)
-		go func() {
-			_, e1 := Probe(c.path, Limits{})
-			_, e2 := DecodeFile(c.path, Limits{})
-			done <- [2]error{e1, e2}
-		}()
-		select {
-		case errs := <-done:
-			wantCode(t, errs[0], StageProbe, c.code)
-			wantCode(t, errs[1], StageProbe, c.code)
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%s: blocked (a fifo must never be opened)", c.path)
-		}
+		t.Run(filepath.Base(c.path), func(t *testing.T) {
+			done := make(chan [2]error, 1)
+			go func() {
+				_, e1 := Probe(c.path, Limits{})
+				_, e2 := DecodeFile(c.path, Limits{})
+				done <- [2]error{e1, e2}
+			}()
+			select {
+			case errs := <-done:
+				wantCode(t, errs[0], StageProbe, c.code)
+				wantCode(t, errs[1], StageProbe, c.code)
+			case <-time.After(10 * time.Second):
+				t.Fatal("blocked (a fifo must never be opened)")
+			}
+		})
 	}
 	// The link's target itself is fine.
 	if _, err := DecodeFile(target, Limits{}); err != nil {

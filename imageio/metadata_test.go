@@ -427,21 +427,26 @@ func TestPNGOrientationNotApplied(t *testing.T) {
 }
 
 func TestNoSourceMetadataGetsProvenance(t *testing.T) {
-	for _, in := range [][]byte{encJPEG(t, smooth(16, 8), 80), encPNG(t, pattern8(6, 4))} {
-		out, plain, rep := process(t, in, testProv, true)
-		samePixels(t, out, plain)
-		got := flatEXIF(t, out)
-		if got["IFD/Software"] != testProv.Text() || got["IFD/ResolutionUnit"] != "[2]" || len(got) != 5 {
-			t.Errorf("EXIF: %v", got)
-		}
-		m, _ := ExtractMetadata(out)
-		if checkXML(m.XMP) != nil || !strings.Contains(string(m.XMP), "<hidiffd:Seed>7</hidiffd:Seed>") {
-			t.Errorf("XMP: %s", m.XMP)
-		}
-		if len(rep.Added) < 2 {
-			t.Errorf("report: %+v", rep)
-		}
-		exiftool(t, out, map[bool]string{true: "png", false: "jpg"}[m.Format == FormatPNG])
+	for _, c := range []struct {
+		name string
+		in   []byte
+	}{{"jpeg", encJPEG(t, smooth(16, 8), 80)}, {"png", encPNG(t, pattern8(6, 4))}} {
+		t.Run(c.name, func(t *testing.T) {
+			out, plain, rep := process(t, c.in, testProv, true)
+			samePixels(t, out, plain)
+			got := flatEXIF(t, out)
+			if got["IFD/Software"] != testProv.Text() || got["IFD/ResolutionUnit"] != "[2]" || len(got) != 5 {
+				t.Errorf("EXIF: %v", got)
+			}
+			m, _ := ExtractMetadata(out)
+			if checkXML(m.XMP) != nil || !strings.Contains(string(m.XMP), "<hidiffd:Seed>7</hidiffd:Seed>") {
+				t.Errorf("XMP: %s", m.XMP)
+			}
+			if len(rep.Added) < 2 {
+				t.Errorf("report: %+v", rep)
+			}
+			exiftool(t, out, map[bool]string{true: "png", false: "jpg"}[m.Format == FormatPNG])
+		})
 	}
 }
 
@@ -486,11 +491,13 @@ func TestReprocessedOutput(t *testing.T) {
 // as 1 (no rotation), so the output says 1.
 func TestInvalidOrientationBecomesOne(t *testing.T) {
 	for _, o := range []uint16{0, 9, 300} {
-		in := metatest.JPEG(metatest.Picture(20, 10), 90, metatest.EXIFSegment(metatest.CameraEXIF(binary.BigEndian, o, 20, 10)))
-		out, plain, rep := process(t, in, testProv, true)
-		samePixels(t, out, plain)
-		if got := flatEXIF(t, out); got["IFD/Orientation"] != "[1]" || got["IFD/Exif/PixelXDimension"] != "[20]" {
-			t.Errorf("orientation %d: output %s, width %s (%q)", o, got["IFD/Orientation"], got["IFD/Exif/PixelXDimension"], rep.Changed)
-		}
+		t.Run(fmt.Sprintf("orientation%d", o), func(t *testing.T) {
+			in := metatest.JPEG(metatest.Picture(20, 10), 90, metatest.EXIFSegment(metatest.CameraEXIF(binary.BigEndian, o, 20, 10)))
+			out, plain, rep := process(t, in, testProv, true)
+			samePixels(t, out, plain)
+			if got := flatEXIF(t, out); got["IFD/Orientation"] != "[1]" || got["IFD/Exif/PixelXDimension"] != "[20]" {
+				t.Errorf("orientation %d: output %s, width %s (%q)", o, got["IFD/Orientation"], got["IFD/Exif/PixelXDimension"], rep.Changed)
+			}
+		})
 	}
 }

@@ -11,8 +11,10 @@ func TestOutputFormat(t *testing.T) {
 		{"frame", FormatPNG, FormatPNG},
 		{"frame.raw", FormatJPEG, FormatJPEG},
 	} {
-		if got := OutputFormat(c.name, c.source); got != c.want {
-			t.Errorf("OutputFormat(%q, %q) = %q, want %q", c.name, c.source, got, c.want)
-		}
+		t.Run(c.name+"/"+c.source, func(t *testing.T) {
+			if got := OutputFormat(c.name, c.source); got != c.want {
+				t.Errorf("OutputFormat(%q, %q) = %q, want %q", c.name, c.source, got, c.want)
+			}
+		})
 	}
 }

@@ -41,13 +41,15 @@ func TestProbeSampleBytes(t *testing.T) {
 		{"jpeg", jb.Bytes(), 3},
 	}
 	for _, c := range cases {
-		info, err := ProbeReader(bytes.NewReader(c.data), Limits{})
-		if err != nil {
-			t.Fatalf("%s: %v", c.name, err)
-		}
-		if info.SampleBytes != c.want || info.Interlaced {
-			t.Errorf("%s: SampleBytes %d interlaced %v, want %d, false", c.name, info.SampleBytes, info.Interlaced, c.want)
-		}
+		t.Run(c.name, func(t *testing.T) {
+			info, err := ProbeReader(bytes.NewReader(c.data), Limits{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.SampleBytes != c.want || info.Interlaced {
+				t.Errorf("SampleBytes %d interlaced %v, want %d, false", info.SampleBytes, info.Interlaced, c.want)
+			}
+		})
 	}
 	// The same PNG with the IHDR interlace byte set (Adam7).
 	data := enc(opaque)

@@ -105,10 +105,12 @@ func TestInspectMixed(t *testing.T) {
 		`weights_sha256 "other"`:        func(g *tinyGraph) { g.Meta["weights_sha256"] = "other" },
 		`output "sharp" missing`:        func(g *tinyGraph) { g.Outputs[0].Name = "out" },
 	} {
-		write(edit)
-		if _, err := InspectMixed(m); err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%s: %v", want, err)
-		}
+		t.Run(want, func(t *testing.T) {
+			write(edit)
+			if _, err := InspectMixed(m); err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: %v", want, err)
+			}
+		})
 	}
 }
 

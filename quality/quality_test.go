@@ -2,6 +2,7 @@ package quality
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -56,20 +57,22 @@ func TestAgainstNumpy(t *testing.T) {
 		{"smooth", "b", 11, 11, 9.0416499770754, 0.00152430449246003},
 		{"smooth", "c", 29, 24, 18.9526007993317, 0.204719987825762},
 	} {
-		a, b := testImage(c.a, c.w, c.h), testImage(c.b, c.w, c.h)
-		p, err := PSNR(a, b)
-		if err != nil || math.Abs(p-c.psnr) > 1e-5 {
-			t.Errorf("%s/%s %dx%d: PSNR %.10g, %v; numpy %.10g", c.a, c.b, c.w, c.h, p, err, c.psnr)
-		}
-		// The inputs are float32(k)/255, not k/255 exactly: a few 1e-8
-		// relative, far below the 4 decimals SSIM is reported with.
-		s, err := SSIM(c.w, c.h, a, b)
-		if err != nil || math.Abs(s-c.ssim) > 1e-7 {
-			t.Errorf("%s/%s %dx%d: SSIM %.12g, %v; numpy %.12g (diff %.2g)", c.a, c.b, c.w, c.h, s, err, c.ssim, s-c.ssim)
-		}
-		if s2, _ := SSIM(c.w, c.h, b, a); math.Abs(s2-s) > 1e-12 {
-			t.Errorf("%s/%s: SSIM not symmetric: %.15g vs %.15g", c.a, c.b, s, s2)
-		}
+		t.Run(fmt.Sprintf("%s-%s/%dx%d", c.a, c.b, c.w, c.h), func(t *testing.T) {
+			a, b := testImage(c.a, c.w, c.h), testImage(c.b, c.w, c.h)
+			p, err := PSNR(a, b)
+			if err != nil || math.Abs(p-c.psnr) > 1e-5 {
+				t.Errorf("PSNR %.10g, %v; numpy %.10g", p, err, c.psnr)
+			}
+			// The inputs are float32(k)/255, not k/255 exactly: a few 1e-8
+			// relative, far below the 4 decimals SSIM is reported with.
+			s, err := SSIM(c.w, c.h, a, b)
+			if err != nil || math.Abs(s-c.ssim) > 1e-7 {
+				t.Errorf("SSIM %.12g, %v; numpy %.12g (diff %.2g)", s, err, c.ssim, s-c.ssim)
+			}
+			if s2, _ := SSIM(c.w, c.h, b, a); math.Abs(s2-s) > 1e-12 {
+				t.Errorf("SSIM not symmetric: %.15g vs %.15g", s, s2)
+			}
+		})
 	}
 }
 
@@ -107,20 +110,22 @@ func TestPSNR(t *testing.T) {
 func TestSSIMIdenticalIsOne(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, sz := range [][2]int{{11, 11}, {37, 12}, {64, 48}} {
-		w, h := sz[0], sz[1]
-		a := make([]float32, 3*w*h)
-		for i := range a {
-			a[i] = r.Float32()
-		}
-		if s, err := SSIM(w, h, a, append([]float32(nil), a...)); err != nil || math.Abs(s-1) > 1e-12 {
-			t.Errorf("%dx%d random: %.15g, %v", w, h, s, err)
-		}
-		for i := range a {
-			a[i] = 0.3 // flat: zero variance on both sides still gives 1
-		}
-		if s, _ := SSIM(w, h, a, a); math.Abs(s-1) > 1e-12 {
-			t.Errorf("%dx%d flat: %.15g", w, h, s)
-		}
+		t.Run(fmt.Sprintf("%dx%d", sz[0], sz[1]), func(t *testing.T) {
+			w, h := sz[0], sz[1]
+			a := make([]float32, 3*w*h)
+			for i := range a {
+				a[i] = r.Float32()
+			}
+			if s, err := SSIM(w, h, a, append([]float32(nil), a...)); err != nil || math.Abs(s-1) > 1e-12 {
+				t.Errorf("%dx%d random: %.15g, %v", w, h, s, err)
+			}
+			for i := range a {
+				a[i] = 0.3 // flat: zero variance on both sides still gives 1
+			}
+			if s, _ := SSIM(w, h, a, a); math.Abs(s-1) > 1e-12 {
+				t.Errorf("%dx%d flat: %.15g", w, h, s)
+			}
+		})
 	}
 }
 

@@ -6,7 +6,6 @@
 //	inbox/  --Claim-->  work/  --Finish-->  done/ (or unlinked)
 //	                      |---Fail----->  failed/NAME + failed/NAME.error.json
 //	                      '---Release-->  inbox/  (shutdown, transient errors)
-//	inbox/  --FailInbox-->  failed/        (refused before claiming)
 //	outputs: out/.NAME.hidiffd-tmp-XXXX  --fsync, rename-->  out/NAME
 //
 // Names: a frame gets its name for the rest of its way when it is claimed.
@@ -311,10 +310,6 @@ func (s *Spool) Close() error {
 
 // Root is the spool root folder.
 func (s *Spool) Root() string { return s.root }
-
-// Dir is the path of a state folder ("inbox", "work", "out", "done",
-// "failed"); an unknown state yields "".
-func (s *Spool) Dir(state string) string { return s.dirs[state] }
 
 // IsTempName reports whether a file name is one of the spool's temporary
 // names (a leftover of a crash while writing an output or error record).
@@ -680,28 +675,17 @@ func (s *Spool) Fail(j *Job, stage, reason string) error {
 	if arrived == "" {
 		arrived = j.Name
 	}
-	return s.fail(Work, j.Name, arrived, stage, reason)
+	return s.fail(j.Name, arrived, stage, reason)
 }
 
-// FailInbox is Fail for a file refused before claiming (symlink, fifo,
-// directory, unreadable): inbox/NAME moves to failed/ directly, under a name
-// chosen as Claim chooses it. rename(2) moves symlinks, fifos and
-// directories without opening them.
-func (s *Spool) FailInbox(name, stage, reason string) error {
-	if err := checkName(name); err != nil {
-		return err
-	}
-	return s.fail(Inbox, name, name, stage, reason)
-}
-
-// fail moves from/name to failed/ with its record; arrived is the name the
+// fail moves work/name to failed/ with its record; arrived is the name the
 // frame came with, for the record.
-func (s *Spool) fail(from, name, arrived, stage, reason string) error {
-	src := filepath.Join(s.dirs[from], name)
+func (s *Spool) fail(name, arrived, stage, reason string) error {
+	src := filepath.Join(s.dirs[Work], name)
 	fi, err := os.Lstat(src)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("%w: %s/%s", ErrGone, from, name)
+			return fmt.Errorf("%w: %s/%s", ErrGone, Work, name)
 		}
 		return fmt.Errorf("spool: fail %s: %w", name, err)
 	}
@@ -716,32 +700,20 @@ func (s *Spool) fail(from, name, arrived, stage, reason string) error {
 	dir := s.dirs[Failed]
 
 	s.mu.Lock()
-	var final string
-	if from == Inbox {
-		// Not claimed: choose its name now, as Claim would.
-		final, err = s.reserveLocked(name, func(cand string) error { return s.failPlaceLocked(src, dir, cand, &rec) })
-		if err != nil {
-			err = goneOr(src, fmt.Errorf("spool: move %s to failed/: %w", name, err))
-		}
-	} else {
-		final, err = s.failMoveLocked(src, dir, name, &rec)
-	}
+	final, err := s.failMoveLocked(src, dir, name, &rec)
 	s.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	switch {
-	case from == Inbox:
-		s.logRenamed(name, final)
-	case final != name:
+	if final != name {
 		s.log("warn", "failed/ holds a file of this name that hidiffd did not put there; frame kept under another name",
 			"name", name, "as", final)
 	}
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("spool: fsync failed/: %w", err)
 	}
-	if err := syncDir(s.dirs[from]); err != nil {
-		return fmt.Errorf("spool: fsync %s/: %w", from, err)
+	if err := syncDir(s.dirs[Work]); err != nil {
+		return fmt.Errorf("spool: fsync %s/: %w", Work, err)
 	}
 	return nil
 }
@@ -881,14 +853,11 @@ func (s *Spool) move(from, name, to string) (string, error) {
 // name), not against outside writers (durable.NoReplace).
 func (s *Spool) renameNoReplace(src, dst string) error { return s.noReplace.Rename(src, dst) }
 
-// suffixed is name for i == 0, else the name with ".i" before the extension:
-// frame.jpg -> frame.1.jpg, frame -> frame.1.
-func suffixed(name string, i int) string { return candidate(name, i, 0) }
-
 // nameMax is NAME_MAX on Linux filesystems, in bytes.
 const nameMax = 255
 
-// candidate is suffixed(name, i), with the stem cut so the result is at most
+// candidate is name for i == 0, else the name with ".i" before the
+// extension (frame.jpg -> frame.1.jpg, frame -> frame.1), with the stem cut so the result is at most
 // max bytes (max 0: no limit). Cutting keeps the extension and the suffix, so
 // successive candidates stay distinct.
 func candidate(name string, i, max int) string {

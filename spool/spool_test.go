@@ -225,43 +225,45 @@ func TestFinishDelete(t *testing.T) {
 // are taken.
 func TestSameNameKeepsEveryOutput(t *testing.T) {
 	for _, keep := range []bool{true, false} {
-		s := openTest(t, Options{KeepOriginals: keep})
-		var logged []string
-		s.opts.Log = func(level, msg string, kv ...any) { logged = append(logged, msg) }
-		for i, content := range []string{"first", "second", "third"} {
-			drop(t, s, "f.jpg", content)
-			j, err := s.Claim("f.jpg")
-			if err != nil {
-				t.Fatal(err)
+		t.Run(fmt.Sprintf("keep_originals=%v", keep), func(t *testing.T) {
+			s := openTest(t, Options{KeepOriginals: keep})
+			var logged []string
+			s.opts.Log = func(level, msg string, kv ...any) { logged = append(logged, msg) }
+			for i, content := range []string{"first", "second", "third"} {
+				drop(t, s, "f.jpg", content)
+				j, err := s.Claim("f.jpg")
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := []string{"f.jpg", "f.1.jpg", "f.2.jpg"}[i]
+				if j.Name != want || j.Arrived != "f.jpg" {
+					t.Fatalf("claimed as %q (arrived %q), want %s", j.Name, j.Arrived, want)
+				}
+				if err := s.WriteOutput(j, writeString("out-"+content)); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.Finish(j); err != nil {
+					t.Fatal(err)
+				}
 			}
-			want := []string{"f.jpg", "f.1.jpg", "f.2.jpg"}[i]
-			if j.Name != want || j.Arrived != "f.jpg" {
-				t.Fatalf("keep=%v: claimed as %q (arrived %q), want %s", keep, j.Name, j.Arrived, want)
+			if keep {
+				wantListing(t, s, "done/f.jpg", "done/f.1.jpg", "done/f.2.jpg", "out/f.jpg", "out/f.1.jpg", "out/f.2.jpg")
+				if got := readFile(t, filepath.Join(s.Dir(Done), "f.2.jpg")); got != "third" {
+					t.Fatalf("done/f.2.jpg = %q", got)
+				}
+			} else {
+				wantListing(t, s, "out/f.jpg", "out/f.1.jpg", "out/f.2.jpg")
 			}
-			if err := s.WriteOutput(j, writeString("out-"+content)); err != nil {
-				t.Fatal(err)
+			for i, n := range []string{"f.jpg", "f.1.jpg", "f.2.jpg"} {
+				want := "out-" + []string{"first", "second", "third"}[i]
+				if got := readFile(t, filepath.Join(s.Dir(Out), n)); got != want {
+					t.Fatalf("out/%s = %q, want %q", n, got, want)
+				}
 			}
-			if err := s.Finish(j); err != nil {
-				t.Fatal(err)
+			if n := strings.Count(strings.Join(logged, "\n"), "name taken by an earlier frame"); n != 2 {
+				t.Errorf("want the two renames logged, got %q", logged)
 			}
-		}
-		if keep {
-			wantListing(t, s, "done/f.jpg", "done/f.1.jpg", "done/f.2.jpg", "out/f.jpg", "out/f.1.jpg", "out/f.2.jpg")
-			if got := readFile(t, filepath.Join(s.Dir(Done), "f.2.jpg")); got != "third" {
-				t.Fatalf("done/f.2.jpg = %q", got)
-			}
-		} else {
-			wantListing(t, s, "out/f.jpg", "out/f.1.jpg", "out/f.2.jpg")
-		}
-		for i, n := range []string{"f.jpg", "f.1.jpg", "f.2.jpg"} {
-			want := "out-" + []string{"first", "second", "third"}[i]
-			if got := readFile(t, filepath.Join(s.Dir(Out), n)); got != want {
-				t.Fatalf("out/%s = %q, want %q", n, got, want)
-			}
-		}
-		if n := strings.Count(strings.Join(logged, "\n"), "name taken by an earlier frame"); n != 2 {
-			t.Errorf("want the two renames logged, got %q", logged)
-		}
+		})
 	}
 }
 
@@ -325,9 +327,11 @@ func TestClaimGoneAndSameName(t *testing.T) {
 		t.Fatalf("claim missing: %v", err)
 	}
 	for _, bad := range []string{"", ".", "..", "a/b"} {
-		if _, err := s.Claim(bad); !errors.Is(err, ErrBadName) {
-			t.Fatalf("claim %q: %v", bad, err)
-		}
+		t.Run(fmt.Sprintf("%q", bad), func(t *testing.T) {
+			if _, err := s.Claim(bad); !errors.Is(err, ErrBadName) {
+				t.Fatalf("claim %q: %v", bad, err)
+			}
+		})
 	}
 	drop(t, s, "x.jpg", "one")
 	j, err := s.Claim("x.jpg")
@@ -481,7 +485,10 @@ func TestFailOverwritesStaleRecord(t *testing.T) {
 	wantListing(t, s, "failed/c.jpg", "failed/c.jpg.error.json")
 }
 
-func TestFailInboxSpecialFiles(t *testing.T) {
+// Entries that are not regular files (delivered by intake at once, to be
+// failed) are claimed and failed as they are: rename(2) moves symlinks,
+// fifos and folders without opening them, and the record says what they were.
+func TestFailSpecialFiles(t *testing.T) {
 	s := openTest(t, Options{})
 	in := s.Dir(Inbox)
 	target := filepath.Join(t.TempDir(), "target.jpg")
@@ -496,20 +503,23 @@ func TestFailInboxSpecialFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(in, "dir.jpg", "inner"), []byte("x"), 0o644)
-	want := map[string]string{"link.jpg": "symlink", "pipe.jpg": "fifo", "dir.jpg": "dir"}
-	for name := range want {
-		if err := s.FailInbox(name, "intake", "not a regular file"); err != nil {
-			t.Fatal(err)
-		}
+	for _, c := range []struct{ name, typ string }{{"link.jpg", "symlink"}, {"pipe.jpg", "fifo"}, {"dir.jpg", "dir"}} {
+		t.Run(c.name, func(t *testing.T) {
+			j, err := s.Claim(c.name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Fail(j, "probe", "not a regular file"); err != nil {
+				t.Fatal(err)
+			}
+			rec := readRecord(t, filepath.Join(s.Dir(Failed), c.name+ErrorSuffix))
+			if rec.Type != c.typ || rec.Stage != "probe" || rec.Name != c.name {
+				t.Errorf("record %+v, want type %q stage probe", rec, c.typ)
+			}
+		})
 	}
 	wantListing(t, s, "failed/link.jpg", "failed/link.jpg.error.json", "failed/pipe.jpg",
 		"failed/pipe.jpg.error.json", "failed/dir.jpg", "failed/dir.jpg.error.json")
-	for name, typ := range want {
-		rec := readRecord(t, filepath.Join(s.Dir(Failed), name+ErrorSuffix))
-		if rec.Type != typ || rec.Stage != "intake" {
-			t.Errorf("%s: record %+v", name, rec)
-		}
-	}
 	// The symlink moved as a link; its target was not touched.
 	if l, err := os.Readlink(filepath.Join(s.Dir(Failed), "link.jpg")); err != nil || l != target {
 		t.Fatalf("readlink: %q %v", l, err)
@@ -517,8 +527,8 @@ func TestFailInboxSpecialFiles(t *testing.T) {
 	if readFile(t, target) != "outside" {
 		t.Fatal("symlink target changed")
 	}
-	if err := s.FailInbox("nothing.jpg", "intake", "x"); !errors.Is(err, ErrGone) {
-		t.Fatalf("FailInbox of a missing file: %v", err)
+	if err := s.Fail(&Job{Name: "nothing.jpg"}, "probe", "x"); !errors.Is(err, ErrGone) {
+		t.Fatalf("Fail of a missing file: %v", err)
 	}
 }
 
@@ -719,34 +729,80 @@ func TestWriteOutputDiskFullAndReadOnly(t *testing.T) {
 	}
 }
 
-func TestIsTransient(t *testing.T) {
-	for _, e := range []syscall.Errno{syscall.ENOSPC, syscall.EDQUOT, syscall.EROFS, syscall.EACCES, syscall.EIO} {
-		wrapped := fmt.Errorf("encode: %w", &fs.PathError{Op: "write", Path: "/x", Err: e})
-		if !IsTransient(wrapped) {
-			t.Errorf("%v should be transient", e)
-		}
+// TestTransientClassification pins the one errno classification both the
+// output side (IsTransient) and the daemon's reading of a frame
+// (IsTransientRead) use: which errors keep the original for a retry and
+// which fail the frame.
+func TestTransientClassification(t *testing.T) {
+	wrap := func(e syscall.Errno) error {
+		return fmt.Errorf("encode: %w", &fs.PathError{Op: "write", Path: "/x", Err: e})
 	}
-	for _, err := range []error{nil, errors.New("unexpected EOF"), ErrGone, ErrBadName,
-		&fs.PathError{Op: "open", Path: "/x", Err: syscall.EINVAL}} {
-		if IsTransient(err) {
-			t.Errorf("%v should not be transient", err)
-		}
+	cases := []struct {
+		name        string
+		err         error
+		write, read bool
+	}{
+		{"ENOSPC disk full", wrap(syscall.ENOSPC), true, false},
+		{"EDQUOT quota", wrap(syscall.EDQUOT), true, false},
+		{"EROFS read-only", wrap(syscall.EROFS), true, false},
+		{"EACCES permission", wrap(syscall.EACCES), true, false},
+		{"EPERM immutable", wrap(syscall.EPERM), true, false},
+		{"EBUSY mount busy", wrap(syscall.EBUSY), true, false},
+		{"EIO device", wrap(syscall.EIO), true, true},
+		{"EMFILE descriptors", wrap(syscall.EMFILE), true, true},
+		{"ENFILE file table", wrap(syscall.ENFILE), true, true},
+		{"ENOMEM kernel memory", wrap(syscall.ENOMEM), true, true},
+		{"EAGAIN", wrap(syscall.EAGAIN), true, true},
+		{"EINTR", wrap(syscall.EINTR), true, true},
+		{"ETIMEDOUT nfs", wrap(syscall.ETIMEDOUT), true, true},
+		{"ESTALE nfs", wrap(syscall.ESTALE), true, true},
+		{"EINVAL", wrap(syscall.EINVAL), false, false},
+		{"ENOENT", wrap(syscall.ENOENT), false, false},
+		{"nil", nil, false, false},
+		{"plain error", errors.New("unexpected EOF"), false, false},
+		{"ErrGone", ErrGone, false, false},
+		{"ErrBadName", ErrBadName, false, false},
+		// The spool's own filesystem steps are never the frame's fault,
+		// whatever the errno; a read never goes through them.
+		{"marked by the spool", transient(errors.New("any")), true, false},
+		{"marked ENOENT", transient(wrap(syscall.ENOENT)), true, false},
 	}
-	if !IsTransient(transient(errors.New("any"))) {
-		t.Error("marked errors are transient")
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := IsTransient(c.err); got != c.write {
+				t.Errorf("IsTransient(%v) = %v, want %v", c.err, got, c.write)
+			}
+			if got := IsTransientRead(c.err); got != c.read {
+				t.Errorf("IsTransientRead(%v) = %v, want %v", c.err, got, c.read)
+			}
+		})
+	}
+	// Every errno of the list is in the table above, so a new one cannot be
+	// added without saying how it is classified.
+	for _, e := range transientErrnos {
+		found := false
+		for _, c := range cases {
+			found = found || errors.Is(c.err, e.errno) && !errors.As(c.err, new(*transientError))
+		}
+		if !found {
+			t.Errorf("%v is in transientErrnos but not in this test's table", e.errno)
+		}
 	}
 }
 
 func TestSuffixed(t *testing.T) {
-	for _, c := range [][3]string{{"a.jpg", "1", "a.1.jpg"}, {"a", "2", "a.2"}, {"a.tar.gz", "3", "a.tar.3.gz"}, {".x", "1", ".x.1"}} {
-		var i int
-		fmt.Sscan(c[1], &i)
-		if got := suffixed(c[0], i); got != c[2] {
-			t.Errorf("suffixed(%q,%d) = %q, want %q", c[0], i, got, c[2])
-		}
-	}
-	if suffixed("a.jpg", 0) != "a.jpg" {
-		t.Error("suffix 0 must keep the name")
+	for _, c := range []struct {
+		name string
+		i    int
+		want string
+	}{
+		{"a.jpg", 0, "a.jpg"}, {"a.jpg", 1, "a.1.jpg"}, {"a", 2, "a.2"}, {"a.tar.gz", 3, "a.tar.3.gz"}, {".x", 1, ".x.1"},
+	} {
+		t.Run(fmt.Sprintf("%s,%d", c.name, c.i), func(t *testing.T) {
+			if got := suffixed(c.name, c.i); got != c.want {
+				t.Errorf("suffixed(%q,%d) = %q, want %q", c.name, c.i, got, c.want)
+			}
+		})
 	}
 }
 

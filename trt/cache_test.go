@@ -3,6 +3,7 @@ package trt
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -53,11 +54,13 @@ func TestKeyIDCoversEveryField(t *testing.T) {
 		t.Fatalf("%d edits for %d key parts: cover new fields", len(edits), n)
 	}
 	for name, edit := range edits {
-		k := base
-		edit(&k)
-		if k.ID() == id {
-			t.Errorf("changing %s keeps ID %s", name, id)
-		}
+		t.Run(name, func(t *testing.T) {
+			k := base
+			edit(&k)
+			if k.ID() == id {
+				t.Errorf("changing it keeps ID %s", id)
+			}
+		})
 	}
 }
 
@@ -93,11 +96,13 @@ func TestKeyValidate(t *testing.T) {
 		{FP32, Weak, FP32, "d", false},
 		{FP16, "", FP16, "", false},
 	} {
-		k = testKey()
-		k.Precision, k.Typing, k.ONNXPrecision, k.PinsONNX = c.precision, c.typing, c.onnx, c.pins
-		if err := k.Validate(); (err == nil) != c.ok {
-			t.Errorf("%+v: %v", c, err)
-		}
+		t.Run(fmt.Sprintf("%s,%s,onnx%s,pins%q", c.precision, c.typing, c.onnx, c.pins), func(t *testing.T) {
+			k = testKey()
+			k.Precision, k.Typing, k.ONNXPrecision, k.PinsONNX = c.precision, c.typing, c.onnx, c.pins
+			if err := k.Validate(); (err == nil) != c.ok {
+				t.Errorf("%+v: %v", c, err)
+			}
+		})
 	}
 	k = testKey()
 	k.Profile.Min = Size{512, 512}
@@ -108,14 +113,18 @@ func TestKeyValidate(t *testing.T) {
 
 func TestSizesAndProfiles(t *testing.T) {
 	for in, want := range map[string]Size{"384x256": {384, 256}, "384": {384, 384}, " 64X32 ": {64, 32}} {
-		if got, err := ParseSize(in); err != nil || got != want {
-			t.Errorf("ParseSize(%q) = %v, %v", in, got, err)
-		}
+		t.Run(fmt.Sprintf("%q", in), func(t *testing.T) {
+			if got, err := ParseSize(in); err != nil || got != want {
+				t.Errorf("ParseSize(%q) = %v, %v", in, got, err)
+			}
+		})
 	}
 	for _, bad := range []string{"", "x", "0x4", "-8x8", "8x", "axb"} {
-		if _, err := ParseSize(bad); err == nil {
-			t.Errorf("ParseSize(%q) accepted", bad)
-		}
+		t.Run(fmt.Sprintf("bad %q", bad), func(t *testing.T) {
+			if _, err := ParseSize(bad); err == nil {
+				t.Errorf("ParseSize(%q) accepted", bad)
+			}
+		})
 	}
 	p, err := ProfileFor([]Size{{384, 384}, {256, 512}}, Size{16, 16})
 	if err != nil || p != (Profile{Min: Size{16, 16}, Opt: Size{384, 384}, Max: Size{384, 512}}) {

@@ -1,6 +1,7 @@
 package trt
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -84,9 +85,11 @@ func TestTypingFor(t *testing.T) {
 		modes int
 		want  string
 	}{{CanWeak, Weak}, {CanWeak | CanStrong, Strong}, {CanStrong, Strong}} {
-		if got := TypingFor(DeviceInfo{TypingModes: c.modes}); got != c.want {
-			t.Errorf("modes %d: %s, want %s", c.modes, got, c.want)
-		}
+		t.Run(fmt.Sprintf("modes%d", c.modes), func(t *testing.T) {
+			if got := TypingFor(DeviceInfo{TypingModes: c.modes}); got != c.want {
+				t.Errorf("modes %d: %s, want %s", c.modes, got, c.want)
+			}
+		})
 	}
 }
 
@@ -120,14 +123,16 @@ func TestCheckParsable(t *testing.T) {
 		{"11.1.0", fused, false},
 		{"", fused, false}, // unknown version: let the parser say
 	} {
-		err := CheckParsable(c.version, "m/transformer.onnx", c.nodes)
-		if (err != nil) != c.refused {
-			t.Errorf("TensorRT %q: err %v, want refused %v", c.version, err, c.refused)
-		}
-		if err != nil && (!strings.Contains(err.Error(), "m/transformer.onnx") || !strings.Contains(err.Error(), "--layernorm decomposed") ||
-			!strings.Contains(err.Error(), "TensorRT "+c.version)) {
-			t.Errorf("message does not name the file, the version and the fix: %v", err)
-		}
+		t.Run(fmt.Sprintf("TensorRT %q/%d nodes", c.version, len(c.nodes)), func(t *testing.T) {
+			err := CheckParsable(c.version, "m/transformer.onnx", c.nodes)
+			if (err != nil) != c.refused {
+				t.Errorf("TensorRT %q: err %v, want refused %v", c.version, err, c.refused)
+			}
+			if err != nil && (!strings.Contains(err.Error(), "m/transformer.onnx") || !strings.Contains(err.Error(), "--layernorm decomposed") ||
+				!strings.Contains(err.Error(), "TensorRT "+c.version)) {
+				t.Errorf("message does not name the file, the version and the fix: %v", err)
+			}
+		})
 	}
 }
 

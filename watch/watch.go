@@ -67,7 +67,24 @@ type Options struct {
 	// waiting for queue room). Default 4096. Beyond it, files are left to the
 	// next scan.
 	MaxSettling int
+	// Clock is the time source of settling and rescans; nil is the system
+	// clock. Tests pass a fake one to step through settle periods without
+	// sleeping.
+	Clock Clock
 }
+
+// Clock is the watcher's time source (the method set of daemon.Clock, so
+// one fake can serve both). Every wait of Run is one After on it.
+type Clock interface {
+	Now() time.Time
+	// After is time.After: the channel receives once d has passed.
+	After(d time.Duration) <-chan time.Time
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time                         { return time.Now() }
+func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 // DefaultMaxSettling is the default cap of the observation set. At about
 // 200 bytes per entry it bounds the watcher's per-file memory near 1 MB.
@@ -142,6 +159,9 @@ func New(inbox string, opts Options, log Logger) (*Watcher, error) {
 	if opts.MaxSettling == 0 {
 		opts.MaxSettling = DefaultMaxSettling
 	}
+	if opts.Clock == nil {
+		opts.Clock = systemClock{}
+	}
 	fi, err := os.Stat(inbox)
 	if err != nil {
 		return nil, fmt.Errorf("watch: inbox: %w", err)
@@ -164,7 +184,7 @@ func New(inbox string, opts Options, log Logger) (*Watcher, error) {
 
 // Ready delivers names (not paths) of files in inbox/ that are ready to be
 // claimed, oldest first where known. A name is delivered once and then held
-// until Done or Forget is called for it. The channel is closed when Run
+// until Done is called for it. The channel is closed when Run
 // returns.
 func (w *Watcher) Ready() <-chan string { return w.out }
 
@@ -199,11 +219,6 @@ func (w *Watcher) Observed(name string) (size int64, mtime time.Time, ok bool) {
 	}
 	return o.size, time.Unix(0, o.mtime), true
 }
-
-// Forget is Done for a name the daemon did not move (for example its claim
-// failed); the file, if still there, is found again by the watcher's events
-// or next scan.
-func (w *Watcher) Forget(name string) { w.Done(name) }
 
 // Health is nil while the watcher can scan the inbox, else why it cannot
 // (the inbox was removed, replaced by a file, made unreadable): the daemon
@@ -346,44 +361,33 @@ func (w *Watcher) Run(ctx context.Context) error {
 		l.scan(now)
 	}
 
-	l.scan(time.Now())
-
-	rescanTick := time.NewTicker(w.opts.Rescan)
-	defer rescanTick.Stop()
-	wake := time.NewTimer(time.Hour)
-	defer wake.Stop()
+	clock := w.opts.Clock
+	l.scan(clock.Now())
+	rescanAt := clock.Now().Add(w.opts.Rescan)
 
 	for {
-		now := time.Now()
+		now := clock.Now()
 		l.promote(now)
 		l.publish(w)
 
-		// One timer serves both settle checks and the early rescan.
-		var wakeAt time.Time
+		// One wait serves the periodic rescan, settle checks, the early
+		// rescan and the retry of a failed scan: the earliest of them.
+		wakeAt := rescanAt
+		earlier := func(at time.Time) {
+			if !at.IsZero() && at.Before(wakeAt) {
+				wakeAt = at
+			}
+		}
 		if l.nSettle > 0 {
-			wakeAt = l.nextDue
+			earlier(l.nextDue)
 		}
 		if l.missed && l.nSettle <= w.opts.MaxSettling/2 {
-			at := l.lastScan.Add(l.earlyGap())
-			if wakeAt.IsZero() || at.Before(wakeAt) {
-				wakeAt = at
-			}
+			earlier(l.lastScan.Add(l.earlyGap()))
 		}
 		if l.scanErr != nil {
-			at := l.lastScan.Add(l.scanRetry())
-			if wakeAt.IsZero() || at.Before(wakeAt) {
-				wakeAt = at
-			}
+			earlier(l.lastScan.Add(l.scanRetry()))
 		}
-		var wakeC <-chan time.Time
-		if !wakeAt.IsZero() {
-			d := wakeAt.Sub(now)
-			if d < time.Millisecond {
-				d = time.Millisecond
-			}
-			wake.Reset(d)
-			wakeC = wake.C
-		}
+		wakeC := clock.After(max(wakeAt.Sub(now), time.Millisecond))
 
 		var send chan<- string
 		var head string
@@ -410,11 +414,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 				if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
 					watchLost = true
 					w.log("error", "inbox folder was removed or renamed; retrying at each rescan", "dir", w.inbox)
-					l.scan(time.Now()) // says at once whether the inbox is still there
+					l.scan(clock.Now()) // says at once whether the inbox is still there
 				}
 				break
 			}
-			l.event(ev, time.Now())
+			l.event(ev, clock.Now())
 		case err, ok := <-errs:
 			if !ok {
 				errs = nil
@@ -423,17 +427,19 @@ func (w *Watcher) Run(ctx context.Context) error {
 			if errors.Is(err, fsnotify.ErrEventOverflow) {
 				l.stats.Overflows++
 				w.log("warn", "inotify queue overflowed; rescanning the inbox", "dir", w.inbox)
-				l.scan(time.Now())
+				l.scan(clock.Now())
 			} else {
 				w.log("error", "inotify error", "error", err.Error())
 			}
-		case <-rescanTick.C:
-			rescan(time.Now())
 		case <-wakeC:
-			now := time.Now()
+			now := clock.Now()
 			l.check(now)
+			periodic := !now.Before(rescanAt)
+			if periodic {
+				rescanAt = now.Add(w.opts.Rescan)
+			}
 			switch {
-			case l.scanErr != nil && now.Sub(l.lastScan) >= l.scanRetry():
+			case periodic, l.scanErr != nil && now.Sub(l.lastScan) >= l.scanRetry():
 				rescan(now)
 			case l.missed && l.nSettle <= w.opts.MaxSettling/2 && now.Sub(l.lastScan) >= l.earlyGap():
 				l.scan(now)
@@ -444,12 +450,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 			w.doneList = nil
 			w.doneMu.Unlock()
 			for _, n := range names {
-				l.done(n, time.Now())
+				l.done(n, clock.Now())
 			}
 		}
-		// Since Go 1.23 a stopped timer delivers no stale value, so the
-		// next Reset starts clean.
-		wake.Stop()
 	}
 }
 
@@ -663,7 +666,7 @@ func (l *loop) promote(now time.Time) {
 	}
 }
 
-// done handles Done/Forget for a name.
+// done handles Done for a name.
 func (l *loop) done(name string, now time.Time) {
 	e := l.pending[name]
 	if e == nil {

@@ -33,6 +33,8 @@ type harness struct {
 	stop  func()
 	logMu sync.Mutex
 	logs  []string
+	// clock drives the watcher of tests started with startFake.
+	clock *fakeClock
 }
 
 func newHarness(t *testing.T, inbox string, opts Options) *harness {
@@ -43,10 +45,93 @@ func newHarness(t *testing.T, inbox string, opts Options) *harness {
 			t.Fatal(err)
 		}
 	}
-	return &harness{t: t, inbox: inbox, seen: make(chan delivery, 100000)}
+	return &harness{t: t, inbox: inbox, seen: make(chan delivery, 100000), clock: newFakeClock()}
 }
 
 func (h *harness) start(opts Options) { h.startWith(opts, false) }
+
+// startFake starts the watcher on the harness's fake clock: settle periods
+// and rescans pass only when the test calls advance. It returns once Run
+// has scanned the backlog and is waiting.
+func (h *harness) startFake(opts Options) {
+	h.t.Helper()
+	opts.Clock = h.clock
+	h.startWith(opts, false)
+	h.until("the first scan", func() bool { return h.w.Stats().Scans > 0 })
+}
+
+// until waits until cond holds, checking it after each turn of Run's loop
+// (the fake clock sees every turn), so it needs no sleep; the deadline is
+// real time and only bounds a test that would otherwise hang. Waiting is
+// needed where the kernel's inotify events arrive when they do.
+func (h *harness) until(what string, cond func() bool) {
+	h.t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		_, next := h.clock.turns() // before cond, so no turn is missed
+		if cond() {
+			return
+		}
+		select {
+		case <-next:
+		case <-deadline:
+			h.t.Fatalf("timed out waiting for %s; stats %+v", what, h.w.Stats())
+		}
+	}
+}
+
+// advance moves the fake clock and, if that woke the watcher, waits until
+// it has handled the wake-up (checked, rescanned, queued what is stable).
+func (h *harness) advance(d time.Duration) {
+	h.t.Helper()
+	n, _ := h.clock.turns()
+	if h.clock.Advance(d) {
+		h.until("the watcher to handle the wake-up", func() bool { m, _ := h.clock.turns(); return m > n })
+	}
+}
+
+// quiet fails if anything was delivered beyond the held names still
+// awaiting Done. Meant after advance: the watcher has then handled the
+// wake-up, so anything it queued shows in Stats; a queued name is sent to
+// the harness's reader at once, and the Stats published after that send
+// count it as Delivered.
+func (h *harness) quiet(held int) {
+	h.t.Helper()
+	h.until("the queue to be empty", func() bool { return h.w.Stats().Queued == 0 })
+	if s := h.w.Stats(); s.Delivered != held {
+		h.t.Fatalf("stats %+v: something new was delivered (%d names held)", s, held)
+	}
+	select {
+	case d := <-h.seen:
+		h.t.Fatalf("unexpected delivery of %q", d.name)
+	default:
+	}
+}
+
+// drop puts a finished file into the inbox with one rename, as cameras that
+// write elsewhere do: one inotify event, so a test knows when the watcher
+// has seen it (Settling goes up) and no late event moves its settle time.
+func (h *harness) drop(name, content string) {
+	h.t.Helper()
+	settling := h.w.Stats().Settling
+	h.put(name, content)
+	h.until(name+" to be seen", func() bool { return h.w.Stats().Settling > settling })
+}
+
+// put is drop without waiting for the watcher to see the file.
+func (h *harness) put(name, content string) {
+	h.t.Helper()
+	staging := filepath.Join(filepath.Dir(h.inbox), "staging")
+	if err := os.MkdirAll(staging, 0o750); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(staging, name), []byte(content), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(staging, name), h.path(name)); err != nil {
+		h.t.Fatal(err)
+	}
+}
 
 // startWith(opts, true) leaves reading Ready to the test itself, so the test
 // is the consumer that applies back-pressure.
@@ -126,21 +211,16 @@ func (h *harness) expect(timeout time.Duration, names ...string) []delivery {
 	return out
 }
 
-func (h *harness) expectNothing(d time.Duration) {
-	h.t.Helper()
-	if got, ok := h.next(d); ok {
-		h.t.Fatalf("unexpected delivery of %q", got.name)
-	}
-}
-
 func TestIgnored(t *testing.T) {
 	for name, want := range map[string]bool{
 		".hidden.jpg": true, "a.jpg.tmp": true, "a.JPG.PART": true, "a.part": true, "": true,
 		".x.hidiffd-tmp-1234": true, "a.jpg": false, "tmp": false, "a.tmp.jpg": false, "part.png": false,
 	} {
-		if Ignored(name) != want {
-			t.Errorf("Ignored(%q) = %v", name, !want)
-		}
+		t.Run(fmt.Sprintf("%q", name), func(t *testing.T) {
+			if Ignored(name) != want {
+				t.Errorf("Ignored(%q) = %v", name, !want)
+			}
+		})
 	}
 }
 
@@ -176,33 +256,44 @@ func TestBacklogScanOldestFirst(t *testing.T) {
 	for _, n := range []string{".hidden.jpg", "x.jpg.tmp", "y.jpg.part"} {
 		h.write(n, n)
 	}
-	h.start(opts)
+	h.startFake(opts)
+	h.quiet(0) // not before the settle period
+	h.advance(opts.Settle)
 	h.expect(5*time.Second, names...)
-	h.expectNothing(500 * time.Millisecond)
+	for range 5 {
+		h.advance(opts.Settle)
+	}
+	h.quiet(5)
 	if s := h.w.Stats(); s.Delivered != 5 || s.Settling != 0 || s.Queued != 0 || s.Polling {
 		t.Fatalf("stats %+v", s)
 	}
 }
 
-// A new file is delivered once, about one settle period after it appears,
-// and not again while it is held (no Done) even across rescans.
+// A new file is delivered once, exactly one settle period after it appears
+// (on the fake clock), and not again while it is held (no Done) even across
+// rescans.
 func TestNewFileAfterSettleOnce(t *testing.T) {
 	opts := Options{Settle: 300 * time.Millisecond, Rescan: 100 * time.Millisecond}
 	h := newHarness(t, "", opts)
-	h.start(opts)
-	time.Sleep(50 * time.Millisecond)
-	wrote := h.write("new.jpg", "data")
-	d := h.expect(5*time.Second, "new.jpg")[0]
-	if lag := d.at.Sub(wrote); lag < opts.Settle {
-		t.Fatalf("delivered %v after writing, before the settle period %v", lag, opts.Settle)
-	} else if lag > opts.Settle+2*time.Second {
-		t.Fatalf("delivered only after %v", lag)
-	}
+	h.startFake(opts)
+	h.drop("new.jpg", "data")
+	h.advance(opts.Settle - time.Millisecond)
+	h.quiet(0)
+	h.advance(time.Millisecond)
+	h.expect(5*time.Second, "new.jpg")
 	// Held: rescans do not deliver it again.
-	h.expectNothing(600 * time.Millisecond)
+	for range 6 {
+		h.advance(opts.Rescan)
+	}
+	h.quiet(1)
 
-	// Done without moving (like Forget after a failed claim): it comes back.
-	h.w.Forget("new.jpg")
+	// Done without moving (a claim that failed): the next rescan finds it,
+	// and it is delivered a settle period later.
+	h.w.Done("new.jpg")
+	h.until("Done to be handled", func() bool { return h.w.Stats().Delivered == 0 })
+	h.advance(opts.Rescan)
+	h.until("the rescan to find it", func() bool { return h.w.Stats().Settling == 1 })
+	h.advance(opts.Settle)
 	h.expect(5*time.Second, "new.jpg")
 
 	// Claimed (moved away) and Done: not delivered again...
@@ -211,9 +302,14 @@ func TestNewFileAfterSettleOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.w.Done("new.jpg")
-	h.expectNothing(600 * time.Millisecond)
+	h.until("Done to be handled", func() bool { return h.w.Stats().Delivered == 0 })
+	for range 6 {
+		h.advance(opts.Rescan)
+	}
+	h.quiet(0)
 	// ...until a new file with that name appears.
-	h.write("new.jpg", "second")
+	h.drop("new.jpg", "second")
+	h.advance(opts.Settle)
 	h.expect(5*time.Second, "new.jpg")
 }
 
@@ -222,43 +318,57 @@ func TestNewFileAfterSettleOnce(t *testing.T) {
 func TestSameNameWhileHeld(t *testing.T) {
 	opts := Options{Settle: 100 * time.Millisecond, Rescan: time.Minute}
 	h := newHarness(t, "", opts)
-	h.start(opts)
-	h.write("f.jpg", "one")
+	h.startFake(opts)
+	h.drop("f.jpg", "one")
+	h.advance(opts.Settle)
 	h.expect(5*time.Second, "f.jpg")
 	os.Rename(h.path("f.jpg"), filepath.Join(t.TempDir(), "claimed")) // the claim
-	h.write("f.jpg", "two")                                           // the second drop
-	h.expectNothing(400 * time.Millisecond)                           // still held
+	// The second drop: its event marks the held name dirty (nothing in
+	// Stats shows that, so the test cannot wait for it; if the event comes
+	// only after Done, it admits the file then, which ends the same way).
+	h.put("f.jpg", "two")
+	for range 4 {
+		h.advance(opts.Settle)
+	}
+	h.quiet(1) // still held
 	h.w.Done("f.jpg")
+	h.until("the second file to settle", func() bool { return h.w.Stats().Settling == 1 })
+	h.advance(opts.Settle)
 	h.expect(5*time.Second, "f.jpg")
 }
 
 // A writer that appends in place every 100ms for 1s must not be delivered
-// before it stops.
+// before it stops, and is delivered exactly one settle period after its
+// last write (all on the fake clock: a loaded machine cannot make a pause
+// between two writes look like the end of the file).
 func TestSlowWriterInPlace(t *testing.T) {
 	opts := Options{Settle: 400 * time.Millisecond, Rescan: 200 * time.Millisecond}
 	h := newHarness(t, "", opts)
-	h.start(opts)
+	h.startFake(opts)
 	f, err := os.OpenFile(h.path("slow.jpg"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var last time.Time
+	defer f.Close()
+	h.until("the file to be seen", func() bool { return h.w.Stats().Settling == 1 })
+	const step = 100 * time.Millisecond
 	for i := 0; i < 11; i++ {
+		n, _ := h.clock.turns()
 		if _, err := f.Write([]byte(strings.Repeat("x", 1000))); err != nil {
 			t.Fatal(err)
 		}
-		last = time.Now()
-		select {
-		case d := <-h.seen:
-			t.Fatalf("delivered %q at write %d, while it was still being written", d.name, i)
-		case <-time.After(100 * time.Millisecond):
+		// One write, one inotify event (IN_MODIFY), one turn of the
+		// watcher, which takes the fake now as the file's last change.
+		h.until(fmt.Sprintf("the event of write %d", i), func() bool { m, _ := h.clock.turns(); return m > n })
+		if i < 10 {
+			h.advance(step)
+			h.quiet(0)
 		}
 	}
-	f.Close()
-	d := h.expect(5*time.Second, "slow.jpg")[0]
-	if d.at.Sub(last) < opts.Settle-20*time.Millisecond {
-		t.Fatalf("delivered %v after the last write, settle is %v", d.at.Sub(last), opts.Settle)
-	}
+	h.advance(opts.Settle - time.Millisecond)
+	h.quiet(0)
+	h.advance(time.Millisecond)
+	h.expect(5*time.Second, "slow.jpg")
 	fi, _ := os.Stat(h.path("slow.jpg"))
 	if fi.Size() != 11000 {
 		t.Fatalf("size %d", fi.Size())
@@ -270,17 +380,25 @@ func TestSlowWriterInPlace(t *testing.T) {
 func TestIgnoredUntilRenamedAndRenameIn(t *testing.T) {
 	opts := Options{Settle: 100 * time.Millisecond, Rescan: 150 * time.Millisecond}
 	h := newHarness(t, "", opts)
-	h.start(opts)
+	h.startFake(opts)
 	for _, n := range []string{".a.jpg", "b.jpg.tmp", "c.jpg.part"} {
 		h.write(n, n)
 	}
-	h.expectNothing(600 * time.Millisecond) // several settle periods and rescans
+	for range 4 { // several settle periods and rescans
+		h.advance(opts.Settle)
+	}
+	h.quiet(0)
+	if s := h.w.Stats(); s.Settling != 0 {
+		t.Fatalf("ignored names observed: %+v", s)
+	}
 	for _, n := range []string{".a.jpg", "b.jpg.tmp", "c.jpg.part"} {
 		to := strings.TrimPrefix(strings.TrimSuffix(strings.TrimSuffix(n, ".tmp"), ".part"), ".")
 		if err := os.Rename(h.path(n), h.path(to)); err != nil {
 			t.Fatal(err)
 		}
 	}
+	h.until("the renamed files to be seen", func() bool { return h.w.Stats().Settling == 3 })
+	h.advance(opts.Settle)
 	got := map[string]bool{}
 	for range 3 {
 		d, ok := h.next(5 * time.Second)
@@ -294,34 +412,30 @@ func TestIgnoredUntilRenamedAndRenameIn(t *testing.T) {
 	}
 	// Rename in from a sibling folder (same filesystem), as cameras that
 	// write elsewhere and move the finished frame do.
-	other := filepath.Join(filepath.Dir(h.inbox), "staging")
-	os.Mkdir(other, 0o750)
-	os.WriteFile(filepath.Join(other, "moved.png"), []byte("png"), 0o644)
-	if err := os.Rename(filepath.Join(other, "moved.png"), h.path("moved.png")); err != nil {
-		t.Fatal(err)
-	}
+	h.drop("moved.png", "png")
+	h.advance(opts.Settle)
 	h.expect(5*time.Second, "moved.png")
 }
 
-// Symlinks, fifos and directories are delivered at once, without settling.
+// Symlinks and fifos are delivered at once, without settling: the fake
+// clock does not move at all here.
 func TestNonRegularImmediate(t *testing.T) {
 	opts := Options{Settle: 3 * time.Second, Rescan: time.Minute}
 	h := newHarness(t, "", opts)
-	h.start(opts)
-	time.Sleep(50 * time.Millisecond)
-	start := time.Now()
-	os.Symlink("/etc/hostname", h.path("link.jpg"))
-	unix.Mkfifo(h.path("pipe.jpg"), 0o644)
+	h.startFake(opts)
+	if err := os.Symlink("/etc/hostname", h.path("link.jpg")); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mkfifo(h.path("pipe.jpg"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	got := map[string]bool{}
 	for range 2 {
-		d, ok := h.next(2 * time.Second)
+		d, ok := h.next(10 * time.Second)
 		if !ok {
 			t.Fatalf("non-regular entries not delivered before the settle period: %v", got)
 		}
 		got[d.name] = true
-	}
-	if time.Since(start) >= opts.Settle {
-		t.Fatal("waited for settle")
 	}
 	if !got["link.jpg"] || !got["pipe.jpg"] {
 		t.Fatalf("got %v", got)
@@ -331,15 +445,25 @@ func TestNonRegularImmediate(t *testing.T) {
 // TestFolderSettles (issue 12): a folder being filled (`cp -r`, here files
 // written into it and into a subfolder at intervals shorter than Settle) is
 // not delivered until nothing inside it has changed for Settle.
+//
+// On the fake clock: a file every Settle/4, the folder never delivered
+// meanwhile, then delivered exactly one settle period after the check that
+// saw the last file (the folder's inside gives no inotify event: only the
+// watcher's stat at each check sees it).
 func TestFolderSettles(t *testing.T) {
-	opts := Options{Settle: 400 * time.Millisecond, Rescan: time.Minute}
+	opts := Options{Settle: 400 * time.Millisecond, Rescan: time.Hour}
 	h := newHarness(t, "", opts)
-	h.start(opts)
+	h.startFake(opts)
 	dir := h.path("photos")
-	if err := os.MkdirAll(filepath.Join(dir, "sub"), 0o755); err != nil {
+	staged := filepath.Join(t.TempDir(), "photos")
+	if err := os.MkdirAll(filepath.Join(staged, "sub"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	var last time.Time
+	if err := os.Rename(staged, dir); err != nil { // one event, as drop
+		t.Fatal(err)
+	}
+	h.until("the folder to be seen", func() bool { return h.w.Stats().Settling == 1 })
+	step := opts.Settle / 4
 	for i := range 8 {
 		p := filepath.Join(dir, fmt.Sprintf("%d.jpg", i))
 		if i%2 == 1 {
@@ -348,13 +472,17 @@ func TestFolderSettles(t *testing.T) {
 		if err := os.WriteFile(p, []byte(strings.Repeat("x", 100+i)), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		last = time.Now()
-		time.Sleep(opts.Settle / 4)
+		h.advance(step)
+		h.quiet(0)
 	}
-	d := h.expect(10*time.Second, "photos")[0]
-	if d.at.Before(last) {
-		t.Fatalf("folder delivered at %v, before its last file was written (%v)", d.at.Format("15:04:05.000"), last.Format("15:04:05.000"))
+	// The last file was written at 7 steps; the check at 8 steps saw it (a
+	// check is due at most a settle period after the last one).
+	for range 3 {
+		h.advance(step)
+		h.quiet(0)
 	}
+	h.advance(step)
+	h.expect(10*time.Second, "photos")
 }
 
 // Where inotify cannot be set up the watcher polls with its rescans.
@@ -444,7 +572,10 @@ func TestBoundedBacklog(t *testing.T) {
 			if seen[d.name] > 1 {
 				t.Fatalf("%s delivered twice", d.name)
 			}
-			time.Sleep(time.Millisecond) // a consumer slower than the producer
+			// Pacing, not a wait for a condition: this test runs on the
+			// real clock on purpose (a real producer racing the kernel's
+			// events), with a consumer slower than the producer.
+			time.Sleep(time.Millisecond)
 			if err := os.Rename(h.path(d.name), filepath.Join(claimed, d.name)); err != nil {
 				t.Fatalf("claim %s: %v", d.name, err)
 			}
@@ -482,14 +613,20 @@ func TestBoundedBacklog(t *testing.T) {
 }
 
 func TestRunTwice(t *testing.T) {
-	w, err := New(t.TempDir(), Options{}, nil)
+	clock := newFakeClock()
+	w, err := New(t.TempDir(), Options{Clock: clock}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
+	_, turned := clock.turns()
 	go func() { errc <- w.Run(ctx) }()
-	time.Sleep(50 * time.Millisecond)
+	select { // the first Run waits on the clock: it is surely running
+	case <-turned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first Run never reached its loop")
+	}
 	if err := w.Run(ctx); err == nil {
 		t.Fatal("second Run accepted")
 	}
@@ -505,37 +642,34 @@ func TestRunTwice(t *testing.T) {
 
 // TestHealthWhileInboxGone: removing the inbox makes Health say so at once
 // (the watch sees the removal), and a long rescan period does not delay the
-// recovery: a failed scan is retried every second. Files dropped into the
-// new inbox are found.
+// recovery: a failed scan is retried every second (of the fake clock).
+// Files dropped into the new inbox are found.
 func TestHealthWhileInboxGone(t *testing.T) {
 	opts := Options{Settle: 50 * time.Millisecond, Rescan: time.Hour}
 	h := newHarness(t, "", opts)
-	h.start(opts)
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	waitFor("the first scan", func() bool { return h.w.Stats().Scans > 0 })
+	h.startFake(opts)
 	if err := h.w.Health(); err != nil {
 		t.Fatalf("Health at start: %v", err)
 	}
 	if err := os.Remove(h.inbox); err != nil {
 		t.Fatal(err)
 	}
-	waitFor("Health to report the missing inbox", func() bool {
+	h.until("Health to report the missing inbox", func() bool {
 		err := h.w.Health()
 		return err != nil && strings.Contains(err.Error(), "no such file")
 	})
 	if err := os.Mkdir(h.inbox, 0o750); err != nil {
 		t.Fatal(err)
 	}
-	waitFor("Health to recover", func() bool { return h.w.Health() == nil })
-	h.write("after.jpg", "x")
+	h.advance(time.Second - time.Millisecond)
+	if h.w.Health() == nil {
+		t.Fatal("Health recovered before the retry was due")
+	}
+	h.advance(time.Millisecond)
+	if err := h.w.Health(); err != nil {
+		t.Fatalf("Health one second after the inbox came back: %v", err)
+	}
+	h.drop("after.jpg", "x")
+	h.advance(opts.Settle)
 	h.expect(10*time.Second, "after.jpg")
 }

@@ -193,6 +193,8 @@ func TestDaemonBinary(t *testing.T) {
 	var mu sync.Mutex
 	var msgs []string
 	gotReady := make(chan struct{})
+	pings := make(chan struct{}, 16) // one per WATCHDOG=1, while there is room
+	gotMark := make(chan struct{})   // the test's own end marker arrived
 	go func() {
 		buf := make([]byte, 4096)
 		for {
@@ -200,10 +202,21 @@ func TestDaemonBinary(t *testing.T) {
 			if err != nil {
 				return
 			}
+			m := string(buf[:n])
+			if m == "TEST_MARK=end" {
+				close(gotMark)
+				continue
+			}
 			mu.Lock()
-			msgs = append(msgs, string(buf[:n]))
-			if strings.HasPrefix(string(buf[:n]), "READY=1") {
+			msgs = append(msgs, m)
+			switch {
+			case strings.HasPrefix(m, "READY=1"):
 				close(gotReady)
+			case m == "WATCHDOG=1":
+				select {
+				case pings <- struct{}{}:
+				default: // enough counted; never block the reader
+				}
 			}
 			mu.Unlock()
 		}
@@ -292,7 +305,14 @@ format = "auto"
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
-	time.Sleep(1200 * time.Millisecond) // two watchdog periods
+	// Two watchdog pings (at half the 1s WATCHDOG_USEC) before the stop.
+	for i := range 2 {
+		select {
+		case <-pings:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%d WATCHDOG=1 within 30s, want 2", i)
+		}
+	}
 
 	cmd.Process.Signal(syscall.SIGTERM)
 	go func() {
@@ -309,7 +329,19 @@ format = "auto"
 	case <-time.After(30 * time.Second):
 		t.Fatal("no exit within 30s of SIGTERM")
 	}
-	time.Sleep(100 * time.Millisecond)
+	// Datagrams arrive in the order they were sent: once a marker the test
+	// sends after the exit is read, so is everything the daemon sent.
+	if c, err := net.Dial("unixgram", sockPath); err != nil {
+		t.Fatal(err)
+	} else {
+		c.Write([]byte("TEST_MARK=end"))
+		c.Close()
+	}
+	select {
+	case <-gotMark:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the end marker never arrived on the notify socket")
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	order := []string{}
