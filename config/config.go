@@ -79,6 +79,14 @@ type Backend struct {
 	OnnxruntimeLibrary string `toml:"onnxruntime_library" reload:"restart" note:"file"`
 	Threads            int    `toml:"threads" reload:"restart"`
 
+	// Several workers in one daemon (one pipeline and backend each, all
+	// fed from the one intake queue). Devices is what the file holds:
+	// an empty array (one worker, on gpu.device), an array of GPU indices,
+	// or the string "all"; DeviceList reads it. Workers is the number of
+	// CPU workers (backend.kind "onnxruntime"), sharing backend.threads.
+	Devices any `toml:"devices" reload:"restart" note:"a list of GPU indices such as [0, 1], or \"all\""`
+	Workers int `toml:"workers" reload:"restart"`
+
 	// TensorRT (kind "tensorrt", or "auto" on a GPU).
 	TensorRTLibrary string   `toml:"tensorrt_library" reload:"restart" note:"file or ':'-separated files"`
 	EngineDir       string   `toml:"engine_dir" reload:"restart" note:"folder"`
@@ -191,7 +199,7 @@ func Default() *Config {
 			Tile:    384,
 			Overlap: 32,
 		},
-		Backend: Backend{Kind: "auto", OnnxruntimeLibrary: "", Threads: 0,
+		Backend: Backend{Kind: "auto", OnnxruntimeLibrary: "", Threads: 0, Devices: []any{}, Workers: 1,
 			TensorRTLibrary: "", EngineDir: "/var/lib/hidiffd/engines", Precision: "fp16",
 			OnMissingEngine: "build", BuildTimeout: D(2 * time.Hour), WorkspaceMiB: 0},
 		Output:   Output{JPEGQuality: 95, KeepMetadata: true, KeepMtime: true, Sidecar: false},
@@ -496,6 +504,19 @@ func (c *Config) Validate() error {
 	if c.Backend.Threads < 0 || c.Backend.Threads > 1024 {
 		bad("backend.threads", "must be between 0 (runtime default) and 1024")
 	}
+	devices, _, derr := c.Backend.DeviceList()
+	if derr != nil {
+		bad("backend.devices", "%v", derr)
+	}
+	switch {
+	case c.Backend.Workers < 1 || c.Backend.Workers > 256:
+		bad("backend.workers", "must be between 1 and 256")
+	case c.Backend.Workers > 1 && c.Backend.Kind != "onnxruntime":
+		bad("backend.workers", "more than one worker is for the CPU: it needs backend.kind = \"onnxruntime\" "+
+			"(on GPUs, list them in backend.devices: one worker per GPU)")
+	case c.Backend.Workers > 1 && (len(devices) > 0 || derr == nil && c.Backend.devicesAll()):
+		bad("backend.workers", "must be 1 when backend.devices is set (one worker per GPU)")
+	}
 
 	if c.Output.JPEGQuality < 1 || c.Output.JPEGQuality > 100 {
 		bad("output.jpeg_quality", "must be between 1 and 100")
@@ -583,6 +604,56 @@ func (c *Config) validateGPU(bad func(key, format string, args ...any)) {
 		}
 	}
 }
+
+// MaxDevice is the highest GPU index a configuration may name.
+const MaxDevice = 63
+
+// DeviceList reads backend.devices: the GPU indices listed (none: one
+// worker on gpu.device), or all = true for "all" (the daemon counts the
+// GPUs at start). An error says what is wrong with the value.
+func (b Backend) DeviceList() (list []int, all bool, err error) {
+	switch v := b.Devices.(type) {
+	case nil:
+		return nil, false, nil
+	case string:
+		if v != "all" {
+			return nil, false, fmt.Errorf("want \"all\" or a list of GPU indices such as [0, 1]")
+		}
+		return nil, true, nil
+	case []any:
+		seen := map[int]bool{}
+		for _, e := range v {
+			n, ok := e.(int64)
+			if !ok {
+				return nil, false, fmt.Errorf("%v is not a GPU index: want \"all\" or a list of integers such as [0, 1]", e)
+			}
+			if n < 0 || n > MaxDevice {
+				return nil, false, fmt.Errorf("GPU index %d is out of range 0..%d", n, MaxDevice)
+			}
+			if seen[int(n)] {
+				return nil, false, fmt.Errorf("GPU %d is listed twice", n)
+			}
+			seen[int(n)] = true
+			list = append(list, int(n))
+		}
+		return list, false, nil
+	case []int:
+		return b.devicesFromInts(v)
+	}
+	return nil, false, fmt.Errorf("want \"all\" or a list of GPU indices such as [0, 1]")
+}
+
+// devicesFromInts checks a list set from Go (tests, commands) rather than
+// decoded from TOML.
+func (b Backend) devicesFromInts(v []int) ([]int, bool, error) {
+	as := make([]any, len(v))
+	for i, n := range v {
+		as[i] = int64(n)
+	}
+	return Backend{Devices: as}.DeviceList()
+}
+
+func (b Backend) devicesAll() bool { s, ok := b.Devices.(string); return ok && s == "all" }
 
 // validInstance mirrors spool.ValidInstance (config imports no other
 // hidiffd package): a safe folder name of at most 64 bytes.

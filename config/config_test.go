@@ -228,6 +228,8 @@ func changeEvery(t *testing.T, cfg *Config) *Config {
 			v.SetString(v.String() + "x")
 		case v.Kind() == reflect.Bool:
 			v.SetBool(!v.Bool())
+		case v.Kind() == reflect.Interface: // backend.devices
+			v.Set(reflect.ValueOf("all"))
 		case v.CanInt():
 			v.SetInt(v.Int() + 1)
 		case v.CanUint():
@@ -245,6 +247,8 @@ func changeEvery(t *testing.T, cfg *Config) *Config {
 // TestShippedConfigMatchesDefault's).
 func TestWithLiveCopiesExactlyTheLiveKeys(t *testing.T) {
 	running := Default()
+	// backend.devices and backend.workers > 1 exclude each other, so
+	// changeEvery's next need not validate: it is never Parsed.
 	next := changeEvery(t, running)
 	if d := next.Diff(running); len(d) != len(Keys) {
 		t.Fatalf("changing every key changes %d in Diff, want all %d: %+v", len(d), len(Keys), d)
@@ -392,6 +396,50 @@ func TestSpoolInstance(t *testing.T) {
 			if err != nil && !strings.Contains(err.Error(), "spool.instance") {
 				t.Fatalf("error does not name the key: %v", err)
 			}
+		})
+	}
+}
+
+// TestWorkerKeys: backend.devices is a list of GPU indices or "all";
+// backend.workers counts CPU workers. What is refused names the key, the
+// value and the line.
+func TestWorkerKeys(t *testing.T) {
+	good := []struct {
+		name, doc string
+		list      []int
+		all       bool
+		workers   int
+	}{
+		{"default", "", nil, false, 1},
+		{"two GPUs", "[backend]\ndevices = [0, 1]\n", []int{0, 1}, false, 1},
+		{"all GPUs", "[backend]\ndevices = \"all\"\n", nil, true, 1},
+		{"CPU workers", "[backend]\nkind = \"onnxruntime\"\nworkers = 4\n", nil, false, 4},
+	}
+	for _, c := range good {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := Parse([]byte(c.doc), "/etc/h/c.toml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			list, all, err := cfg.Backend.DeviceList()
+			if err != nil || !reflect.DeepEqual(list, c.list) || all != c.all || cfg.Backend.Workers != c.workers {
+				t.Errorf("devices %v all %v err %v workers %d", list, all, err, cfg.Backend.Workers)
+			}
+		})
+	}
+	bad := []struct{ name, doc, want string }{
+		{"index out of range", "[backend]\ndevices = [0, 64]\n", ":2: backend.devices = [0, 64]: GPU index 64 is out of range 0..63"},
+		{"negative index", "[backend]\ndevices = [-1]\n", ":2: backend.devices = [-1]: GPU index -1 is out of range"},
+		{"listed twice", "[backend]\ndevices = [1, 1]\n", ":2: backend.devices = [1, 1]: GPU 1 is listed twice"},
+		{"not all", "[backend]\ndevices = \"every\"\n", `:2: backend.devices = "every": want "all" or a list`},
+		{"not integers", "[backend]\ndevices = [\"0\"]\n", `:2: backend.devices = ["0"]: 0 is not a GPU index`},
+		{"workers zero", "[backend]\nkind = \"onnxruntime\"\nworkers = 0\n", ":3: backend.workers = 0: must be between 1 and 256"},
+		{"workers on a GPU", "[backend]\nworkers = 2\n", `:2: backend.workers = 2: more than one worker is for the CPU`},
+		{"workers and devices", "[backend]\nkind = \"onnxruntime\"\ndevices = [0]\nworkers = 2\n", ":4: backend.workers = 2: must be 1 when backend.devices is set"},
+	}
+	for _, c := range bad {
+		t.Run(c.name, func(t *testing.T) {
+			wantAll(t, mustFail(t, c.doc), c.want)
 		})
 	}
 }

@@ -73,6 +73,10 @@ func kindOf(f reflect.StructField, def reflect.Value) string {
 		kind = fmt.Sprintf("a duration string such as %q", shortDuration(def.Interface().(Duration).Duration))
 	case f.Type.Kind() == reflect.Bool:
 		kind = "a boolean"
+	case f.Type.Kind() == reflect.Interface:
+		// A key of more than one TOML type (backend.devices): its note
+		// says which.
+		kind = "a value"
 	case f.Type.Kind() == reflect.String:
 		kind = "a string"
 	case reflect.Zero(f.Type).CanInt():

@@ -21,11 +21,12 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"hidiffd/backend"
 	"hidiffd/config"
 	"hidiffd/deblur"
 	"hidiffd/gpu"
+	"hidiffd/logging"
 	"hidiffd/model"
-	"hidiffd/ort"
 	"hidiffd/spool"
 	"hidiffd/watch"
 )
@@ -65,6 +66,8 @@ type Options struct {
 	OnListen func(net.Addr)
 	// Clock replaces the system clock for the retry backoff (tests).
 	Clock Clock
+	// CountGPUs replaces counting the machine's GPUs (backend.devices).
+	CountGPUs func() (int, error)
 	// SkipWarmup skips the tile run through the network at start (tests
 	// whose fake network counts or holds its calls).
 	SkipWarmup bool
@@ -84,12 +87,13 @@ type Daemon struct {
 	metrics *Metrics
 	health  Health
 
-	spool   *spool.Spool
-	backend deblur.Backend
-	gpu     *gpuThrottle // GPU telemetry and the throttle gate
-	intake  Intake
-	inbox   string                 // the spool's inbox/, known before the spool is open
-	queued  atomic.Pointer[Intake] // d.intake once set, for the metrics goroutine
+	spool     *spool.Spool
+	workers   []*worker       // each with its backend, GPU throttle and pipeline (worker.go)
+	workersMu sync.Mutex      // guards which workers run, and requeued
+	requeued  map[string]bool // inbox/ names of frames a stopped worker handed back (worker.go)
+	intake    Intake
+	inbox     string                 // the spool's inbox/, known before the spool is open
+	queued    atomic.Pointer[Intake] // d.intake once set, for the metrics goroutine
 
 	backoff backoff
 	clocks  clocks
@@ -103,10 +107,11 @@ type Daemon struct {
 	// Prometheus counter back is clumsy).
 	processed, failed, retried atomic.Int64
 
-	stopOnce   sync.Once
-	drainTimer *time.Timer   // cancels the frame in flight when the drain takes too long
-	stop       chan struct{} // closed: drain (stop intake, finish the frame in flight)
-	cancelWork context.CancelFunc
+	stopOnce    sync.Once
+	drainTimer  *time.Timer   // cancels the frame in flight when the drain takes too long
+	stop        chan struct{} // closed: drain (stop intake, finish the frame in flight)
+	cancelWork  context.CancelFunc
+	cancelStart context.CancelFunc // stops a start-up in progress (a stop signal)
 }
 
 // Run runs the daemon until SIGTERM/SIGINT (or ctx ends) and the drain is
@@ -123,7 +128,7 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.LogOutput == nil {
 		opts.LogOutput = os.Stdout
 	}
-	log, err := NewLogger(opts.LogOutput, cfg.Log.Level, cfg.Log.Format)
+	log, err := logging.New(opts.LogOutput, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		return err
 	}
@@ -154,17 +159,94 @@ func firstLine(s string) string {
 	return s
 }
 
-func (d *Daemon) run(ctx context.Context) (err error) {
-	cfg := d.cfg.Load()
-	log := d.log
-	log.Info().Str("version", d.opts.Version).Str("config", cfg.Path()).Int("pid", os.Getpid()).Msg("hidiffd starting")
-	d.health.SetNotReady("starting")
-	if err := checkBackendBuilt(cfg); err != nil {
-		return err // before the spool and the port: nothing to undo
-	}
+// startup is what the start-up phases set up for serving, and the undoing
+// of it: each phase pushes its cleanup, and run pops them in reverse order
+// when it returns, whether start-up failed half-way or the daemon drained.
+type startup struct {
+	ctx      context.Context // the daemon's life: cancelled when run returns
+	cancel   context.CancelFunc
+	startCtx context.Context // cancelled by a stop signal during start-up
+	workCtx  context.Context // the frame in flight: cancelled by a second signal or the drain timeout
 
-	// Read by the HTTP handlers and STATUS= lines from other goroutines while
-	// start-up assigns d.spool and d.intake: these two never change.
+	stopIntake context.CancelFunc // "intake"
+	intakeDone chan struct{}
+	intakeErr  atomic.Pointer[error] // the watcher gave up on its own
+
+	undo []func()
+}
+
+// onStop pushes a cleanup; they run in reverse order.
+func (s *startup) onStop(f func()) { s.undo = append(s.undo, f) }
+
+func (s *startup) close() {
+	for i := len(s.undo) - 1; i >= 0; i-- {
+		s.undo[i]()
+	}
+}
+
+// phase is one named step of start-up. A phase that fails stops the start
+// with its name in the error ("start-up phase spool: ..."), so the journal
+// and `systemctl status` say which step failed; the ones before it are
+// undone.
+type phase struct {
+	name string
+	run  func(*Daemon, *startup) error
+}
+
+// phases are the start-up steps, in order. Signals come before anything
+// slow (a SIGTERM during a long model load stops the load cleanly rather
+// than killing the process); the backend is checked against the binary
+// before the spool and the port, so there is nothing to undo.
+var phases = []phase{
+	{"check-backend", (*Daemon).checkBackend},
+	{"metrics", (*Daemon).startMetrics},
+	{"signals", (*Daemon).startSignals},
+	{"http", (*Daemon).startHTTP},
+	{"spool", (*Daemon).openSpool},
+	{"backend", (*Daemon).openBackends},
+	{"gpu", (*Daemon).startGPU},
+	{"pipeline", (*Daemon).startPipelines},
+	{"memory", (*Daemon).measureMemory},
+	{"intake", (*Daemon).startIntake},
+}
+
+// run goes through the start-up phases, then serves until the drain is
+// complete.
+func (d *Daemon) run(ctx context.Context) error {
+	cfg := d.cfg.Load()
+	d.log.Info().Str("version", d.opts.Version).Str("config", cfg.Path()).Int("pid", os.Getpid()).Msg("hidiffd starting")
+	d.health.SetNotReady("starting")
+
+	s := &startup{}
+	s.ctx, s.cancel = context.WithCancel(ctx)
+	workCtx, cancelWork := context.WithCancel(context.Background())
+	s.workCtx, d.cancelWork = workCtx, cancelWork
+	startCtx, cancelStart := context.WithCancel(s.ctx)
+	s.startCtx, d.cancelStart = startCtx, cancelStart
+	s.onStop(func() { cancelStart(); cancelWork(); s.cancel() })
+	defer s.close()
+
+	for _, p := range phases {
+		t0 := time.Now()
+		if err := p.run(d, s); err != nil {
+			return fmt.Errorf("start-up phase %s: %w", p.name, err)
+		}
+		d.log.Debug().Str("phase", p.name).Dur("took", time.Since(t0)).Msg("start-up phase done")
+		if s.startCtx.Err() != nil {
+			d.log.Info().Str("phase", p.name).Msg("stopped during start-up")
+			return nil
+		}
+	}
+	return d.serve(s)
+}
+
+// checkBackend refuses a TensorRT configuration this binary cannot run.
+func (d *Daemon) checkBackend(*startup) error { return backend.CheckBuilt(d.cfg.Load()) }
+
+// startMetrics creates what the HTTP handlers and STATUS= lines read from
+// other goroutines while the later phases assign d.spool and d.intake.
+func (d *Daemon) startMetrics(*startup) error {
+	cfg := d.cfg.Load()
 	d.inbox = filepath.Join(filepath.Clean(cfg.Spool.Root), spool.Inbox)
 	d.metrics = NewMetrics(d.opts.Version, d.queueDepth, d.backlog, func() float64 {
 		if d.health.Serving() && !d.stopping() {
@@ -173,123 +255,177 @@ func (d *Daemon) run(ctx context.Context) (err error) {
 		return 0
 	})
 	d.health.SetCheck(d.problem)
+	d.health.SetDegraded(d.degraded)
 	d.registerMemoryMetrics()
+	return nil
+}
 
-	// Signals first: a SIGTERM during a long model load must stop the load
-	// cleanly rather than kill the process with the default action.
+// startSignals turns SIGTERM/SIGINT into a drain (cancelling start-up) and
+// SIGHUP into a reload, from now until run returns.
+func (d *Daemon) startSignals(s *startup) error {
 	sigs := d.opts.Signals
 	if sigs == nil {
 		ch := make(chan os.Signal, 4)
 		signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-		defer signal.Stop(ch)
+		s.onStop(func() { signal.Stop(ch) })
 		sigs = ch
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	workCtx, cancelWork := context.WithCancel(context.Background())
-	defer cancelWork()
-	d.cancelWork = cancelWork
-	startCtx, cancelStart := context.WithCancel(ctx) // cancelled by a signal during start-up
-	defer cancelStart()
 	sigDone := make(chan struct{})
 	go func() {
 		defer close(sigDone)
-		d.handleSignals(ctx, sigs, cancelStart)
+		d.handleSignals(s.ctx, sigs)
 	}()
-	defer func() { cancel(); <-sigDone }()
+	s.onStop(func() { s.cancel(); <-sigDone })
+	return nil
+}
 
-	if cfg.HTTP.Listen != "" {
-		addr, httpDone, err := serveHTTP(ctx, cfg.HTTP.Listen, d.health.Handler(d.metrics), log)
-		if err != nil {
-			return err
-		}
-		defer func() { cancel(); <-httpDone }()
-		log.Info().Str("addr", addr.String()).Msg("http listening (/metrics /healthz /readyz)")
-		if d.opts.OnListen != nil {
-			d.opts.OnListen(addr)
-		}
+// startHTTP serves /metrics, /healthz and /readyz (http.listen; "" = off).
+func (d *Daemon) startHTTP(s *startup) error {
+	cfg := d.cfg.Load()
+	if cfg.HTTP.Listen == "" {
+		return nil
 	}
+	addr, httpDone, err := serveHTTP(s.ctx, cfg.HTTP.Listen, d.health.Handler(d.metrics), d.log)
+	if err != nil {
+		return err
+	}
+	s.onStop(func() { s.cancel(); <-httpDone })
+	d.log.Info().Str("addr", addr.String()).Msg("http listening (/metrics /healthz /readyz)")
+	if d.opts.OnListen != nil {
+		d.opts.OnListen(addr)
+	}
+	return nil
+}
 
-	// Spool: create the folders, take this instance's lease, re-queue
-	// its work/<id>/, take over expired instances' (lease.go).
+// openSpool creates the folders, takes this instance's lease, re-queues
+// its work/<id>/ and starts the lease loop, which takes over expired
+// instances' (lease.go).
+func (d *Daemon) openSpool(s *startup) error {
+	cfg := d.cfg.Load()
 	d.setStatus("recovering spool %s", cfg.Spool.Root)
-	d.spool, err = spool.Open(cfg.Spool.Root, spool.Options{
+	sp, err := spool.Open(cfg.Spool.Root, spool.Options{
 		KeepOriginals: cfg.Spool.KeepOriginals,
 		Instance:      spool.ExpandInstance(cfg.Spool.Instance),
 		Lock:          true,
 		Lease:         cfg.Spool.Lease.Duration,
 		LeaseMargin:   cfg.Spool.LeaseMargin.Duration,
-		Log:           kvLogger(log.With().Str("component", "spool").Logger()),
+		Log:           logging.KV(d.log.With().Str("component", "spool").Logger()),
 	})
 	if err != nil {
 		return cfg.Errorf("spool.root", "%v", err)
 	}
-	defer d.spool.Close()
+	d.spool = sp
+	s.onStop(func() { d.spool.Close() })
 	requeued, err := d.spool.Recover()
 	if err != nil {
 		// Recover keeps going past single files; what it could not move
 		// stays where it is and is retried at the next start.
-		log.Error().Err(err).Msg("spool recovery incomplete")
+		d.log.Error().Err(err).Msg("spool recovery incomplete")
 	}
-	log.Info().Str("root", d.spool.Root()).Int("requeued", requeued).Msg("spool recovered")
-	defer d.startLease(log.With().Str("component", "spool").Logger(), cfg.Spool.Lease.Duration)()
+	d.log.Info().Str("root", d.spool.Root()).Int("requeued", requeued).Msg("spool recovered")
+	s.onStop(d.startLease(d.log.With().Str("component", "spool").Logger(), cfg.Spool.Lease.Duration))
+	return nil
+}
 
-	// Model.
-	if startCtx.Err() != nil {
-		log.Info().Msg("stopped during start-up")
-		return nil
-	}
-	d.backend, err = d.loadBackend(startCtx, cfg)
+// openBackends loads the model on every worker's backend (one, unless
+// backend.devices or backend.workers ask for several). With several, a
+// worker whose backend does not open is left out (degraded) and the others
+// start; none opening is a failed start.
+func (d *Daemon) openBackends(s *startup) error {
+	ws, err := d.planWorkers(d.cfg.Load())
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if cerr := d.backend.Close(); cerr != nil {
-			log.Error().Err(cerr).Msg("closing backend")
+	d.workersMu.Lock() // STATUS= and a drain read the workers from other goroutines
+	d.workers = ws
+	d.workersMu.Unlock()
+	var failed []string
+	var lastErr error
+	for _, w := range ws {
+		b, err := d.loadBackend(s.startCtx, w)
+		if err != nil {
+			if len(ws) == 1 || s.startCtx.Err() != nil {
+				return err
+			}
+			why := "its backend did not open: " + firstLine(err.Error())
+			w.stopped.Store(&why)
+			d.metrics.WorkerUp.WithLabelValues(w.name).Set(0)
+			d.log.Error().Err(err).Str("worker", w.name).Msg("worker left out: its backend did not open; the others start")
+			failed, lastErr = append(failed, w.name), err
+			continue
 		}
-	}()
-	if startCtx.Err() != nil {
-		log.Info().Msg("stopped during start-up")
-		return nil
+		d.workersMu.Lock()
+		w.opened(b)
+		d.workersMu.Unlock()
+		s.onStop(func() {
+			if cerr := b.Close(); cerr != nil {
+				w.log.Error().Err(cerr).Msg("closing backend")
+			}
+		})
+		info := b.Info()
+		d.metrics.BackendInfo.WithLabelValues(b.Name(), info.Model, info.Preset, info.Version).Set(1)
 	}
-	info := d.backend.Info()
-	d.metrics.BackendInfo.WithLabelValues(d.backend.Name(), info.Model, info.Preset, info.Version).Set(1)
+	if len(failed) == len(ws) {
+		return fmt.Errorf("no worker could open its backend (%s); the last error: %w", strings.Join(failed, ", "), lastErr)
+	}
+	return nil
+}
 
-	// GPU telemetry and the throttle gate; its poller keeps /metrics
-	// current between frames and stops before the monitor closes.
-	if d.gpu, err = d.openGPU(cfg, d.backend); err != nil {
-		return err
+// startGPU opens each worker's GPU telemetry and throttle gate; each
+// poller keeps /metrics current between frames and stops before its
+// monitor closes.
+func (d *Daemon) startGPU(s *startup) error {
+	for _, w := range d.runningWorkers() {
+		g, err := d.openGPU(w)
+		if err != nil {
+			return err
+		}
+		d.workersMu.Lock()
+		w.gpu = g
+		d.workersMu.Unlock()
+		gpuCtx, stopGPU := context.WithCancel(s.ctx)
+		gpuDone := make(chan struct{})
+		go func() { defer close(gpuDone); g.poll(gpuCtx) }()
+		s.onStop(func() { stopGPU(); <-gpuDone; g.close() })
 	}
-	gpuCtx, stopGPU := context.WithCancel(ctx)
-	gpuDone := make(chan struct{})
-	go func() { defer close(gpuDone); d.gpu.poll(gpuCtx) }()
-	defer func() { stopGPU(); <-gpuDone; d.gpu.close() }()
+	return nil
+}
 
-	pipe, err := deblur.NewPipeline(progressBackend{d.backend, &d.clocks.network}, d.pipelineOptions(cfg))
-	if err != nil {
-		return cfg.Errorf("model.tile", "%v", err)
-	}
-	// One tile through the network: the runtime's working memory for it is
-	// allocated now (and kept), so it is measured below as the model's,
-	// not charged to the first frame; the first frame is faster too.
-	if !d.opts.SkipWarmup {
-		d.warmUp(startCtx, pipe, cfg)
-		if startCtx.Err() != nil {
-			log.Info().Msg("stopped during start-up")
-			return nil
+// startPipelines makes each worker's pipeline over its backend and runs one
+// tile through it: the runtime's working memory for it is allocated now
+// (and kept), so it is measured as the model's, not charged to the first
+// frame; the first frame is faster too.
+func (d *Daemon) startPipelines(s *startup) error {
+	cfg := d.cfg.Load()
+	for _, w := range d.runningWorkers() {
+		pipe, err := deblur.NewPipeline(progressBackend{w.backend, &w.clock}, w.pipelineOptions(cfg))
+		if err != nil {
+			return cfg.Errorf("model.tile", "%v", err)
+		}
+		w.pipe = pipe
+		if !d.opts.SkipWarmup {
+			d.warmUp(s.startCtx, pipe, cfg)
 		}
 	}
-	// What the model and runtime hold now is outside the frames' budget.
-	if err := d.measureFixed(); err != nil {
-		return err
-	}
+	return nil
+}
 
-	// Intake.
-	wlog := kvLogger(log.With().Str("component", "watch").Logger())
+// measureMemory records what the model and runtime hold now: outside the
+// frames' budget (limits.memory_mib).
+func (d *Daemon) measureMemory(*startup) error { return d.measureFixed() }
+
+// startIntake starts the folder watcher. Should it give up on its own, the
+// daemon would look healthy and do nothing: it drains instead, and run
+// returns the watcher's error so that systemd restarts it.
+func (d *Daemon) startIntake(s *startup) error {
+	cfg := d.cfg.Load()
+	wlog := logging.KV(d.log.With().Str("component", "watch").Logger())
+	var in Intake
+	var err error
 	if d.opts.NewIntake != nil {
-		d.intake, err = d.opts.NewIntake(d.inbox, cfg, wlog)
+		in, err = d.opts.NewIntake(d.inbox, cfg, wlog)
 	} else {
-		d.intake, err = watch.New(d.inbox, watch.Options{
+		in, err = watch.New(d.inbox, watch.Options{
 			Settle:    cfg.Spool.Settle.Duration,
 			Rescan:    cfg.Spool.Rescan.Duration,
 			QueueSize: cfg.Spool.QueueSize,
@@ -298,60 +434,80 @@ func (d *Daemon) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	d.intake = in
 	d.queued.Store(&d.intake)
 	intakeCtx, stopIntake := context.WithCancel(context.Background())
-	defer stopIntake()
-	intakeDone := make(chan struct{})
-	var intakeErr atomic.Pointer[error]
+	s.stopIntake, s.intakeDone = stopIntake, make(chan struct{})
+	s.onStop(stopIntake)
 	go func() {
-		defer close(intakeDone)
-		err := d.intake.Run(intakeCtx)
+		defer close(s.intakeDone)
+		err := in.Run(intakeCtx)
 		if intakeCtx.Err() == nil {
-			// The watcher gave up on its own: without intake the daemon
-			// would look healthy and do nothing. Drain and exit non-zero so
-			// systemd restarts it.
 			if err == nil {
 				err = errors.New("intake stopped unexpectedly")
 			}
-			intakeErr.Store(&err)
-			log.Error().Err(err).Msg("intake stopped; shutting down")
+			s.intakeErr.Store(&err)
+			d.log.Error().Err(err).Msg("intake stopped; shutting down")
 			d.beginDrain("intake stopped")
 		}
 	}()
+	return nil
+}
 
-	// The frame pipeline: decode -> network -> encode, one goroutine each.
-	netCh := make(chan *frame)
+// serve runs the frame pipeline (decode -> network -> encode, one goroutine
+// each), says READY=1, and waits for the drain to start (signal, ctx, or
+// intake giving up) and then to complete.
+func (d *Daemon) serve(s *startup) error {
+	cfg := d.cfg.Load()
+	netCh := make(chan *frame) // every worker takes from it
 	encCh := make(chan *frame, 1)
-	var wg sync.WaitGroup
+	workers := d.runningWorkers()
+	var wg, nets sync.WaitGroup
 	wg.Add(3)
 	go func() { defer wg.Done(); d.decodeLoop(netCh) }()
-	go func() { defer wg.Done(); d.networkLoop(workCtx, pipe, netCh, encCh) }()
+	for _, w := range workers {
+		nets.Add(1)
+		go func() { defer nets.Done(); w.loop(s.workCtx, netCh, encCh) }()
+	}
+	go func() { defer wg.Done(); nets.Wait(); close(encCh) }()
 	go func() { defer wg.Done(); d.encodeLoop(encCh) }()
 
 	d.health.SetReady()
 	d.notify.Ready(d.statusLine())
-	log.Info().Str("backend", d.backend.Name()).Str("model", info.Model).Str("preset", info.Preset).
-		Str("model_version", info.Version).Int("tile", cfg.Model.Tile).Msg("ready")
+	w := workers[0]
+	info := w.backend.Info()
+	e := d.log.Info().Str("backend", w.backend.Name()).Str("model", info.Model).Str("preset", info.Preset).
+		Str("model_version", info.Version).Int("tile", cfg.Model.Tile)
+	if len(d.workers) > 1 {
+		names := make([]string, len(workers))
+		for i, w := range workers {
+			names[i] = w.name
+		}
+		e = e.Strs("workers", names)
+		if g := d.degraded(); g != "" {
+			e = e.Str("degraded", g)
+		}
+	}
+	e.Msg("ready")
 
 	wdDone := make(chan struct{})
-	go func() { defer close(wdDone); d.housekeeping(ctx) }()
+	go func() { defer close(wdDone); d.housekeeping(s.ctx) }()
 
-	// Wait for the drain to start (signal or ctx), then for the pipeline.
 	select {
 	case <-d.stop:
-	case <-ctx.Done():
+	case <-s.ctx.Done():
 		d.beginDrain("context cancelled")
 	}
-	stopIntake()
+	s.stopIntake()
 	wg.Wait()
 	d.drainTimer.Stop()
-	<-intakeDone
-	cancel()
+	<-s.intakeDone
+	s.cancel()
 	<-wdDone
 	d.notify.Status(d.statusWith("stopped"))
-	log.Info().Int64("processed", d.processed.Load()).Int64("failed", d.failed.Load()).
+	d.log.Info().Int64("processed", d.processed.Load()).Int64("failed", d.failed.Load()).
 		Int64("retried", d.retried.Load()).Msg("stopped")
-	if p := intakeErr.Load(); p != nil {
+	if p := s.intakeErr.Load(); p != nil {
 		return fmt.Errorf("intake: %w", *p)
 	}
 	return nil
@@ -359,7 +515,7 @@ func (d *Daemon) run(ctx context.Context) (err error) {
 
 // handleSignals turns SIGTERM/SIGINT into a drain (a second one cancels the
 // frame in flight at once) and SIGHUP into a reload.
-func (d *Daemon) handleSignals(ctx context.Context, sigs <-chan os.Signal, cancelStart context.CancelFunc) {
+func (d *Daemon) handleSignals(ctx context.Context, sigs <-chan os.Signal) {
 	terms := 0
 	for {
 		select {
@@ -371,7 +527,7 @@ func (d *Daemon) handleSignals(ctx context.Context, sigs <-chan os.Signal, cance
 				d.reload()
 			case syscall.SIGTERM, syscall.SIGINT, os.Interrupt:
 				terms++
-				cancelStart()
+				d.cancelStart()
 				if terms == 1 {
 					d.beginDrain(s.String())
 				} else {
@@ -436,7 +592,7 @@ func (d *Daemon) reload() {
 	changes := next.Diff(old)
 	eff := old.WithLive(next)
 	if eff.Log.Level != old.Log.Level {
-		_ = SetLevel(eff.Log.Level) // validated by Load
+		_ = logging.SetLevel(eff.Log.Level) // validated by Load
 	}
 	d.cfg.Store(eff)
 	if eff.Limits.MemoryMiB != old.Limits.MemoryMiB {
@@ -466,10 +622,11 @@ func (d *Daemon) reload() {
 	d.log.Info().Str("config", path).Strs("applied", applied).Strs("needs_restart", restart).Msg("configuration reloaded")
 }
 
-// loadBackend opens the configured backend, keeping systemd patient while it
+// loadBackend opens a worker's backend, keeping systemd patient while it
 // loads (EXTEND_TIMEOUT_USEC, plus watchdog pings in case the watchdog is
 // already armed) for at most maxModelLoad.
-func (d *Daemon) loadBackend(ctx context.Context, cfg *config.Config) (deblur.Backend, error) {
+func (d *Daemon) loadBackend(ctx context.Context, w *worker) (deblur.Backend, error) {
+	cfg, reg, log := w.cfg, w.registerer(), w.log
 	d.setStatus("loading model %s", cfg.Model.Dir)
 	d.health.SetNotReady("loading model")
 	const step = 10 * time.Second
@@ -500,41 +657,25 @@ func (d *Daemon) loadBackend(ctx context.Context, cfg *config.Config) (deblur.Ba
 
 	open := d.opts.OpenBackend
 	if open == nil {
-		open = func(cfg *config.Config) (deblur.Backend, error) { return d.openBackend(ctx, cfg) }
+		open = func(cfg *config.Config) (deblur.Backend, error) {
+			return backend.Open(ctx, cfg, backend.Options{
+				Log:     log,
+				Metrics: reg,
+				BuildStarted: func(timeout time.Duration) {
+					d.setStatus("building TensorRT engines for %s (see the log)", cfg.Model.Dir)
+					// loadBackend's ticker keeps extending the start for the build.
+					d.loadDeadline.Store(time.Now().Add(timeout + maxModelLoad).UnixNano())
+				},
+				BuildProgress: func() { d.notify.ExtendTimeout(30 * time.Second) },
+			})
+		}
 	}
 	b, err := open(cfg)
 	if err != nil {
 		return nil, err
 	}
-	d.log.Info().Str("backend", b.Name()).Str("dir", cfg.Model.Dir).Dur("took", time.Since(t0)).Msg("model loaded")
+	log.Info().Str("backend", b.Name()).Str("dir", cfg.Model.Dir).Dur("took", time.Since(t0)).Msg("model loaded")
 	return b, nil
-}
-
-// OpenBackend opens ONNX Runtime on the CPU for cfg's model: what
-// backend.kind "onnxruntime" selects, and what "auto" and a TensorRT
-// fallback use. The daemon's whole selection, TensorRT included, is
-// openBackend (tensorrt.go).
-func OpenBackend(cfg *config.Config) (deblur.Backend, error) {
-	if st, err := os.Stat(cfg.Model.Dir); err != nil {
-		return nil, cfg.Errorf("model.dir", "%v", err)
-	} else if !st.IsDir() {
-		return nil, cfg.Errorf("model.dir", "not a folder")
-	}
-	b, err := ort.Open(cfg.Model.Dir, ort.Options{
-		LibraryPath:    cfg.Backend.OnnxruntimeLibrary,
-		IntraOpThreads: cfg.Backend.Threads,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("backend onnxruntime (model.dir %s): %w", cfg.Model.Dir, err)
-	}
-	return b, nil
-}
-
-// pipelineOptions are the live model keys plus the GPU gate and the
-// out-of-memory floor (gpu.min_tile).
-func (d *Daemon) pipelineOptions(cfg *config.Config) deblur.Options {
-	return deblur.Options{Tile: cfg.Model.Tile, Overlap: cfg.Model.Overlap, Seed: cfg.Model.Seed,
-		MinTile: cfg.GPU.MinTile, Gate: d.gpu.gateFor()}
 }
 
 // queueDepth is for the hidiffd_queue_depth gauge: names the watcher holds
@@ -575,7 +716,17 @@ func (d *Daemon) statusWith(state string) string {
 	if w, _ := d.backoff.paused(); w > 0 {
 		s += fmt.Sprintf(", output paused %s (retry backoff)", w.Round(time.Second))
 	}
-	if g := d.gpu.status(); g != "" {
+	d.workersMu.Lock() // start-up may be assigning w.gpu
+	for _, w := range d.workers {
+		if g := w.gpu.status(); w.running() && g != "" {
+			if len(d.workers) > 1 {
+				g = w.name + " " + g
+			}
+			s += ", " + g
+		}
+	}
+	d.workersMu.Unlock()
+	if g := d.degraded(); g != "" {
 		s += ", " + g
 	}
 	return s
@@ -609,7 +760,7 @@ func (d *Daemon) housekeeping(ctx context.Context) {
 			lastIntake = intake
 		}
 		if wd > 0 {
-			stalled := d.clocks.stalled(wd)
+			stalled := d.stalled(wd)
 			switch {
 			case stalled != "":
 				// No ping: systemd restarts us after WatchdogSec. The frame
@@ -645,7 +796,7 @@ func (d *Daemon) problem() string {
 		return p
 	}
 	if wd := WatchdogInterval(); wd > 0 {
-		if s := d.clocks.stalled(wd); s != "" {
+		if s := d.stalled(wd); s != "" {
 			return fmt.Sprintf("the %s loop has made no progress for over %v", s, wd)
 		}
 	}
@@ -669,7 +820,7 @@ func (d *Daemon) intakeProblem() string {
 // clocks track, per frame loop, since when it has worked without progress
 // (0 = waiting for input, which is healthy).
 type clocks struct {
-	decode, network, encode stageClock
+	decode, encode stageClock // each worker has its network clock
 }
 
 type stageClock struct{ since atomic.Int64 }
@@ -677,37 +828,30 @@ type stageClock struct{ since atomic.Int64 }
 func (c *stageClock) busy() { c.since.Store(time.Now().UnixNano()) }
 func (c *stageClock) idle() { c.since.Store(0) }
 
-// stalled names the first loop busy for longer than limit, or "".
-func (c *clocks) stalled(limit time.Duration) string {
+// stalled names the first loop busy for longer than limit, or "": the
+// decode loop, each running worker's network ("network", or "network
+// (gpu1)" with several workers), the encode loop.
+func (d *Daemon) stalled(limit time.Duration) string {
 	now := time.Now().UnixNano()
-	for _, s := range []struct {
+	type loop struct {
 		name string
 		c    *stageClock
-	}{{StageDecode, &c.decode}, {"network", &c.network}, {StageEncode, &c.encode}} {
+	}
+	loops := []loop{{StageDecode, &d.clocks.decode}}
+	for _, w := range d.runningWorkers() {
+		name := "network"
+		if len(d.workers) > 1 {
+			name += " (" + w.name + ")"
+		}
+		loops = append(loops, loop{name, &w.clock})
+	}
+	loops = append(loops, loop{StageEncode, &d.clocks.encode})
+	for _, s := range loops {
 		if t := s.c.since.Load(); t != 0 && time.Duration(now-t) > limit {
 			return s.name
 		}
 	}
 	return ""
-}
-
-// kvLogger adapts zerolog to the func(level, msg, kv...) logger that spool
-// and watch take, so those packages do not depend on zerolog.
-func kvLogger(l zerolog.Logger) func(level, msg string, kv ...any) {
-	return func(level, msg string, kv ...any) {
-		var e *zerolog.Event
-		switch level {
-		case "debug":
-			e = l.Debug()
-		case "warn":
-			e = l.Warn()
-		case "error":
-			e = l.Error()
-		default:
-			e = l.Info()
-		}
-		e.Fields(kv).Msg(msg)
-	}
 }
 
 // errIsCancel reports a cancelled or timed-out context anywhere in err.

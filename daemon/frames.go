@@ -28,6 +28,8 @@ type frame struct {
 
 	cost     int64 // estimated peak memory, charged to the budget
 	reserved bool  // cost is charged: freeFrame gives it back
+
+	w *worker // the worker whose network ran it
 }
 
 // freeFrame gives a frame's memory back to the budget once it has left the
@@ -333,55 +335,20 @@ func safeDecode(path string, lim imageio.Limits) (img *imageio.Image, err error)
 	return imageio.DecodeFile(path, lim)
 }
 
-// networkLoop runs the model on one frame at a time, on one locked OS
-// thread: GPU contexts are per thread, and serialising the network keeps its
-// memory to one frame's worth.
-func (d *Daemon) networkLoop(ctx context.Context, pipe *deblur.Pipeline, netCh <-chan *frame, encCh chan<- *frame) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	defer close(encCh)
-	for f := range netCh {
-		if d.stopping() {
-			// Decoded but not started: not "in flight"; back to inbox/.
-			d.release(f.job, "draining before the network started")
-			d.freeFrame(f)
-			continue
-		}
-		cfg := d.cfg.Load()
-		if err := pipe.SetOptions(d.pipelineOptions(cfg)); err != nil {
-			// Live tile/overlap change that this model cannot take: keep
-			// the previous options (validated at start) and say so.
-			d.log.Error().Err(err).Msg("model.tile/overlap from the reloaded config do not fit the model; keeping the previous ones")
-		}
-		d.clocks.network.busy()
-		out, st, err := d.runPipeline(ctx, pipe, f)
-		d.clocks.network.idle()
-		d.gpu.frameDone(st, err)
-		if err != nil {
-			switch {
-			case isDrainWait(err):
-				d.release(f.job, "drain began while it waited for the GPU")
-			case errIsCancel(err) || ctx.Err() != nil:
-				d.release(f.job, "cancelled in the network (drain timeout)")
-			default:
-				d.fail(f.job, stagePipeline, err.Error())
-			}
-			d.freeFrame(f)
-			continue
-		}
-		f.out, f.stats, f.img.Pix = out, st, nil // drop the input pixels early
-		runtime.GC()                             // and collect them before the encoder's image
-		d.metrics.observe(StagePrior, st.Prior)
-		d.metrics.observe(StageTransformer, st.Transform)
-		if st.NonFinite > 0 {
-			d.log.Warn().Str("name", f.job.Name).Int("values", st.NonFinite).
-				Msg("network produced NaN/Inf values (clamped); check the engine's precision")
-		}
-		if st.ConstantTiles > 0 {
-			d.log.Warn().Str("name", f.job.Name).Int("tiles", st.ConstantTiles).
-				Msg("network produced flat tiles from non-flat input; check the engine's precision")
-		}
-		encCh <- f
+// networkDone keeps a frame's result and drops its input pixels before it
+// goes to the encoder.
+func (d *Daemon) networkDone(f *frame, out deblur.Image, st deblur.Stats) {
+	f.out, f.stats, f.img.Pix = out, st, nil // drop the input pixels early
+	runtime.GC()                             // and collect them before the encoder's image
+	d.metrics.observe(StagePrior, st.Prior)
+	d.metrics.observe(StageTransformer, st.Transform)
+	if st.NonFinite > 0 {
+		f.w.log.Warn().Str("name", f.job.Name).Int("values", st.NonFinite).
+			Msg("network produced NaN/Inf values (clamped); check the engine's precision")
+	}
+	if st.ConstantTiles > 0 {
+		f.w.log.Warn().Str("name", f.job.Name).Int("tiles", st.ConstantTiles).
+			Msg("network produced flat tiles from non-flat input; check the engine's precision")
 	}
 }
 
@@ -468,11 +435,11 @@ func (d *Daemon) writeAndFinish(f *frame) {
 	d.metrics.Processed.Inc()
 	d.metrics.observe(StageEncode, encode)
 	d.metrics.observe(StageTotal, total)
-	d.log.Info().
+	f.w.log.Info().
 		Str("name", f.job.Name).
 		Int("width", f.img.W).
 		Int("height", f.img.H).
-		Str("backend", d.backend.Name()).
+		Str("backend", f.w.backend.Name()).
 		Int("tiles", f.stats.Tiles).
 		Float64("decode_ms", ms(f.decode)).
 		Float64("prior_ms", ms(f.stats.Prior)).

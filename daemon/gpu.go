@@ -13,6 +13,7 @@ import (
 	"hidiffd/config"
 	"hidiffd/deblur"
 	"hidiffd/gpu"
+	"hidiffd/logging"
 )
 
 // gpuThrottle is the GPU monitor and the throttle policy as the daemon uses
@@ -26,6 +27,7 @@ import (
 // those marks and the watchdog restarts us, as for a hung backend call.
 type gpuThrottle struct {
 	d      *Daemon
+	clock  *stageClock // the worker's network clock
 	mon    gpu.Monitor
 	active bool // gate the network: the backend runs on the GPU
 	log    zerolog.Logger
@@ -46,27 +48,29 @@ type gpuThrottle struct {
 	throttle string    // reason whose gauge is 1 ("" = none)
 }
 
-// openGPU opens the monitor gpu.monitor names and registers the metrics.
-// An explicitly requested monitor that does not work stops the start; with
-// "auto" a machine without GPU telemetry gets "none", which always allows.
-func (d *Daemon) openGPU(cfg *config.Config, b deblur.Backend) (*gpuThrottle, error) {
-	log := d.log.With().Str("component", "gpu").Logger()
+// openGPU opens the monitor gpu.monitor names for a worker's GPU
+// (gpu.device) and registers its metrics. An explicitly requested monitor
+// that does not work stops the start; with "auto" a machine without GPU
+// telemetry gets "none", which always allows.
+func (d *Daemon) openGPU(w *worker) (*gpuThrottle, error) {
+	cfg, b := w.cfg, w.backend
+	log := w.log.With().Str("component", "gpu").Logger()
 	var mon gpu.Monitor
 	var err error
 	if d.opts.OpenMonitor != nil {
 		mon, err = d.opts.OpenMonitor(cfg)
 	} else {
-		mon, err = gpu.Open(gpu.Options{Kind: cfg.GPU.Monitor, Device: cfg.GPU.Device, Log: kvLogger(log)})
+		mon, err = gpu.Open(gpu.Options{Kind: cfg.GPU.Monitor, Device: cfg.GPU.Device, Log: logging.KV(log)})
 	}
 	if err != nil {
 		return nil, cfg.Errorf("gpu.monitor", "%v", err)
 	}
-	g := &gpuThrottle{d: d, mon: mon, log: log}
+	g := &gpuThrottle{d: d, clock: &w.clock, mon: mon, log: log}
 	if u, ok := b.(deblur.GPUBackend); ok && u.UsesGPU() {
 		g.active = true
 	}
 	r := g.sample(context.Background())
-	g.m = d.metrics.RegisterGPU(mon.Name(), r.Device, mon.Name() != gpu.KindNone, g.readings)
+	g.m = d.metrics.RegisterGPU(w.registerer(), mon.Name(), r.Device, mon.Name() != gpu.KindNone, g.readings)
 	why := "the backend runs on the GPU"
 	if !g.active {
 		why = fmt.Sprintf("backend %s does not run on the GPU; readings only", b.Name())
@@ -171,7 +175,7 @@ func (g *gpuThrottle) gate(ctx context.Context, want int) (int, error) {
 		case gpu.Wait, gpu.Slow:
 			// Waiting for the GPU is the loop doing its job: tell the
 			// watchdog so (see the type's comment).
-			g.d.clocks.network.busy()
+			g.clock.busy()
 			t := time.NewTimer(dec.Recheck)
 			t0 := time.Now()
 			select {
@@ -186,7 +190,7 @@ func (g *gpuThrottle) gate(ctx context.Context, want int) (int, error) {
 			case <-t.C:
 			}
 			g.m.ThrottledSeconds.WithLabelValues(dec.Reason).Add(time.Since(t0).Seconds())
-			g.d.clocks.network.busy()
+			g.clock.busy()
 			if dec.Action == gpu.Slow {
 				return dec.TileEdge, nil
 			}

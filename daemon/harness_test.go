@@ -123,6 +123,10 @@ type setup struct {
 	dir string
 	// clock, if set, drives the retry backoff.
 	clock Clock
+	// openFor, if set, opens each worker's backend from its configuration
+	// (gpu.device): several fake GPUs. countGPUs is the machine's GPUs.
+	openFor   func(*config.Config) (deblur.Backend, error)
+	countGPUs func() (int, error)
 }
 
 // start runs a daemon with a fresh spool, fast settle/rescan and HTTP on a
@@ -171,6 +175,10 @@ func start(t *testing.T, s setup) *instance {
 	if s.monitor != nil {
 		opts.OpenMonitor = func(*config.Config) (gpu.Monitor, error) { return s.monitor, nil }
 	}
+	if s.openFor != nil {
+		opts.OpenBackend = s.openFor
+	}
+	opts.CountGPUs = s.countGPUs
 	go func() { in.done <- Run(context.Background(), opts) }()
 	select {
 	case a := <-in.addr:

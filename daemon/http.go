@@ -26,10 +26,16 @@ type Health struct {
 	ready  atomic.Bool
 	reason atomic.Value                  // string: why not ready
 	check  atomic.Pointer[func() string] // "" when healthy, else why not
+	// degraded says which workers stopped ("" none): /readyz stays 200
+	// while one runs, and says so on a second line.
+	degraded atomic.Pointer[func() string]
 }
 
 // SetCheck installs the live health check ("" healthy, else the reason).
 func (h *Health) SetCheck(f func() string) { h.check.Store(&f) }
+
+// SetDegraded installs the report of stopped workers for /readyz.
+func (h *Health) SetDegraded(f func() string) { h.degraded.Store(&f) }
 
 // Problem runs the live check: "" when healthy.
 func (h *Health) Problem() string {
@@ -84,6 +90,11 @@ func (h *Health) Handler(m *Metrics) http.Handler {
 		}
 		if why == "" {
 			fmt.Fprintln(w, "ready")
+			if f := h.degraded.Load(); f != nil {
+				if g := (*f)(); g != "" {
+					fmt.Fprintln(w, "degraded:", g)
+				}
+			}
 			return
 		}
 		w.WriteHeader(http.StatusServiceUnavailable)

@@ -34,6 +34,10 @@ type Metrics struct {
 	Stage       *prometheus.HistogramVec // label stage
 	BackendInfo *prometheus.GaugeVec
 	Reloads     *prometheus.CounterVec // label result
+
+	// Per worker (label worker: "gpu0", "cpu1"; one worker has one too).
+	WorkerUp     *prometheus.GaugeVec   // 1 while it takes frames, 0 once stopped
+	WorkerFrames *prometheus.CounterVec // label result: ok, failed, requeued (its backend failed; back to inbox/)
 }
 
 // NewMetrics registers every metric. queueDepth, backlog and ready are read
@@ -68,6 +72,14 @@ func NewMetrics(version string, queueDepth, backlog, ready func() float64) *Metr
 			Name: "hidiffd_config_reloads_total",
 			Help: "SIGHUP configuration reloads, by result (ok, error).",
 		}, []string{"result"}),
+		WorkerUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "hidiffd_worker_up",
+			Help: "1 while the worker (one backend, and its GPU, each) takes frames; 0 once it stopped because its backend failed.",
+		}, []string{"worker"}),
+		WorkerFrames: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hidiffd_worker_frames_total",
+			Help: "Frames through a worker's network, by result: ok, failed (the frame's fault), requeued (the worker's backend failed; back to inbox/ for the others).",
+		}, []string{"worker", "result"}),
 	}
 	gaugeFunc := func(name, help string, f func() float64) prometheus.Collector {
 		if f == nil {
@@ -76,7 +88,7 @@ func NewMetrics(version string, queueDepth, backlog, ready func() float64) *Metr
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	reg.MustRegister(
-		m.Processed, m.Failed, m.Retried, m.Stage, m.BackendInfo, m.Reloads,
+		m.Processed, m.Failed, m.Retried, m.Stage, m.BackendInfo, m.Reloads, m.WorkerUp, m.WorkerFrames,
 		gaugeFunc("hidiffd_ready", "1 while /readyz answers 200: model loaded, spool recovered, intake scanning the inbox, not draining.", ready),
 		gaugeFunc("hidiffd_queue_depth", "Files accepted by intake and waiting for the worker.", queueDepth),
 		gaugeFunc("hidiffd_backlog_files", "Files in inbox/ (read at scrape time).", backlog),
@@ -140,8 +152,9 @@ type GPUMetrics struct {
 
 // RegisterGPU registers the GPU metrics. With telemetry (monitor not
 // "none"), the reading gauges call readings at scrape time; a reading the
-// GPU does not report is NaN.
-func (m *Metrics) RegisterGPU(monitor, device string, telemetry bool, readings func() gpu.Readings) *GPUMetrics {
+// GPU does not report is NaN. reg is the worker's registerer (its label
+// when the daemon has several).
+func (m *Metrics) RegisterGPU(reg prometheus.Registerer, monitor, device string, telemetry bool, readings func() gpu.Readings) *GPUMetrics {
 	g := &GPUMetrics{
 		Throttled: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "hidiffd_gpu_throttled",
@@ -160,7 +173,7 @@ func (m *Metrics) RegisterGPU(monitor, device string, telemetry bool, readings f
 			Help: "Frames run again with smaller tiles after the backend ran out of GPU memory.",
 		}),
 	}
-	m.Registry.MustRegister(g.Throttled, g.ThrottledSeconds, g.TileLimit, g.OOMRetries)
+	reg.MustRegister(g.Throttled, g.ThrottledSeconds, g.TileLimit, g.OOMRetries)
 	for _, r := range gpu.Reasons {
 		g.Throttled.WithLabelValues(r)
 		g.ThrottledSeconds.WithLabelValues(r)
@@ -185,7 +198,7 @@ func (m *Metrics) RegisterGPU(monitor, device string, telemetry bool, readings f
 	}
 	const utilHelp = "GPU utilisation in percent: kind gpu (kernels running), memory (memory busy), other_processes (SM share of other processes)."
 	const eventHelp = "1 while the GPU reports this clock-event (throttle) reason; NaN where it cannot tell (Jetson)."
-	m.Registry.MustRegister(
+	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "hidiffd_gpu_info",
 			Help:        "The GPU telemetry source and device (value 1).",

@@ -142,7 +142,7 @@ func (sc *Sidecar) Write(w io.Writer) error {
 // the prepared metadata with the provenance of this run.
 func (d *Daemon) encodeOptions(f *frame) (imageio.EncodeOptions, *imageio.Provenance) {
 	cfg := d.cfg.Load()
-	prov := Provenance(d.opts.Version, d.backend, f.stats)
+	prov := Provenance(d.opts.Version, f.w.backend, f.stats)
 	om := OutputMetadata(d.log, f.job.Name, f.img, prov, cfg.Output.KeepMetadata)
 	return imageio.EncodeOptions{Quality: cfg.Output.JPEGQuality, Meta: om}, prov
 }

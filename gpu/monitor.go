@@ -239,3 +239,17 @@ func (o *onceLog) once(key, level, msg string, kv ...any) {
 	o.seen[key] = true
 	o.log(level, msg, kv...)
 }
+
+// Count is how many GPUs this machine has, as NVML sees them (the indices
+// gpu.device and backend.devices name); a Jetson, which NVML does not
+// serve, has one. An error says why neither could tell.
+func Count(nvmlLibrary string) (int, error) {
+	n, nerr := nvmlCount(nvmlLibrary)
+	if nerr == nil {
+		return n, nil
+	}
+	if _, jerr := openJetson(Options{Log: func(string, string, ...any) {}}); jerr == nil {
+		return 1, nil
+	}
+	return 0, fmt.Errorf("no GPU found: NVML: %v; not a Jetson", nerr)
+}

@@ -306,3 +306,25 @@ func (m *nvmlMonitor) Close() error {
 	}
 	return nil
 }
+
+// nvmlCount is how many GPUs NVML sees.
+func nvmlCount(library string) (int, error) {
+	var lib nvml.Interface
+	if library != "" {
+		lib = nvml.New(nvml.WithLibraryPath(library))
+	} else {
+		lib = nvml.New()
+	}
+	if ret := lib.Init(); ret != nvml.SUCCESS {
+		if ret == nvml.ERROR_LIBRARY_NOT_FOUND {
+			return 0, errors.New("libnvidia-ml.so.1 not found (no NVIDIA driver installed, or not visible here)")
+		}
+		return 0, fmt.Errorf("nvmlInit: %v", ret)
+	}
+	defer lib.Shutdown()
+	n, ret := lib.DeviceGetCount()
+	if ret != nvml.SUCCESS {
+		return 0, fmt.Errorf("nvmlDeviceGetCount: %v", ret)
+	}
+	return n, nil
+}

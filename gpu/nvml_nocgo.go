@@ -15,3 +15,7 @@ type nvmlMonitor struct {
 func openNVML(Options) (*nvmlMonitor, error) {
 	return nil, errors.New("NVML support needs a cgo build (CGO_ENABLED=1)")
 }
+
+func nvmlCount(string) (int, error) {
+	return 0, errors.New("NVML support needs a cgo build (CGO_ENABLED=1)")
+}

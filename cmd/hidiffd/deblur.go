@@ -20,18 +20,20 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
+	"hidiffd/backend"
 	"hidiffd/config"
 	"hidiffd/daemon"
 	"hidiffd/deblur"
 	"hidiffd/imageio"
 	"hidiffd/internal/durable"
-	"hidiffd/ort"
+	"hidiffd/logging"
+	"hidiffd/trt"
 )
 
 func init() {
 	register(&Command{
 		Name:    "deblur",
-		Args:    "[--model DIR] [--out DIR] [--tile N] [--seed N] FILE|DIR...",
+		Args:    "[--model DIR] [--backend onnxruntime|tensorrt|auto] [--out DIR] [--tile N] [--seed N] FILE|DIR...",
 		Summary: "deblur images once (files, or the JPEG/PNG files in folders) and write them under --out",
 		Run:     runDeblur,
 	})
@@ -55,6 +57,10 @@ func runDeblur(ctx context.Context, args []string) int {
 	}
 	if *quality < 1 || *quality > 100 {
 		fmt.Fprintln(os.Stderr, "hidiffd deblur: --quality must be between 1 and 100")
+		return 2
+	}
+	if err := mf.check(); err != nil {
+		fmt.Fprintf(os.Stderr, "hidiffd deblur: %v\n", err)
 		return 2
 	}
 
@@ -84,12 +90,12 @@ func runDeblur(ctx context.Context, args []string) int {
 	defer stop()
 
 	tty := term.IsTerminal(int(os.Stdout.Fd()))
-	log, _ := daemon.NewLogger(os.Stderr, "info", "auto")
+	log, _ := logging.New(os.Stderr, "info", "auto")
 	if !tty {
-		log, _ = daemon.NewLogger(os.Stdout, "info", "json")
+		log, _ = logging.New(os.Stdout, "info", "json")
 	}
 
-	b, pipe, err := mf.open()
+	b, pipe, err := mf.open(ctx, log)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "hidiffd deblur: %v\n", err)
 		return 1
@@ -183,6 +189,13 @@ type modelFlags struct {
 	threads   *int
 	maxPixels *int64
 	lib       *string
+
+	// Backend selection, as the daemon's [backend] keys (backend.Open).
+	kind      *string
+	engineDir *string
+	precision *string
+	device    *int
+	nvinfer   *string
 }
 
 func addModelFlags(fs *flag.FlagSet) *modelFlags {
@@ -195,7 +208,51 @@ func addModelFlags(fs *flag.FlagSet) *modelFlags {
 		threads:   fs.Int("threads", 0, "ONNX Runtime threads (0: one per usable CPU)"),
 		maxPixels: fs.Int64("max-pixels", def.Spool.MaxPixels, "refuse images with more pixels than this"),
 		lib:       fs.String("onnxruntime-library", "", "libonnxruntime.so.1 to use (default: searched; hidiffd doctor shows which)"),
+
+		// onnxruntime, not the daemon's auto: these commands ran ONNX
+		// Runtime before they could choose, and a measurement should not
+		// change backend because the machine it runs on has a GPU.
+		kind: fs.String("backend", backend.KindONNXRuntime, "backend: onnxruntime (CPU), tensorrt (GPU; a binary built with -tags tensorrt) "+
+			"or auto (tensorrt when it works here, else onnxruntime)"),
+		engineDir: fs.String("engine-dir", def.Backend.EngineDir, "TensorRT engine cache (missing engines are built there first)"),
+		precision: fs.String("precision", def.Backend.Precision, "TensorRT precision: fp16 or fp32"),
+		device:    fs.Int("device", def.GPU.Device, "GPU index for TensorRT"),
+		nvinfer:   fs.String("tensorrt-library", def.Backend.TensorRTLibrary, "libnvinfer.so.N to use (default: searched)"),
 	}
+}
+
+// check refuses a backend choice these flags cannot run, naming the flag:
+// before any image is read, so a mistake costs nothing.
+func (f *modelFlags) check() error {
+	switch *f.kind {
+	case backend.KindONNXRuntime, backend.KindAuto:
+	case backend.KindTensorRT:
+		if err := trt.Available(); err != nil {
+			return errors.New(backend.NotBuilt("--backend tensorrt"))
+		}
+		if *f.tile == 0 {
+			return errors.New("--backend tensorrt needs a tile size (--tile N > 0): engines are built for a bounded tile")
+		}
+	default:
+		return fmt.Errorf("--backend %q: want onnxruntime, tensorrt or auto", *f.kind)
+	}
+	switch *f.precision {
+	case trt.FP16, trt.FP32:
+	default:
+		return fmt.Errorf("--precision %q: want fp16 or fp32", *f.precision)
+	}
+	return nil
+}
+
+// config is the flags as the daemon's configuration, for backend.Open.
+func (f *modelFlags) config() *config.Config {
+	cfg := config.Default()
+	cfg.Model.Dir, cfg.Model.Tile, cfg.Model.Overlap, cfg.Model.Seed = *f.model, *f.tile, *f.overlap, *f.seed
+	cfg.Spool.MaxPixels = *f.maxPixels
+	cfg.Backend.Kind, cfg.Backend.Threads, cfg.Backend.OnnxruntimeLibrary = *f.kind, *f.threads, *f.lib
+	cfg.Backend.EngineDir, cfg.Backend.Precision, cfg.Backend.TensorRTLibrary = *f.engineDir, *f.precision, *f.nvinfer
+	cfg.GPU.Device = *f.device
+	return cfg
 }
 
 // resolveModel fills in the shipped model when --model was not given.
@@ -211,10 +268,10 @@ func (f *modelFlags) resolveModel() error {
 	return nil
 }
 
-// open loads the backend and a pipeline over it; the caller closes the
-// backend.
-func (f *modelFlags) open() (*ort.Backend, *deblur.Pipeline, error) {
-	b, err := ort.Open(*f.model, ort.Options{LibraryPath: *f.lib, IntraOpThreads: *f.threads})
+// open loads the backend the flags select (backend.Open, as the daemon)
+// and a pipeline over it; the caller closes the backend.
+func (f *modelFlags) open(ctx context.Context, log zerolog.Logger) (deblur.Backend, *deblur.Pipeline, error) {
+	b, err := backend.Open(ctx, f.config(), backend.Options{Log: log})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -16,13 +16,14 @@ import (
 
 	"hidiffd/deblur"
 	"hidiffd/imageio"
+	"hidiffd/logging"
 	"hidiffd/quality"
 )
 
 func init() {
 	register(&Command{
 		Name:    "eval",
-		Args:    "--pairs DIR [--model DIR] [--tile N] [--overlap N] [--seed N] [--json FILE] [--limit N]",
+		Args:    "--pairs DIR [--model DIR] [--backend onnxruntime|tensorrt|auto] [--tile N] [--overlap N] [--seed N] [--json FILE] [--limit N]",
 		Summary: "measure the model: PSNR and SSIM of DIR/blur/* before and after deblurring, against DIR/sharp/*",
 		Run:     runEval,
 	})
@@ -131,6 +132,10 @@ func runEval(ctx context.Context, args []string) int {
 		fmt.Fprintf(os.Stderr, "hidiffd eval: no image pairs in %s\n", *pairsDir)
 		return 1
 	}
+	if err := mf.check(); err != nil {
+		fmt.Fprintf(os.Stderr, "hidiffd eval: %v\n", err)
+		return 2
+	}
 	if err := mf.resolveModel(); err != nil {
 		fmt.Fprintf(os.Stderr, "hidiffd eval: %v\n", err)
 		return 1
@@ -139,7 +144,10 @@ func runEval(ctx context.Context, args []string) int {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	b, pipe, err := mf.open()
+	// Selection and engine-build messages go to stderr: stdout is the
+	// report.
+	log, _ := logging.New(os.Stderr, "info", "auto")
+	b, pipe, err := mf.open(ctx, log)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "hidiffd eval: %v\n", err)
 		return 1

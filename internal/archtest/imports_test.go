@@ -24,16 +24,18 @@ const module = "hidiffd"
 // layer only (tests: see testMayImport). The gaps leave room for a layer
 // in between.
 const (
-	pins     = 0  // the module root: tools.go pins go.mod's modules (build tag tools)
-	base     = 5  // one mechanism several layers share (internal/durable); no other hidiffd package
-	library  = 10 // one job each, no other hidiffd package but base
-	contract = 15 // what a model folder is: model, over deblur's types
-	backend  = 20 // runs the network: ort, trt
-	wiring   = 30 // daemon: wires libraries and backends together
-	binary   = 40 // cmd/hidiffd, and the acceptance test of the binary
+	pins      = 0  // the module root: tools.go pins go.mod's modules (build tag tools)
+	base      = 5  // one mechanism several layers share (internal/durable); no other hidiffd package
+	library   = 10 // one job each, no other hidiffd package but base
+	contract  = 15 // what a model folder is: model, over deblur's types
+	backend   = 20 // runs the network: ort, trt
+	selection = 25 // backend/: picks and opens a backend, for the daemon and the one-shot commands
+	wiring    = 30 // daemon: wires libraries and backends together
+	binary    = 40 // cmd/hidiffd, and the acceptance test of the binary
 )
 
-var layerName = map[int]string{pins: "pins", base: "base", library: "library", contract: "contract", backend: "backend", wiring: "wiring", binary: "binary"}
+var layerName = map[int]string{pins: "pins", base: "base", library: "library", contract: "contract", backend: "backend",
+	selection: "selection", wiring: "wiring", binary: "binary"}
 
 // layers places every package of the module, by its folder relative to the
 // module root ("" is the root). A new package must be added here and to
@@ -48,6 +50,7 @@ var layers = map[string]int{
 	"gpu":                  library,
 	"imageio":              library,
 	"imageio/metatest":     library,
+	"logging":              library,
 	"quality":              library,
 	"spool":                library,
 	"watch":                library,
@@ -59,6 +62,8 @@ var layers = map[string]int{
 
 	"ort": backend,
 	"trt": backend,
+
+	"backend": selection,
 
 	"daemon": wiring,
 

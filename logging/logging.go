@@ -1,4 +1,10 @@
-package daemon
+// Package logging makes hidiffd's loggers: zerolog JSON lines (with syslog
+// priorities when the output is the journal) or console lines on a
+// terminal, one process-wide level that SIGHUP can change, and the small
+// key-value logger that libraries without zerolog (spool, watch, gpu) take.
+// The daemon and the one-shot commands use the same constructor, so their
+// lines look alike.
+package logging
 
 import (
 	"fmt"
@@ -13,7 +19,7 @@ import (
 	"golang.org/x/term"
 )
 
-// NewLogger builds the process logger writing to w (normally os.Stdout).
+// New builds the process logger writing to w (normally os.Stdout).
 //
 // format "auto" picks human-readable console lines when w is a terminal and
 // JSON lines otherwise (journald, pipes, files). When w is the journal's
@@ -24,7 +30,7 @@ import (
 //
 // The level is set process-wide (zerolog.SetGlobalLevel) so that SetLevel
 // can change it on SIGHUP for every logger derived from this one.
-func NewLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
+func New(w io.Writer, level, format string) (zerolog.Logger, error) {
 	if err := SetLevel(level); err != nil {
 		return zerolog.Nop(), err
 	}
@@ -111,4 +117,23 @@ func (j journalWriter) WriteLevel(l zerolog.Level, p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// KV adapts zerolog to the func(level, msg, kv...) logger that spool, watch
+// and gpu take, so those packages do not depend on zerolog.
+func KV(l zerolog.Logger) func(level, msg string, kv ...any) {
+	return func(level, msg string, kv ...any) {
+		var e *zerolog.Event
+		switch level {
+		case "debug":
+			e = l.Debug()
+		case "warn":
+			e = l.Warn()
+		case "error":
+			e = l.Error()
+		default:
+			e = l.Info()
+		}
+		e.Fields(kv).Msg(msg)
+	}
 }

@@ -1,4 +1,4 @@
-package daemon
+package backend
 
 import (
 	"strings"
@@ -8,12 +8,12 @@ import (
 	"hidiffd/trt"
 )
 
-func TestCheckBackendBuilt(t *testing.T) {
+func TestCheckBuilt(t *testing.T) {
 	cfg, err := config.Parse([]byte("[backend]\nkind = \"tensorrt\"\n"), "/etc/hidiffd/c.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = checkBackendBuilt(cfg)
+	err = CheckBuilt(cfg)
 	if trt.Available() == nil {
 		if err != nil {
 			t.Errorf("built with TensorRT: %v", err)
@@ -24,7 +24,7 @@ func TestCheckBackendBuilt(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 	cfg.Backend.Kind = "auto"
-	if err := checkBackendBuilt(cfg); err != nil {
+	if err := CheckBuilt(cfg); err != nil {
 		t.Errorf("auto: %v", err)
 	}
 }

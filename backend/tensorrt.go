@@ -1,4 +1,4 @@
-package daemon
+package backend
 
 import (
 	"bufio"
@@ -22,61 +22,11 @@ import (
 	"hidiffd/trt"
 )
 
-// errUseFallback: TensorRT has no usable engine and backend.on_missing_engine
-// says to run on ONNX Runtime meanwhile.
-var errUseFallback = errors.New("falling back to ONNX Runtime")
-
-// checkBackendBuilt refuses backend.kind = "tensorrt" in a binary built
-// without TensorRT, at the start of Run: the configuration can only be
-// judged against the binary here, and it is a mistake worth a clear line.
-func checkBackendBuilt(cfg *config.Config) error {
-	if cfg.Backend.Kind != "tensorrt" {
-		return nil
-	}
-	if err := trt.Available(); err != nil {
-		return cfg.Errorf("backend.kind", "%v", err)
-	}
-	return nil
-}
-
-// openBackend is the daemon's backend selection (backend.kind):
-//
-//   - "onnxruntime": ONNX Runtime on the CPU (OpenBackend).
-//   - "tensorrt": the TensorRT engines for this model, GPU, TensorRT and
-//     tile, from the engine cache, built first if missing (or ONNX Runtime,
-//     per backend.on_missing_engine). Refused in a binary built without it.
-//   - "auto": "tensorrt" when the binary has it and it works here (a GPU,
-//     the libraries, an engine cached or built), else "onnxruntime".
-func (d *Daemon) openBackend(ctx context.Context, cfg *config.Config) (deblur.Backend, error) {
-	switch cfg.Backend.Kind {
-	case "onnxruntime":
-		return OpenBackend(cfg)
-	case "tensorrt":
-		if err := trt.Available(); err != nil {
-			return nil, cfg.Errorf("backend.kind", "%v", err)
-		}
-		b, err := d.openTensorRT(ctx, cfg)
-		if errors.Is(err, errUseFallback) {
-			d.log.Warn().Err(err).Msg("TensorRT engine missing; running on ONNX Runtime (backend.on_missing_engine = \"fallback\")")
-			return OpenBackend(cfg)
-		}
-		return b, err
-	}
-	if trt.Available() == nil {
-		b, err := d.openTensorRT(ctx, cfg)
-		if err == nil || ctx.Err() != nil {
-			return b, err
-		}
-		d.log.Warn().Err(err).Msg("backend.kind = \"auto\": TensorRT not usable here; using ONNX Runtime")
-	}
-	return OpenBackend(cfg)
-}
-
 // openTensorRT loads the cached engines, building them in a child process
 // first when none match (or when the cached ones do not load: a corrupt
 // file or one TensorRT refuses is deleted and rebuilt, never fatal).
-func (d *Daemon) openTensorRT(ctx context.Context, cfg *config.Config) (deblur.Backend, error) {
-	log := d.log.With().Str("component", "tensorrt").Logger()
+func openTensorRT(ctx context.Context, cfg *config.Config, opts Options) (deblur.Backend, error) {
+	log := opts.Log.With().Str("component", "tensorrt").Logger()
 	m, err := model.Inspect(cfg.Model.Dir)
 	if err != nil {
 		return nil, cfg.Errorf("model.dir", "%v", err)
@@ -96,7 +46,7 @@ func (d *Daemon) openTensorRT(ctx context.Context, cfg *config.Config) (deblur.B
 	if err := cache.Clean(); err != nil {
 		log.Warn().Err(err).Msg("engine cache: could not remove leftovers of interrupted builds")
 	}
-	opts := trt.Options{
+	topts := trt.Options{
 		NvinferLibrary: cfg.Backend.TensorRTLibrary,
 		Device:         cfg.GPU.Device,
 		Log: func(level, msg string) {
@@ -111,10 +61,10 @@ func (d *Daemon) openTensorRT(ctx context.Context, cfg *config.Config) (deblur.B
 		},
 	}
 	for built := false; ; built = true {
-		b, key, err := trt.Load(m, cache, cfg.Backend.Precision, profile, opts)
+		b, key, err := trt.Load(m, cache, cfg.Backend.Precision, profile, topts)
 		if err == nil {
 			log.Info().Str("engines", b.Entry().Dir).Str("tensorrt", b.Describe()).Msg("TensorRT engines loaded")
-			return d.guard(b, cfg), nil
+			return guard(b, cfg, opts), nil
 		}
 		if !trt.NeedsBuild(err) || built || ctx.Err() != nil {
 			return nil, fmt.Errorf("backend tensorrt (model.dir %s, backend.engine_dir %s): %w", cfg.Model.Dir, cfg.Backend.EngineDir, err)
@@ -129,7 +79,7 @@ func (d *Daemon) openTensorRT(ctx context.Context, cfg *config.Config) (deblur.B
 			return nil, fmt.Errorf("%w: no usable engine in %s for %s (%v); build one with `hidiffd build-engine --config %s`",
 				errUseFallback, cfg.Backend.EngineDir, cfg.Model.Dir, err, cfg.Path())
 		}
-		if err := d.buildEngine(ctx, cfg, profile); err != nil {
+		if err := buildEngine(ctx, cfg, profile, opts); err != nil {
 			return nil, err
 		}
 	}
@@ -138,10 +88,10 @@ func (d *Daemon) openTensorRT(ctx context.Context, cfg *config.Config) (deblur.B
 // buildEngine runs `hidiffd build-engine` as a child process: a build is
 // minutes of GPU and CPU work inside TensorRT, and a crash or a hang there
 // must cost the build, not the daemon. Its stderr lines (progress, and
-// TensorRT's messages) are logged as they come; meanwhile the start-up
-// timeout keeps being extended (EXTEND_TIMEOUT_USEC, from loadBackend's
-// ticker) up to backend.build_timeout, after which the child is stopped.
-func (d *Daemon) buildEngine(ctx context.Context, cfg *config.Config, p trt.Profile) error {
+// TensorRT's messages) are logged as they come and reported to
+// opts.BuildProgress (the daemon keeps systemd's start timeout extended);
+// after backend.build_timeout the child is stopped.
+func buildEngine(ctx context.Context, cfg *config.Config, p trt.Profile, opts Options) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("building TensorRT engines: finding this executable: %w", err)
@@ -175,12 +125,12 @@ func (d *Daemon) buildEngine(ctx context.Context, cfg *config.Config, p trt.Prof
 		return err
 	}
 
-	log := d.log.With().Str("component", "build-engine").Logger()
+	log := opts.Log.With().Str("component", "build-engine").Logger()
 	log.Info().Str("cmd", exe+" "+strings.Join(args, " ")).Dur("timeout", timeout).
 		Msg("no TensorRT engine for this model, GPU and tile; building one (this takes minutes)")
-	d.setStatus("building TensorRT engines for %s (see the log)", cfg.Model.Dir)
-	// Let loadBackend's ticker keep extending the start for the build.
-	d.loadDeadline.Store(time.Now().Add(timeout + maxModelLoad).UnixNano())
+	if opts.BuildStarted != nil {
+		opts.BuildStarted(timeout)
+	}
 	t0 := time.Now()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("building TensorRT engines: %w", err)
@@ -191,7 +141,9 @@ func (d *Daemon) buildEngine(ctx context.Context, cfg *config.Config, p trt.Prof
 		defer wg.Done()
 		forwardLines(stderr, func(line string) {
 			log.Info().Msg(line)
-			d.notify.ExtendTimeout(30 * time.Second)
+			if opts.BuildProgress != nil {
+				opts.BuildProgress()
+			}
 		})
 	}()
 	wg.Wait() // the pipe is read to its end before Wait closes it
@@ -224,8 +176,9 @@ func forwardLines(r io.Reader, fn func(string)) {
 
 // guard wraps an FP16 engine pair in deblur.Guard: a tile whose output is
 // NaN/Inf or flat is recomputed on ONNX Runtime (opened on the first such
-// tile) and counted in hidiffd_fp16_recomputed_total.
-func (d *Daemon) guard(b *trt.Backend, cfg *config.Config) deblur.Backend {
+// tile) and counted in hidiffd_fp16_recomputed_total (when opts.Metrics is
+// set).
+func guard(b *trt.Backend, cfg *config.Config, opts Options) deblur.Backend {
 	if b.Precision() != trt.FP16 {
 		return b
 	}
@@ -234,17 +187,19 @@ func (d *Daemon) guard(b *trt.Backend, cfg *config.Config) deblur.Backend {
 		Help: "Network outputs of the FP16 TensorRT engine that were NaN/Inf (reason nonfinite) or flat (reason constant), " +
 			"recomputed on ONNX Runtime (result recomputed) or, with no fallback, kept clamped (result unavailable).",
 	}, []string{"reason", "result"})
-	if err := d.metrics.Registry.Register(counter); err != nil {
-		d.log.Warn().Err(err).Msg("fp16 guard metric not registered")
+	if opts.Metrics != nil {
+		if err := opts.Metrics.Register(counter); err != nil {
+			opts.Log.Warn().Err(err).Msg("fp16 guard metric not registered")
+		}
 	}
 	for _, r := range []string{deblur.GuardNonFinite, deblur.GuardConstant} {
 		counter.WithLabelValues(r, "recomputed")
 		counter.WithLabelValues(r, "unavailable")
 	}
-	log := d.log.With().Str("component", "fp16-guard").Logger()
+	log := opts.Log.With().Str("component", "fp16-guard").Logger()
 	return deblur.NewGuard(b, func() (deblur.Backend, error) {
 		log.Warn().Msg("opening ONNX Runtime to recompute a bad FP16 output")
-		return OpenBackend(cfg)
+		return OpenONNXRuntime(cfg)
 	}, func(ev deblur.GuardEvent) {
 		result := "recomputed"
 		if !ev.Recomputed {
