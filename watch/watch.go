@@ -314,7 +314,8 @@ type loop struct {
 	nextDue  time.Time // earliest checkAt among settling entries (may be early)
 	missed   bool      // a file was left out since the last scan
 	lastScan time.Time
-	scanErr  error // why the last scan failed (logged once until it works again)
+	scanErr  error     // why the last scan failed (logged once until it works again)
+	rescanAt time.Time // the next periodic rescan
 	stats    Stats
 }
 
@@ -328,66 +329,20 @@ func (w *Watcher) Run(ctx context.Context) error {
 	defer close(w.out)
 
 	l := &loop{w: w, pending: make(map[string]*entry)}
-
 	// The watch is set up before the backlog scan, so a file created
 	// between the two is seen by one of them.
-	var events <-chan fsnotify.Event
-	var errs <-chan error
-	fsw, err := newFSWatcher()
-	if err == nil {
-		if err = fsw.Add(w.inbox); err != nil {
-			fsw.Close()
-			fsw = nil
-		}
-	}
-	if err != nil {
-		w.log("warn", "inotify unavailable; polling the inbox instead", "dir", w.inbox,
-			"interval", w.opts.Rescan.String(), "error", err.Error())
-		l.stats.Polling = true
-	} else {
-		defer fsw.Close()
-		events, errs = fsw.Events, fsw.Errors
-	}
-	watchLost := false
-	// rescan scans the inbox, first watching it again if its watch was
-	// lost (the folder was removed or renamed and may be back).
-	rescan := func(now time.Time) {
-		if watchLost && fsw != nil {
-			if err := fsw.Add(w.inbox); err == nil {
-				watchLost = false
-				w.log("info", "inbox folder is back; watching it again", "dir", w.inbox)
-			}
-		}
-		l.scan(now)
-	}
+	in := w.watchInbox(l)
+	defer in.close()
 
 	clock := w.opts.Clock
 	l.scan(clock.Now())
-	rescanAt := clock.Now().Add(w.opts.Rescan)
+	l.rescanAt = clock.Now().Add(w.opts.Rescan)
 
 	for {
 		now := clock.Now()
 		l.promote(now)
 		l.publish(w)
-
-		// One wait serves the periodic rescan, settle checks, the early
-		// rescan and the retry of a failed scan: the earliest of them.
-		wakeAt := rescanAt
-		earlier := func(at time.Time) {
-			if !at.IsZero() && at.Before(wakeAt) {
-				wakeAt = at
-			}
-		}
-		if l.nSettle > 0 {
-			earlier(l.nextDue)
-		}
-		if l.missed && l.nSettle <= w.opts.MaxSettling/2 {
-			earlier(l.lastScan.Add(l.earlyGap()))
-		}
-		if l.scanErr != nil {
-			earlier(l.lastScan.Add(l.scanRetry()))
-		}
-		wakeC := clock.After(max(wakeAt.Sub(now), time.Millisecond))
+		wakeC := clock.After(max(l.nextWake().Sub(now), time.Millisecond))
 
 		var send chan<- string
 		var head string
@@ -403,47 +358,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 			if e := l.pending[head]; e != nil && e.state == queued {
 				e.state = delivered
 			}
-		case ev, ok := <-events:
-			if !ok {
-				events, errs = nil, nil
-				l.stats.Polling = true
-				w.log("warn", "inotify watch closed; polling the inbox", "dir", w.inbox)
-				break
-			}
-			if ev.Name == w.inbox {
-				if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
-					watchLost = true
-					w.log("error", "inbox folder was removed or renamed; retrying at each rescan", "dir", w.inbox)
-					l.scan(clock.Now()) // says at once whether the inbox is still there
-				}
-				break
-			}
-			l.event(ev, clock.Now())
-		case err, ok := <-errs:
-			if !ok {
-				errs = nil
-				break
-			}
-			if errors.Is(err, fsnotify.ErrEventOverflow) {
-				l.stats.Overflows++
-				w.log("warn", "inotify queue overflowed; rescanning the inbox", "dir", w.inbox)
-				l.scan(clock.Now())
-			} else {
-				w.log("error", "inotify error", "error", err.Error())
-			}
+		case ev, ok := <-in.events:
+			in.onEvent(l, ev, ok)
+		case err, ok := <-in.errs:
+			in.onError(l, err, ok)
 		case <-wakeC:
-			now := clock.Now()
-			l.check(now)
-			periodic := !now.Before(rescanAt)
-			if periodic {
-				rescanAt = now.Add(w.opts.Rescan)
-			}
-			switch {
-			case periodic, l.scanErr != nil && now.Sub(l.lastScan) >= l.scanRetry():
-				rescan(now)
-			case l.missed && l.nSettle <= w.opts.MaxSettling/2 && now.Sub(l.lastScan) >= l.earlyGap():
-				l.scan(now)
-			}
+			l.onWake(in)
 		case <-w.doneKick:
 			w.doneMu.Lock()
 			names := w.doneList
@@ -453,6 +373,137 @@ func (w *Watcher) Run(ctx context.Context) error {
 				l.done(n, clock.Now())
 			}
 		}
+	}
+}
+
+// inotifyWatch is the kernel's watch on the inbox, or none (polling): its
+// channels are nil then, and a nil channel never fires in Run's select.
+type inotifyWatch struct {
+	w      *Watcher
+	fsw    *fsnotify.Watcher // nil: polling only
+	events <-chan fsnotify.Event
+	errs   <-chan error
+	lost   bool // the inbox folder was removed or renamed; watch it again at a rescan
+}
+
+// watchInbox starts the inotify watch on the inbox, or falls back to
+// polling at each rescan (noted in l's stats) where inotify is unavailable.
+func (w *Watcher) watchInbox(l *loop) *inotifyWatch {
+	in := &inotifyWatch{w: w}
+	fsw, err := newFSWatcher()
+	if err == nil {
+		if err = fsw.Add(w.inbox); err != nil {
+			fsw.Close()
+		}
+	}
+	if err != nil {
+		w.log("warn", "inotify unavailable; polling the inbox instead", "dir", w.inbox,
+			"interval", w.opts.Rescan.String(), "error", err.Error())
+		l.stats.Polling = true
+		return in
+	}
+	in.fsw, in.events, in.errs = fsw, fsw.Events, fsw.Errors
+	return in
+}
+
+func (in *inotifyWatch) close() {
+	if in.fsw != nil {
+		in.fsw.Close()
+	}
+}
+
+// rewatch watches the inbox again if its watch was lost (the folder was
+// removed or renamed and may be back).
+func (in *inotifyWatch) rewatch() {
+	if in.lost && in.fsw != nil {
+		if err := in.fsw.Add(in.w.inbox); err == nil {
+			in.lost = false
+			in.w.log("info", "inbox folder is back; watching it again", "dir", in.w.inbox)
+		}
+	}
+}
+
+// onEvent handles one inotify event (ok false: the watch closed).
+func (in *inotifyWatch) onEvent(l *loop, ev fsnotify.Event, ok bool) {
+	w := in.w
+	if !ok {
+		in.events, in.errs = nil, nil
+		l.stats.Polling = true
+		w.log("warn", "inotify watch closed; polling the inbox", "dir", w.inbox)
+		return
+	}
+	if ev.Name == w.inbox {
+		if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
+			in.lost = true
+			w.log("error", "inbox folder was removed or renamed; retrying at each rescan", "dir", w.inbox)
+			l.scan(w.opts.Clock.Now()) // says at once whether the inbox is still there
+		}
+		return
+	}
+	l.event(ev, w.opts.Clock.Now())
+}
+
+// onError handles an inotify error: an overflow lost events, so the inbox
+// is scanned at once.
+func (in *inotifyWatch) onError(l *loop, err error, ok bool) {
+	w := in.w
+	if !ok {
+		in.errs = nil
+		return
+	}
+	if errors.Is(err, fsnotify.ErrEventOverflow) {
+		l.stats.Overflows++
+		w.log("warn", "inotify queue overflowed; rescanning the inbox", "dir", w.inbox)
+		l.scan(w.opts.Clock.Now())
+		return
+	}
+	w.log("error", "inotify error", "error", err.Error())
+}
+
+// nextWake is when the loop must wake: one wait serves the periodic
+// rescan, settle checks, the early rescan and the retry of a failed scan,
+// the earliest of them.
+func (l *loop) nextWake() time.Time {
+	wakeAt := l.rescanAt
+	earlier := func(at time.Time) {
+		if !at.IsZero() && at.Before(wakeAt) {
+			wakeAt = at
+		}
+	}
+	if l.nSettle > 0 {
+		earlier(l.nextDue)
+	}
+	if l.earlyRescanWanted() {
+		earlier(l.lastScan.Add(l.earlyGap()))
+	}
+	if l.scanErr != nil {
+		earlier(l.lastScan.Add(l.scanRetry()))
+	}
+	return wakeAt
+}
+
+// earlyRescanWanted: a file was left out of the last scan and there is
+// room to settle more, so a rescan comes before the periodic one.
+func (l *loop) earlyRescanWanted() bool {
+	return l.missed && l.nSettle <= l.w.opts.MaxSettling/2
+}
+
+// onWake checks settling files and runs whichever rescan is due: the
+// periodic one (which also re-adds a lost watch), the retry of a failed
+// scan, or the early one.
+func (l *loop) onWake(in *inotifyWatch) {
+	now := l.w.opts.Clock.Now()
+	l.check(now)
+	periodic := !now.Before(l.rescanAt)
+	if periodic {
+		l.rescanAt = now.Add(l.w.opts.Rescan)
+	}
+	switch {
+	case periodic, l.scanErr != nil && now.Sub(l.lastScan) >= l.scanRetry():
+		in.rewatch()
+		l.scan(now)
+	case l.earlyRescanWanted() && now.Sub(l.lastScan) >= l.earlyGap():
+		l.scan(now)
 	}
 }
 
