@@ -71,7 +71,7 @@ func CheckBuilt(cfg *config.Config) error {
 		return nil
 	}
 	if err := trt.Available(); err != nil {
-		return cfg.Errorf("backend.kind", "%v", err)
+		return cfg.Errorf("backend.kind", "%w", err)
 	}
 	return nil
 }
@@ -115,7 +115,7 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (deblur.Backend
 // selects, and what "auto", a TensorRT fallback and the FP16 guard use.
 func OpenONNXRuntime(cfg *config.Config) (deblur.Backend, error) {
 	if st, err := os.Stat(cfg.Model.Dir); err != nil {
-		return nil, cfg.Errorf("model.dir", "%v", err)
+		return nil, cfg.Errorf("model.dir", "%w", err)
 	} else if !st.IsDir() {
 		return nil, cfg.Errorf("model.dir", "not a folder")
 	}

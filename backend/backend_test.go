@@ -2,6 +2,8 @@ package backend
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,12 +34,13 @@ func TestOpenRefusals(t *testing.T) {
 		name    string
 		toml    string
 		want    []string
+		cause   error // errors.Is must find it through the *config.Error
 		skipTRT bool
 	}{
 		{"model.dir missing", "[model]\ndir = \"/nonexistent/hidiffd-model\"\n[backend]\nkind = \"onnxruntime\"\n",
-			[]string{"c.toml:2: model.dir", "no such file"}, false},
+			[]string{"c.toml:2: model.dir", "no such file"}, fs.ErrNotExist, false},
 		{"tensorrt not built", "[backend]\nkind = \"tensorrt\"\n",
-			[]string{"c.toml:2: backend.kind", "rebuild with -tags tensorrt"}, true},
+			[]string{"c.toml:2: backend.kind", "rebuild with -tags tensorrt"}, trt.ErrNotBuilt, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -57,6 +60,10 @@ func TestOpenRefusals(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("err = %v; want it to contain %q", err, w)
 				}
+			}
+			var ce *config.Error
+			if !errors.As(err, &ce) || !errors.Is(err, c.cause) {
+				t.Errorf("err = %v; want a *config.Error wrapping %v", err, c.cause)
 			}
 		})
 	}

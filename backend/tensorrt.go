@@ -29,7 +29,7 @@ func openTensorRT(ctx context.Context, cfg *config.Config, opts Options) (deblur
 	log := opts.Log.With().Str("component", "tensorrt").Logger()
 	m, err := model.Inspect(cfg.Model.Dir)
 	if err != nil {
-		return nil, cfg.Errorf("model.dir", "%v", err)
+		return nil, cfg.Errorf("model.dir", "%w", err)
 	}
 	if cfg.Model.Tile == 0 {
 		return nil, cfg.Errorf("model.tile", "0 (whole frames) cannot run on TensorRT: engines are built for a bounded tile size")
@@ -40,7 +40,7 @@ func openTensorRT(ctx context.Context, cfg *config.Config, opts Options) (deblur
 	pad := max(m.Info.PadMultiple, 1)
 	profile, err := trt.ProfileFor([]trt.Size{{H: cfg.Model.Tile, W: cfg.Model.Tile}}, trt.Size{H: pad, W: pad})
 	if err != nil {
-		return nil, cfg.Errorf("model.tile", "%v", err)
+		return nil, cfg.Errorf("model.tile", "%w", err)
 	}
 	cache := trt.Cache{Dir: cfg.Backend.EngineDir}
 	if err := cache.Clean(); err != nil {

@@ -312,7 +312,7 @@ func (d *Daemon) openSpool(s *startup) error {
 		Log:           logging.KV(d.log.With().Str("component", "spool").Logger()),
 	})
 	if err != nil {
-		return cfg.Errorf("spool.root", "%v", err)
+		return cfg.Errorf("spool.root", "%w", err)
 	}
 	d.spool = sp
 	s.onStop(func() { d.spool.Close() })
@@ -400,7 +400,7 @@ func (d *Daemon) startPipelines(s *startup) error {
 	for _, w := range d.runningWorkers() {
 		pipe, err := deblur.NewPipeline(progressBackend{w.backend, &w.clock}, w.pipelineOptions(cfg))
 		if err != nil {
-			return cfg.Errorf("model.tile", "%v", err)
+			return cfg.Errorf("model.tile", "%w", err)
 		}
 		w.pipe = pipe
 		if !d.opts.SkipWarmup {
@@ -614,7 +614,7 @@ func (d *Daemon) reload() {
 		if c.Key == "model.dir" {
 			// Only a restart loads it: say now if that restart would fail.
 			if _, err := model.Inspect(next.Model.Dir); err != nil {
-				d.log.Error().Err(next.Errorf("model.dir", "%v", err)).
+				d.log.Error().Err(next.Errorf("model.dir", "%w", err)).
 					Msg("the reloaded model.dir cannot be loaded: a restart would fail; the running model stays")
 			}
 		}

@@ -63,7 +63,7 @@ func (d *Daemon) openGPU(w *worker) (*gpuThrottle, error) {
 		mon, err = gpu.Open(gpu.Options{Kind: cfg.GPU.Monitor, Device: cfg.GPU.Device, Log: logging.KV(log)})
 	}
 	if err != nil {
-		return nil, cfg.Errorf("gpu.monitor", "%v", err)
+		return nil, cfg.Errorf("gpu.monitor", "%w", err)
 	}
 	g := &gpuThrottle{d: d, clock: &w.clock, mon: mon, log: log}
 	if u, ok := b.(deblur.GPUBackend); ok && u.UsesGPU() {

@@ -60,7 +60,7 @@ func (d *Daemon) countGPUs() (int, error) {
 func (d *Daemon) planWorkers(cfg *config.Config) ([]*worker, error) {
 	devices, all, err := cfg.Backend.DeviceList()
 	if err != nil {
-		return nil, cfg.Errorf("backend.devices", "%v", err) // Validate has refused it already
+		return nil, cfg.Errorf("backend.devices", "%w", err) // Validate has refused it already
 	}
 	if all || len(devices) > 0 {
 		n, cerr := d.countGPUs()
