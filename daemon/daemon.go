@@ -47,6 +47,11 @@ type Options struct {
 	// otherwise Run loads ConfigPath.
 	ConfigPath string
 	Config     *config.Config
+	// Amend, if set, changes every configuration the daemon loads, at
+	// start (when Run loads it) and at each SIGHUP, after the file is read
+	// and before it is used: the command line's overrides (`run --backend`),
+	// which a reload must not undo. An error refuses that configuration.
+	Amend func(*config.Config) error
 	// Version goes into logs and hidiffd_build_info.
 	Version string
 	// LogOutput receives the log lines (default os.Stdout: journald).
@@ -123,6 +128,11 @@ func Run(ctx context.Context, opts Options) error {
 		var err error
 		if cfg, err = config.Load(opts.ConfigPath); err != nil {
 			return err
+		}
+		if opts.Amend != nil {
+			if err := opts.Amend(cfg); err != nil {
+				return err
+			}
 		}
 	}
 	if opts.LogOutput == nil {
@@ -584,6 +594,9 @@ func (d *Daemon) reload() {
 		path = old.Path()
 	}
 	next, err := config.Load(path)
+	if err == nil && d.opts.Amend != nil {
+		err = d.opts.Amend(next)
+	}
 	if err != nil {
 		d.log.Error().Err(err).Str("config", path).Msg("reload failed; keeping the running configuration")
 		d.metrics.Reloads.WithLabelValues("error").Inc()

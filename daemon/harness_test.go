@@ -127,6 +127,9 @@ type setup struct {
 	// (gpu.device): several fake GPUs. countGPUs is the machine's GPUs.
 	openFor   func(*config.Config) (deblur.Backend, error)
 	countGPUs func() (int, error)
+	// amend is Options.Amend (the command line's overrides); start applies
+	// it to the first configuration as cmd/hidiffd does.
+	amend func(*config.Config) error
 }
 
 // start runs a daemon with a fresh spool, fast settle/rescan and HTTP on a
@@ -150,6 +153,9 @@ func start(t *testing.T, s setup) *instance {
 		t.Fatal(err)
 	}
 	cfg, err := config.Load(in.cfgPath)
+	if err == nil && s.amend != nil {
+		err = s.amend(cfg)
+	}
 	if err != nil {
 		t.Fatalf("test config: %v\n%s", err, doc)
 	}
@@ -179,6 +185,7 @@ func start(t *testing.T, s setup) *instance {
 		opts.OpenBackend = s.openFor
 	}
 	opts.CountGPUs = s.countGPUs
+	opts.Amend = s.amend
 	go func() { in.done <- Run(context.Background(), opts) }()
 	select {
 	case a := <-in.addr:

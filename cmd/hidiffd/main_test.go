@@ -178,6 +178,37 @@ func TestRunRefusesTensorRT(t *testing.T) {
 	}
 }
 
+// TestRunBackendFlag: run's --backend is checked before anything starts
+// (exit 2, naming the flag), and it wins over the file's backend.kind: a
+// file asking for TensorRT, which this binary lacks, starts past the
+// backend check with --backend onnxruntime (and then stops at the missing
+// model, naming model.dir).
+func TestRunBackendFlag(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "trt.toml")
+	os.WriteFile(cfg, []byte("[backend]\nkind = \"tensorrt\"\n[model]\ndir = \"no-such-model\"\n[spool]\nroot = \"spool\"\n"), 0o644)
+	cases := []struct {
+		name, flag string
+		code       int
+		want, not  string
+	}{
+		{"unknown kind", "bogus", 2, `--backend "bogus": want onnxruntime, tensorrt or auto`, ""},
+		{"tensorrt without TensorRT", "tensorrt", 2, "--backend tensorrt: this hidiffd binary was built without TensorRT", ""},
+		{"onnxruntime over the file's tensorrt", "onnxruntime", 1, "model.dir", "backend.kind"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cmd := exec.Command(hidiffdBin(t), "run", "--config", cfg, "--backend", c.flag)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			if code := exitCode(cmd.Run()); code != c.code || !strings.Contains(stderr.String(), c.want) ||
+				(c.not != "" && strings.Contains(stderr.String(), c.not)) {
+				t.Errorf("exit %d (want %d), stderr %s\nwant it to contain %q", code, c.code, stderr.String(), c.want)
+			}
+		})
+	}
+}
+
 // TestDaemonBinary plays systemd for the real binary with the real (random
 // weight) model: notify socket and watchdog, READY=1 after the model loads,
 // /readyz, one frame through, SIGTERM, exit 0, and the messages in order.
