@@ -211,7 +211,7 @@ func Open(root string, opts Options) (*Spool, error) {
 	s := &Spool{root: root, opts: opts, dirs: make(map[string]string, len(States)+1), id: opts.Instance,
 		workRoot: filepath.Join(root, Work)}
 	s.noReplace.OnFallback = func(dir string) {
-		s.log("warn", "filesystem lacks RENAME_NOREPLACE; using check-then-rename", "dir", dir)
+		s.log("warn", "filesystem lacks RENAME_NOREPLACE; using link and unlink (each atomic on the file server) instead", "dir", dir)
 	}
 	if opts.Lock {
 		if err := s.takeLock(); err != nil {
@@ -459,7 +459,11 @@ func (s *Spool) Recover() (requeued int, err error) {
 	requeued, finished = requeued+r, finished+f
 	for _, state := range States {
 		if changed[state] {
-			if serr := syncDir(s.dirs[state]); serr != nil {
+			dir := s.dirs[state]
+			if state == Work {
+				dir = s.workRoot // the work/ root was changed, not work/<id>/
+			}
+			if serr := syncDir(dir); serr != nil {
 				errs = append(errs, fmt.Errorf("spool: recover: fsync %s/: %w", state, serr))
 			}
 		}
@@ -776,13 +780,28 @@ func (s *Spool) publish(name, what, created string, write func(f *os.File) error
 // frame whose original goes back to inbox/ after its output was published
 // (Finish failed), so that the retry writes the one output of this frame
 // again instead of leaving a second one. A job without an output is left
-// alone.
+// alone, and so is one whose original is no longer in work/ (logged): a
+// sweeper took this instance over, saw the output complete and finished
+// the frame, so the output is that frame's one result. The check and the
+// removal hold the names lock, which such a sweeper holds while it moves
+// the frame.
 func (s *Spool) Unpublish(j *Job) error {
 	if j == nil || checkName(j.Name) != nil {
 		return ErrBadName
 	}
 	if !j.written {
 		return nil
+	}
+	s.lockNames()
+	defer s.unlockNames()
+	if _, err := os.Lstat(j.Path); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			j.written, j.beside = false, nil
+			s.log("warn", "output not taken back: the frame left work/ (taken over by another daemon, which found "+
+				"the output complete and finished it); the output stays", "name", j.Name)
+			return nil
+		}
+		return fmt.Errorf("spool: unpublish %s: %w", j.Name, err)
 	}
 	for _, name := range append([]string{j.Name}, j.beside...) {
 		if err := os.Remove(filepath.Join(s.dirs[Out], name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -1024,9 +1043,10 @@ func (s *Spool) moveLocked(dir, name, to string) (string, error) {
 }
 
 // renameNoReplace renames src to dst unless dst exists (fs.ErrExist). Where
-// the filesystem lacks RENAME_NOREPLACE it falls back to Lstat+rename, which
-// is only race-free against other spool calls (callers hold the names lock
-// or own the name), not against outside writers (durable.NoReplace).
+// the filesystem lacks RENAME_NOREPLACE it falls back to a hard link and an
+// unlink (directories, and file systems without hard links: a check and a
+// rename, race-free only against other spool calls, which hold the names
+// lock or own the name); see durable.NoReplace.
 func (s *Spool) renameNoReplace(src, dst string) error { return s.noReplace.Rename(src, dst) }
 
 // nameMax is NAME_MAX on Linux filesystems, in bytes.

@@ -325,6 +325,29 @@ func TestUnpublish(t *testing.T) {
 	}
 }
 
+// TestUnpublishFinishedElsewhere: a sweeper took this instance over, found
+// the frame's output complete and finished it; this daemon's Unpublish
+// (its sidecar failed) must not delete that frame's one output.
+func TestUnpublishFinishedElsewhere(t *testing.T) {
+	s := openTest(t, Options{KeepOriginals: true})
+	drop(t, s, "a.jpg", "a")
+	j, err := s.Claim("a.jpg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteOutput(j, writeString("A")); err != nil {
+		t.Fatal(err)
+	}
+	// What the sweeper's recovery did: the original to done/.
+	if err := os.Rename(j.Path, filepath.Join(s.Dir(Done), j.Name)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Unpublish(j); err != nil {
+		t.Fatal(err)
+	}
+	wantListing(t, s, "done/a.jpg", "out/a.jpg")
+}
+
 func TestClaimGoneAndSameName(t *testing.T) {
 	s := openTest(t, Options{})
 	if _, err := s.Claim("missing.jpg"); !errors.Is(err, ErrGone) {
