@@ -567,9 +567,19 @@ func (s *Spool) lockExpired(lf *os.File, lp string, now time.Time, limit time.Du
 func (s *Spool) lockNames() {
 	s.mu.Lock()
 	if s.names != nil {
-		// EINTR is retried by the runtime; any other error leaves only
-		// the in-process mutex, which the NOREPLACE renames back up.
-		for unix.Flock(int(s.names.Fd()), unix.LOCK_EX) == unix.EINTR {
+		err := unix.Flock(int(s.names.Fd()), unix.LOCK_EX)
+		for err == unix.EINTR {
+			err = unix.Flock(int(s.names.Fd()), unix.LOCK_EX)
+		}
+		// Any other error (ENOLCK: NFS without a lock manager) leaves only
+		// the in-process mutex, which the never-replacing renames back up
+		// against other daemons; worth saying once.
+		if err != nil {
+			s.namesWarn.Do(func() {
+				s.log("warn", "cannot lock the names lock file: daemons sharing this spool may choose the same name for two "+
+					"frames at once (the never-replacing renames still keep any file from being replaced); "+
+					"mount the spool with working locks", "path", s.names.Name(), "error", err.Error())
+			})
 		}
 	}
 }

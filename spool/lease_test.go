@@ -2,6 +2,7 @@ package spool
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -275,6 +276,29 @@ func TestHeartbeatAfterTakeover(t *testing.T) {
 	}
 	if fi, err := os.Stat(slow.Dir(Work)); err != nil || !fi.IsDir() {
 		t.Fatalf("work folder not recreated: %v", err)
+	}
+}
+
+// TestNamesLockWarnsOnce: a names lock that cannot be taken (ENOLCK on
+// NFS without a lock manager; here a closed descriptor) is logged once,
+// naming the file and the error.
+func TestNamesLockWarnsOnce(t *testing.T) {
+	var mu sync.Mutex
+	var warns []string
+	s := openInstance(t, t.TempDir(), "me", Options{Log: func(level, msg string, kv ...any) {
+		if level == "warn" && strings.Contains(msg, "names lock") {
+			mu.Lock()
+			warns = append(warns, fmt.Sprint(msg, kv))
+			mu.Unlock()
+		}
+	}})
+	s.names.Close() // the fake: flock now fails (EBADF)
+	for range 3 {
+		s.lockNames()
+		s.unlockNames()
+	}
+	if len(warns) != 1 || !strings.Contains(warns[0], namesLockName) || !strings.Contains(warns[0], "bad file descriptor") {
+		t.Fatalf("warnings %q, want one naming %s and the error", warns, namesLockName)
 	}
 }
 

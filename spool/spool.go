@@ -144,6 +144,8 @@ type Spool struct {
 	lease    *os.File // leases/<id>, flocked (Options.Lock)
 	skew     time.Duration
 	tempsDue atomic.Int64 // unix ns after which Sweep removes stale temporary files (0: none due)
+	// namesWarn logs once that the names flock does not work here.
+	namesWarn sync.Once
 
 	// mu serialises choosing a free name and renaming into it, so two
 	// workers never pick the same suffixed name in done/, failed/ or inbox/;
