@@ -42,6 +42,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -109,13 +110,15 @@ type leaseRecord struct {
 }
 
 // takeLease opens leases/<id>, takes its exclusive flock (a second
-// daemon with the same id is refused) and writes the record. A sweeper may
-// hold the flock for the moment it takes over this id's frames, and may
-// unlink the file then; so the lock is retried for a few seconds and the
-// file reopened when the locked one is no longer the one at the path.
+// daemon with the same id is refused) and writes the record. A sweeper
+// holds the flock of an expired lease for as long as it takes this id's
+// frames over (a large folder may take longer than a lease), and unlinks
+// the file then; so while the locked file is out of date, or no longer the
+// one at the path, this waits for the sweeper (logging once) and opens the
+// path again. Only a lease that is locked AND fresh is a running daemon.
 func (s *Spool) takeLease() error {
 	p := filepath.Join(s.dirs[Leases], s.id)
-	deadline := time.Now().Add(s.opts.Lease + s.opts.LeaseMargin)
+	waiting := false
 	for {
 		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, fileMode)
 		if err != nil {
@@ -123,16 +126,20 @@ func (s *Spool) takeLease() error {
 		}
 		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		if errors.Is(err, unix.EWOULDBLOCK) {
+			// Read through f, just opened (fresh attributes on NFS).
+			fi, serr := f.Stat()
+			moved := !samePath(f, p)
 			f.Close()
-			// A fresh lease is a running daemon; a stale one whose lock
-			// is held is a sweeper moving this id's frames: wait for it.
-			m, merr := freshMtime(p)
-			stale := merr == nil && time.Since(m) > s.opts.Lease
-			if stale && time.Now().Before(deadline) {
+			if moved || (serr == nil && time.Since(fi.ModTime()) > s.opts.Lease) {
+				if !waiting {
+					waiting = true
+					s.log("warn", "this instance is being taken over by another daemon; retrying until it is done",
+						"instance", s.id, "lease", p)
+				}
 				time.Sleep(50 * time.Millisecond)
 				continue
 			}
-			return fmt.Errorf("spool: instance %q is in use by another process (lease %s locked): "+
+			return fmt.Errorf("spool: instance %q is in use by another process (lease %s locked and fresh): "+
 				"give each daemon on this spool its own spool.instance", s.id, p)
 		}
 		if err != nil {
@@ -147,7 +154,8 @@ func (s *Spool) takeLease() error {
 		rec, _ := json.Marshal(leaseRecord{Instance: s.id, Host: host, PID: os.Getpid(),
 			Started: time.Now().UTC().Format(time.RFC3339), LeaseS: int64(s.opts.Lease / time.Second)})
 		// In place, not by rename: the flock belongs to this inode. Not
-		// fsynced: the content is for people; liveness is the mtime.
+		// fsynced: the content is for people and for the others' limit
+		// (leaseLimit); liveness is the mtime and the lock.
 		err = f.Truncate(0)
 		if err == nil {
 			_, err = f.WriteAt(append(rec, '\n'), 0)
@@ -173,13 +181,18 @@ func samePath(f *os.File, path string) bool {
 // touchOwn sets this instance's lease file's times to "now" as the file
 // system sees it (on NFS the server's clock: a time-less SETATTR, whose
 // reply refreshes the cached attributes) and returns the mtime it got. It
-// reads it through the locked descriptor and never opens the file again:
-// on NFS flock is a POSIX lock, which closing any descriptor of the file
-// in this process would drop.
+// goes through the locked descriptor (its /proc/self/fd link, which names
+// the open file even once it is unlinked; utimensat has no "this fd" form
+// in Go) and never opens the file again: on NFS flock is a POSIX lock,
+// which closing any descriptor of the file in this process would drop. So
+// a lease removed from leases/ (taken over, or by hand) is still touched
+// without error; Heartbeat notices that it is no longer the file at the
+// path.
 func (s *Spool) touchOwn() (time.Time, error) {
 	ts := []unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_NOW}}
-	if err := unix.UtimesNanoAt(unix.AT_FDCWD, s.lease.Name(), ts, 0); err != nil {
-		return time.Time{}, err
+	fdPath := "/proc/self/fd/" + strconv.Itoa(int(s.lease.Fd()))
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, fdPath, ts, 0); err != nil {
+		return time.Time{}, fmt.Errorf("set times of %s through %s: %w", s.lease.Name(), fdPath, err)
 	}
 	fi, err := s.lease.Stat()
 	if err != nil {
@@ -267,26 +280,45 @@ func (s *Spool) Instance() string { return s.id }
 func (s *Spool) ClockSkew() time.Duration { return s.skew }
 
 // Heartbeat refreshes this instance's lease (every Lease/3; the daemon's
-// heartbeat loop calls it). It also recreates work/<id>/ if a sweeper took
-// it over (this daemon stalled past its lease): then it returns an error
-// saying so, and the frames it was working on are gone from work/ (their
-// moves report ErrGone) because another daemon re-queued them.
+// heartbeat loop calls it). If a sweeper took this instance over (it
+// stalled past its lease, or its lease file was removed by hand) the
+// locked lease is no longer the file at leases/<id>: Heartbeat takes the
+// lease again (waiting for a sweeper still moving the frames) and
+// recreates work/<id>/, so the daemon claims frames again instead of
+// running on with every claim gone. It returns an error naming the
+// instance whenever that happened: the frames it was working on are gone
+// from work/ (their moves report ErrGone) because another daemon
+// re-queued them.
 func (s *Spool) Heartbeat() error {
 	if s.lease == nil {
 		return nil
 	}
 	p := filepath.Join(s.dirs[Leases], s.id)
+	var errs []error
 	if _, err := s.touchOwn(); err != nil {
-		return fmt.Errorf("spool: heartbeat lease %s: %w", p, err)
+		errs = append(errs, fmt.Errorf("spool: heartbeat lease %s: %w", p, err))
+	}
+	if !samePath(s.lease, p) {
+		old := s.lease
+		if err := s.takeLease(); err != nil {
+			errs = append(errs, fmt.Errorf("spool: instance %q lost its lease %s (taken over by another daemon, or removed) "+
+				"and could not take it again: %w", s.id, p, err))
+		} else {
+			old.Close() // after the new lock: a different file, so on NFS its POSIX lock stays
+			errs = append(errs, fmt.Errorf("spool: instance %q lost its lease %s (taken over by another daemon, or removed); "+
+				"took it again", s.id, p))
+		}
 	}
 	if _, err := os.Lstat(s.dirs[Work]); errors.Is(err, fs.ErrNotExist) {
 		if merr := os.Mkdir(s.dirs[Work], dirMode); merr != nil && !errors.Is(merr, fs.ErrExist) {
-			return fmt.Errorf("spool: recreate %s: %w", s.dirs[Work], merr)
+			errs = append(errs, fmt.Errorf("spool: recreate %s: %w", s.dirs[Work], merr))
+		} else {
+			_ = syncDir(s.workRoot)
 		}
-		return fmt.Errorf("spool: work/%s/ was taken over by another daemon (this one missed its lease of %v): "+
-			"its frames went back to inbox/", s.id, s.opts.Lease)
+		errs = append(errs, fmt.Errorf("spool: work/%s/ was taken over by another daemon (instance %q missed its lease of %v, "+
+			"or its lease was removed): its frames went back to inbox/; recreated it", s.id, s.id, s.opts.Lease))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Takeover is one dead instance's work taken over by Sweep.

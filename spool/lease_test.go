@@ -240,9 +240,11 @@ func TestSweep(t *testing.T) {
 	}
 }
 
-// TestHeartbeatAfterTakeover: a daemon that stalled past its lease finds
-// its work folder gone, says so, gets a new one, and its job can no longer
-// publish an output (the taker re-queued the frame).
+// TestHeartbeatAfterTakeover: a daemon that stalled past its lease where
+// locks are not shared (NFS mounted nolock) is taken over; its next
+// heartbeat finds its lease gone, takes it again, says so, and gets a new
+// work folder, so it claims frames again instead of idling as a zombie;
+// its old job can no longer publish an output (the taker re-queued it).
 func TestHeartbeatAfterTakeover(t *testing.T) {
 	root := t.TempDir()
 	slow := openInstance(t, root, "slow", Options{})
@@ -255,11 +257,11 @@ func TestHeartbeatAfterTakeover(t *testing.T) {
 	if err := slow.Heartbeat(); err != nil {
 		t.Fatalf("heartbeat: %v", err)
 	}
-	// Simulate the stall: lease old and lock free (the flock check is what
-	// stops a takeover of a live daemon where locks work; without it, as
-	// on NFS mounted nolock, the mtime alone decides).
-	slow.lease.Close()
-	slow.lease = nil
+	// The stall, with a lock the other daemon does not see (nolock): the
+	// lease old, its flock dropped but the descriptor kept.
+	if err := unix.Flock(int(slow.lease.Fd()), unix.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
 	ageLease(t, root, "slow", time.Minute)
 	if took, err := other.Sweep(); err != nil || len(took) != 1 {
 		t.Fatalf("sweep: %v %v", took, err)
@@ -270,12 +272,73 @@ func TestHeartbeatAfterTakeover(t *testing.T) {
 	if out, _ := os.ReadDir(slow.Dir(Out)); len(out) != 0 {
 		t.Fatalf("out/ holds %d files", len(out))
 	}
-	slow.takeLease()
-	if err := slow.Heartbeat(); err == nil || !strings.Contains(err.Error(), "taken over") {
+	err = slow.Heartbeat()
+	if err == nil || !strings.Contains(err.Error(), "taken over") || !strings.Contains(err.Error(), `"slow"`) {
 		t.Fatalf("heartbeat after takeover: %v", err)
 	}
 	if fi, err := os.Stat(slow.Dir(Work)); err != nil || !fi.IsDir() {
 		t.Fatalf("work folder not recreated: %v", err)
+	}
+	if !samePath(slow.lease, filepath.Join(root, Leases, "slow")) {
+		t.Fatal("the lease was not taken again")
+	}
+	if err := slow.Heartbeat(); err != nil {
+		t.Fatalf("heartbeat once recovered: %v", err)
+	}
+	drop(t, slow, "t.jpg", "y")
+	if _, err := slow.Claim("t.jpg"); err != nil {
+		t.Fatalf("claim after recovery: %v", err)
+	}
+	if took, err := other.Sweep(); err != nil || len(took) != 0 {
+		t.Fatalf("the recovered instance was taken over again: %v %v", took, err)
+	}
+}
+
+// TestTakeLeaseWaitsForSweeper: an instance restarting while a sweeper
+// holds its expired lease (taking its frames over, for longer than the
+// lease) waits and says so, then starts once the sweeper removed the file.
+func TestTakeLeaseWaitsForSweeper(t *testing.T) {
+	root := t.TempDir()
+	openInstance(t, root, "x", Options{}).Close()
+	ageLease(t, root, "x", time.Minute)
+	lp := filepath.Join(root, Leases, "x")
+	sweeper, err := os.OpenFile(lp, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sweeper.Close()
+	if err := unix.Flock(int(sweeper.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	waiting := make(chan string, 1)
+	logf := func(level, msg string, kv ...any) {
+		if strings.Contains(msg, "being taken over") {
+			select {
+			case waiting <- msg:
+			default:
+			}
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		// A short lease: the wait outlasts it and its margin.
+		s, err := Open(root, Options{Instance: "x", Lock: true, Lease: 100 * time.Millisecond, LeaseMargin: 50 * time.Millisecond, Log: logf})
+		if err == nil {
+			t.Cleanup(func() { s.Close() })
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("Open returned while a sweeper held the lease: %v", err)
+	case <-waiting:
+	}
+	if err := os.Remove(lp); err != nil {
+		t.Fatal(err)
+	}
+	sweeper.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Open once the sweeper was done: %v", err)
 	}
 }
 
