@@ -8,18 +8,23 @@ package spool
 // Lease/3. Sweep takes over the work/<id>/ of an instance whose lease
 // expired:
 //
-//   - expired: the lease file's mtime is older than Lease + LeaseMargin,
+//   - expired: the lease file's mtime is older than its lease + LeaseMargin
+//     (its lease: the longer of this daemon's Lease and the lease_seconds
+//     its owner wrote in it; daemons may be configured differently),
 //     measured against this daemon's own lease mtime just refreshed, so
 //     both times come from the same clock (the file server's, on NFS,
 //     where touching a file with "now" asks the server for its time);
 //     LeaseMargin absorbs what remains (hosts whose file system stamps
 //     client clocks, coarse timestamps, a heartbeat delayed by a slow
 //     disk);
-//   - and not locked: the sweeper must get the flock on leases/<id>,
-//     which a running daemon holds, so a live but late instance is never
-//     taken over where locks work (local file systems; NFS without
-//     nolock). Holding it also keeps that instance from starting while
-//     its frames move;
+//   - and not locked: the sweeper must get the flock on the file that is
+//     at leases/<id> (checked again, with the expiry, under the names lock
+//     right before the rename), which a running daemon holds, so a live
+//     but late instance is never taken over where locks work (local file
+//     systems; NFS without nolock). Holding it also keeps that instance
+//     from starting while its frames move. A missing lease is replaced by
+//     an empty one and judged from then on (takeOver), never by the
+//     folder's mtime;
 //   - then work/<id>/ is renamed in one step into the sweeper's own
 //     work/<me>/.hidiffd-takeover-<id>-XXXX/: of two sweepers exactly one
 //     rename succeeds, and the frames never sit where two daemons may work
@@ -195,22 +200,6 @@ func (s *Spool) touchOwn() (time.Time, error) {
 		return time.Time{}, fmt.Errorf("set times of %s through %s: %w", s.lease.Name(), fdPath, err)
 	}
 	fi, err := s.lease.Stat()
-	if err != nil {
-		return time.Time{}, err
-	}
-	return fi.ModTime(), nil
-}
-
-// freshMtime opens the file before stat'ing it: on NFS an open revalidates
-// the cached attributes (close-to-open consistency), so a live lease's
-// mtime is never read from a stale cache and taken for an expired one.
-func freshMtime(path string) (time.Time, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return time.Time{}, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -393,55 +382,107 @@ func (s *Spool) Sweep() ([]Takeover, error) {
 	return out, errors.Join(errs...)
 }
 
-// age is how long before now path was last modified.
-func (s *Spool) age(path string, now time.Time) (time.Duration, error) {
-	m, err := freshMtime(path)
-	if err != nil {
-		return 0, err
+// leaseLimit is how old a lease whose file holds rec may get before its
+// instance is taken over: the longer of this daemon's spool.lease and the
+// lease_seconds its owner wrote (daemons on one spool may be configured
+// with different leases; one with a longer lease heartbeats less often),
+// plus this daemon's margin. An unreadable record counts as this daemon's
+// lease.
+func (s *Spool) leaseLimit(rec []byte) time.Duration {
+	lease := s.opts.Lease
+	var r leaseRecord
+	if json.Unmarshal(rec, &r) == nil && r.LeaseS > 0 {
+		if d := time.Duration(r.LeaseS) * time.Second; d > lease {
+			lease = d
+		}
 	}
-	return now.Sub(m), nil
+	return lease + s.opts.LeaseMargin
+}
+
+// readLease reads a lease file through f: its mtime and its limit
+// (leaseLimit). Through the descriptor, so that a locked lease is never
+// opened and closed again (which would drop the lock on NFS).
+func (s *Spool) readLease(f *os.File) (time.Time, time.Duration, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return time.Time{}, 0, err
+	}
+	buf := make([]byte, 4096)
+	n, _ := f.ReadAt(buf, 0)
+	return fi.ModTime(), s.leaseLimit(buf[:n]), nil
 }
 
 // takeOver takes over instance id if its lease expired. ok reports that it
 // did (or that there was nothing left but its lease file, now removed).
+//
+// work/<id>/ is renamed only while this daemon holds the flock of the file
+// that is at leases/<id> at that moment, checked again under the names
+// lock: the instance itself cannot be running (it would hold that lock),
+// nor restarting (it waits for it in takeLease, and makes work/<id>/ only
+// once it has it), and no other sweeper is at it. A lease that is missing
+// (removed by hand, or a sweeper stopped between moving the folder and
+// removing the lease) is not judged by the folder's mtime: an idle live
+// daemon's folder is old too. Instead an empty lease file is created in its
+// place and the instance judged by it from then on: a live daemon takes
+// that file at its next heartbeat (Heartbeat), a dead one is taken over a
+// lease and its margin later.
 func (s *Spool) takeOver(id string, now time.Time) (Takeover, bool, error) {
 	t := Takeover{Instance: id}
-	limit := s.opts.Lease + s.opts.LeaseMargin
 	lp := filepath.Join(s.dirs[Leases], id)
 	wdir := filepath.Join(s.workRoot, id)
-	a, err := s.age(lp, now)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		// No lease (removed by hand, or the instance never got that far):
-		// the folder's own mtime, the time of its last claim, stands in.
-		if a, err = s.age(wdir, now); err != nil {
-			return t, false, nil // gone meanwhile
+	// Opening revalidates the cached attributes on NFS (close-to-open), so
+	// a live lease's mtime is never read stale. Not locked yet: closing is
+	// harmless.
+	lf, err := os.OpenFile(lp, os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, werr := os.Lstat(wdir); werr != nil {
+			return t, false, nil // nothing here (gone meanwhile)
 		}
-	case err != nil:
+		f, cerr := os.OpenFile(lp, os.O_RDWR|os.O_CREATE|os.O_EXCL, fileMode)
+		switch {
+		case cerr == nil:
+			f.Close()
+			_ = syncDir(s.dirs[Leases])
+			s.log("warn", "instance has a work folder but no lease: created an empty one; "+
+				"the instance is taken over if nothing refreshes it within its lease and margin", "instance", id, "lease", lp)
+		case !errors.Is(cerr, fs.ErrExist):
+			return t, false, fmt.Errorf("spool: sweep: create missing lease %s: %w", lp, cerr)
+		}
+		return t, false, nil
+	}
+	if err != nil {
+		return t, false, fmt.Errorf("spool: sweep: open lease %s: %w", lp, err)
+	}
+	defer lf.Close()
+	m, limit, err := s.readLease(lf)
+	if err != nil {
 		return t, false, fmt.Errorf("spool: sweep: lease %s: %w", lp, err)
 	}
-	t.Age = a
-	if a <= limit {
+	t.Age = now.Sub(m)
+	if t.Age <= limit {
 		return t, false, nil
 	}
 	// Expired by the clock. A running daemon still holds the flock
 	// (stalled, or a clock gone wrong): leave it alone. Holding the lock
 	// keeps the instance from restarting until its frames have moved.
-	lf, err := os.OpenFile(lp, os.O_RDWR, 0)
-	if err == nil {
-		defer lf.Close()
-		switch ok, lerr := s.lockExpired(lf, lp, now, limit); {
-		case lerr != nil:
-			return t, false, lerr
-		case !ok:
-			return t, false, nil
-		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return t, false, fmt.Errorf("spool: sweep: open lease %s: %w", lp, err)
+	switch ok, lerr := s.lockExpired(lf, lp, now); {
+	case lerr != nil:
+		return t, false, lerr
+	case !ok:
+		return t, false, nil
 	}
 
+	if s.beforeNames != nil {
+		s.beforeNames() // tests: what other daemons do meanwhile
+	}
 	s.lockNames()
 	defer s.unlockNames()
+	// Again under the names lock, right before the rename: still the file
+	// at the path (nobody removed or replaced it while we waited for the
+	// names lock) and still expired.
+	if ok, _ := s.stillExpired(lf, lp, now); !ok {
+		return t, false, nil
+	}
 	moved := filepath.Join(s.dirs[Work], takeoverPrefix+id+"-"+randHex())
 	switch err := s.renameNoReplace(wdir, moved); {
 	case errors.Is(err, fs.ErrNotExist):
@@ -463,12 +504,10 @@ func (s *Spool) takeOver(id string, now time.Time) (Takeover, bool, error) {
 			return t, true, errors.Join(errs...)
 		}
 	}
-	if lf != nil {
-		if err := os.Remove(lp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return t, true, fmt.Errorf("spool: remove lease %s: %w", lp, err)
-		}
-		_ = syncDir(s.dirs[Leases])
+	if err := os.Remove(lp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return t, true, fmt.Errorf("spool: remove lease %s: %w", lp, err)
 	}
+	_ = syncDir(s.dirs[Leases])
 	return t, true, nil // the caller logs it
 }
 
@@ -490,12 +529,13 @@ func (s *Spool) othersAlive() bool {
 			continue
 		}
 		p := filepath.Join(s.dirs[Leases], id)
-		if m, err := freshMtime(p); err == nil && now.Sub(m) <= s.opts.Lease+s.opts.LeaseMargin {
-			return true
-		}
 		f, err := os.Open(p)
 		if err != nil {
 			continue
+		}
+		if m, limit, err := s.readLease(f); err == nil && now.Sub(m) <= limit {
+			f.Close()
+			return true
 		}
 		locked := errors.Is(unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB), unix.EWOULDBLOCK)
 		f.Close() // drops the shared lock if it was taken
@@ -566,9 +606,8 @@ func (s *Spool) removeStaleTemps() error {
 
 // lockExpired takes the lock of lf, a lease file opened at lp whose mtime
 // looked expired, and reports whether the takeover may go on: the lock was
-// free (no daemon holds it), lf is still the file at lp, and it was not
-// refreshed meanwhile. The lock stays with lf.
-func (s *Spool) lockExpired(lf *os.File, lp string, now time.Time, limit time.Duration) (bool, error) {
+// free (no daemon holds it) and stillExpired. The lock stays with lf.
+func (s *Spool) lockExpired(lf *os.File, lp string, now time.Time) (bool, error) {
 	if err := unix.Flock(int(lf.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			s.log("warn", "instance's lease is out of date but its lock is held (a live daemon missing its heartbeats, "+
@@ -577,20 +616,24 @@ func (s *Spool) lockExpired(lf *os.File, lp string, now time.Time, limit time.Du
 		}
 		return false, fmt.Errorf("spool: sweep: lock lease %s: %w", lp, err)
 	}
-	// Another sweeper took this instance over and removed the file
-	// between our open and our lock: done already, and the instance may
-	// be starting again with a new lease (and work folder) that must not
-	// be touched.
+	return s.stillExpired(lf, lp, now)
+}
+
+// stillExpired reports whether lf, locked, is still the file at lp and
+// still expired. Another sweeper may have taken the instance over and
+// removed the file since we opened it, and the instance may be starting
+// again with a new lease (and work folder) that must not be touched; or it
+// was refreshed meanwhile (alive). Read through lf: opening the file again
+// and closing that would drop the lock on NFS.
+func (s *Spool) stillExpired(lf *os.File, lp string, now time.Time) (bool, error) {
 	if !samePath(lf, lp) {
 		return false, nil
 	}
-	// Refreshed between the first look and the lock: alive. Read through
-	// lf (just opened: fresh attributes); opening the file again and
-	// closing that would drop the lock on NFS.
-	if fi, err := lf.Stat(); err == nil && now.Sub(fi.ModTime()) <= limit {
-		return false, nil
+	m, limit, err := s.readLease(lf)
+	if err != nil {
+		return false, err
 	}
-	return true, nil
+	return now.Sub(m) > limit, nil
 }
 
 // lockNames serialises name choices: s.mu among this process's workers,

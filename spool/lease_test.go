@@ -169,6 +169,7 @@ func TestSweep(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		age       time.Duration // of the dead instance's lease
+		deadLease time.Duration // its spool.lease (0: the sweeper's)
 		alive     bool          // its daemon still holds the lease lock
 		output    bool          // one frame's output is already in out/
 		wantTaken bool
@@ -177,10 +178,13 @@ func TestSweep(t *testing.T) {
 		{name: "expired with output", age: 10 * time.Second, output: true, wantTaken: true},
 		{name: "within lease and margin", age: 2500 * time.Millisecond},
 		{name: "expired but locked (live, stalled)", age: 10 * time.Second, alive: true},
+		// Its record says 60 s: 10 s without a heartbeat is within that.
+		{name: "within its own longer lease", age: 10 * time.Second, deadLease: time.Minute},
+		{name: "past its own longer lease", age: 2 * time.Minute, deadLease: time.Minute, wantTaken: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root := t.TempDir()
-			dead := openInstance(t, root, "dead", Options{KeepOriginals: true})
+			dead := openInstance(t, root, "dead", Options{KeepOriginals: true, Lease: tc.deadLease, LeaseMargin: time.Second})
 			live := openInstance(t, root, "live", Options{KeepOriginals: true})
 			for _, n := range []string{"p.jpg", "q.jpg"} {
 				drop(t, dead, n, n)
@@ -291,6 +295,93 @@ func TestHeartbeatAfterTakeover(t *testing.T) {
 	}
 	if took, err := other.Sweep(); err != nil || len(took) != 0 {
 		t.Fatalf("the recovered instance was taken over again: %v %v", took, err)
+	}
+}
+
+// TestMissingLease: a work folder whose lease file is gone (removed by
+// hand) is never taken over on the folder's age: an empty lease is put in
+// place; a live instance takes it at its next heartbeat, a dead one is
+// taken over once that file is a lease and its margin old.
+func TestMissingLease(t *testing.T) {
+	for _, alive := range []bool{true, false} {
+		t.Run(map[bool]string{true: "alive", false: "dead"}[alive], func(t *testing.T) {
+			root := t.TempDir()
+			x := openInstance(t, root, "x", Options{})
+			sw := openInstance(t, root, "sweeper", Options{})
+			drop(t, x, "f.jpg", "f")
+			if _, err := x.Claim("f.jpg"); err != nil {
+				t.Fatal(err)
+			}
+			if !alive {
+				x.Close()
+			}
+			lp, wdir := filepath.Join(root, Leases, "x"), filepath.Join(root, Work, "x")
+			if err := os.Remove(lp); err != nil {
+				t.Fatal(err)
+			}
+			old := time.Now().Add(-time.Hour) // an idle folder
+			if err := os.Chtimes(wdir, old, old); err != nil {
+				t.Fatal(err)
+			}
+			if took, err := sw.Sweep(); err != nil || len(took) != 0 {
+				t.Fatalf("taken over without a lease to lock: %v %v", took, err)
+			}
+			if ents, _ := os.ReadDir(wdir); len(ents) != 1 {
+				t.Fatalf("work/x/ holds %d files, want its frame", len(ents))
+			}
+			if _, err := os.Stat(lp); err != nil {
+				t.Fatalf("no lease put in place: %v", err)
+			}
+			if alive {
+				if err := x.Heartbeat(); err == nil || !strings.Contains(err.Error(), "lost its lease") {
+					t.Fatalf("heartbeat: %v", err)
+				}
+				if !samePath(x.lease, lp) {
+					t.Fatal("the live instance did not take the lease put in place")
+				}
+			}
+			ageLease(t, root, "x", time.Minute)
+			took, err := sw.Sweep()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := len(took) == 1; got == alive {
+				t.Fatalf("took over %v (alive %v)", took, alive)
+			}
+		})
+	}
+}
+
+// TestTakeOverRechecksUnderNamesLock: the dead instance restarts (a new
+// lease file, its work folder, a claim) while the sweeper that locked its
+// old lease waits for the names lock; the sweeper then leaves it alone.
+func TestTakeOverRechecksUnderNamesLock(t *testing.T) {
+	root := t.TempDir()
+	openInstance(t, root, "x", Options{}).Close()
+	ageLease(t, root, "x", time.Minute)
+	sw := openInstance(t, root, "sweeper", Options{})
+	var x *Spool
+	sw.beforeNames = func() {
+		sw.beforeNames = nil
+		// Another sweeper finished with x and removed its lease; x started
+		// again and claimed a frame.
+		if err := os.Remove(filepath.Join(root, Leases, "x")); err != nil {
+			t.Fatal(err)
+		}
+		x = openInstance(t, root, "x", Options{})
+		drop(t, x, "f.jpg", "f")
+		if _, err := x.Claim("f.jpg"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if took, err := sw.Sweep(); err != nil || len(took) != 0 {
+		t.Fatalf("sweep: %v %v", took, err)
+	}
+	if x == nil {
+		t.Fatal("the sweeper never got to the names lock")
+	}
+	if ents, _ := os.ReadDir(x.Dir(Work)); len(ents) != 1 {
+		t.Fatalf("the restarted instance's work folder holds %d files, want its frame", len(ents))
 	}
 }
 
@@ -500,7 +591,7 @@ func TestLockExpired(t *testing.T) {
 			}
 			defer lf.Close()
 			tc.change(t, lp)
-			ok, err := s.lockExpired(lf, lp, time.Now(), 3*time.Second)
+			ok, err := s.lockExpired(lf, lp, time.Now())
 			if err != nil || ok != tc.want {
 				t.Fatalf("lockExpired = %v, %v; want %v", ok, err, tc.want)
 			}

@@ -146,6 +146,9 @@ type Spool struct {
 	tempsDue atomic.Int64 // unix ns after which Sweep removes stale temporary files (0: none due)
 	// namesWarn logs once that the names flock does not work here.
 	namesWarn sync.Once
+	// beforeNames, if set (tests only), runs in takeOver between locking
+	// an expired lease and taking the names lock.
+	beforeNames func()
 
 	// mu serialises choosing a free name and renaming into it, so two
 	// workers never pick the same suffixed name in done/, failed/ or inbox/;
