@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,11 +23,27 @@ func sharedSpool(id string) string {
 
 // TestTwoDaemonsOneSpool: two daemons with their own ids share a spool;
 // every frame is deblurred exactly once (one "deblurred" line in all the
-// logs together, one output), and each daemon's work folder is its own.
+// logs together, one output), both take part, and each daemon's work
+// folder is its own. Daemon a's first frame waits until b has deblurred
+// one, so that b always gets frames however fast a claims them.
 func TestTwoDaemonsOneSpool(t *testing.T) {
 	dir := t.TempDir()
-	a := start(t, setup{dir: dir, toml: sharedSpool("a")})
-	b := start(t, setup{dir: dir, toml: sharedSpool("b")})
+	bWorked := make(chan struct{})
+	var once sync.Once
+	aBackend := &fakeBackend{onTransform: func(ctx context.Context) error {
+		select {
+		case <-bWorked:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}}
+	bBackend := &fakeBackend{onTransform: func(context.Context) error {
+		once.Do(func() { close(bWorked) })
+		return nil
+	}}
+	a := start(t, setup{dir: dir, toml: sharedSpool("a"), backend: aBackend})
+	b := start(t, setup{dir: dir, toml: sharedSpool("b"), backend: bBackend})
 	a.waitReady()
 	b.waitReady()
 	const n = 16
@@ -37,13 +54,18 @@ func TestTwoDaemonsOneSpool(t *testing.T) {
 	a.stop()
 	b.stop()
 	runs := map[string]int{}
-	for _, logs := range []string{a.logs.String(), b.logs.String()} {
+	for i, logs := range []string{a.logs.String(), b.logs.String()} {
+		mine := 0
 		for _, l := range strings.Split(logs, "\n") {
 			if strings.Contains(l, `"message":"deblurred"`) {
 				_, rest, _ := strings.Cut(l, `"name":"`)
 				name, _, _ := strings.Cut(rest, `"`)
 				runs[name]++
+				mine++
 			}
+		}
+		if mine == 0 {
+			t.Errorf("daemon %s deblurred no frame", []string{"a", "b"}[i])
 		}
 	}
 	if len(runs) != n {
