@@ -353,14 +353,18 @@ func (d *Daemon) openBackends(s *startup) error {
 	var lastErr error
 	for _, w := range ws {
 		b, err := d.loadBackend(s.startCtx, w)
+		if err == nil {
+			if err = w.checkOnGPU(b); err != nil {
+				if cerr := b.Close(); cerr != nil {
+					w.log.Error().Err(cerr).Msg("closing backend")
+				}
+			}
+		}
 		if err != nil {
 			if len(ws) == 1 || s.startCtx.Err() != nil {
 				return err
 			}
-			why := "its backend did not open: " + firstLine(err.Error())
-			w.stopped.Store(&why)
-			d.metrics.WorkerUp.WithLabelValues(w.name).Set(0)
-			d.log.Error().Err(err).Str("worker", w.name).Msg("worker left out: its backend did not open; the others start")
+			d.leaveOut(w, "its backend did not open: "+firstLine(err.Error()), err)
 			failed, lastErr = append(failed, w.name), err
 			continue
 		}
@@ -383,12 +387,21 @@ func (d *Daemon) openBackends(s *startup) error {
 
 // startGPU opens each worker's GPU telemetry and throttle gate; each
 // poller keeps /metrics current between frames and stops before its
-// monitor closes.
+// monitor closes. With several workers, one whose monitor does not open is
+// left out, as one whose backend does not; the last one running stops the
+// start.
 func (d *Daemon) startGPU(s *startup) error {
 	for _, w := range d.runningWorkers() {
 		g, err := d.openGPU(w)
 		if err != nil {
-			return err
+			if w.labelled {
+				err = fmt.Errorf("worker %s: %w", w.name, err)
+			}
+			if len(d.runningWorkers()) == 1 {
+				return err
+			}
+			d.leaveOut(w, "its GPU monitor did not open: "+firstLine(err.Error()), err)
+			continue
 		}
 		d.workersMu.Lock()
 		w.gpu = g

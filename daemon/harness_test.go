@@ -63,6 +63,12 @@ func (f *fakeBackend) Close() error {
 	return nil
 }
 
+func (f *fakeBackend) isClosed() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.closed
+}
+
 // syncBuffer collects log lines from several goroutines.
 type syncBuffer struct {
 	mu  sync.Mutex
@@ -118,6 +124,9 @@ type setup struct {
 	// monitor.
 	wrapBackend func(*fakeBackend) deblur.Backend
 	monitor     gpu.Monitor
+	// openMonitor, if set, opens each worker's monitor from its
+	// configuration (gpu.device); it wins over monitor.
+	openMonitor func(*config.Config) (gpu.Monitor, error)
 	// dir, if set, is the folder holding the spool and the configuration
 	// (a restart on the spool of an earlier instance); default a new one.
 	dir string
@@ -180,6 +189,9 @@ func start(t *testing.T, s setup) *instance {
 	}
 	if s.monitor != nil {
 		opts.OpenMonitor = func(*config.Config) (gpu.Monitor, error) { return s.monitor, nil }
+	}
+	if s.openMonitor != nil {
+		opts.OpenMonitor = s.openMonitor
 	}
 	if s.openFor != nil {
 		opts.OpenBackend = s.openFor
