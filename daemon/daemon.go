@@ -25,6 +25,7 @@ import (
 	"hidiffd/config"
 	"hidiffd/deblur"
 	"hidiffd/gpu"
+	"hidiffd/internal/clock"
 	"hidiffd/logging"
 	"hidiffd/model"
 	"hidiffd/spool"
@@ -70,7 +71,7 @@ type Options struct {
 	// OnListen is called with the bound HTTP address (tests use port 0).
 	OnListen func(net.Addr)
 	// Clock replaces the system clock for the retry backoff (tests).
-	Clock Clock
+	Clock clock.Clock
 	// CountGPUs replaces counting the machine's GPUs (backend.devices).
 	CountGPUs func() (int, error)
 	// SkipWarmup skips the tile run through the network at start (tests
@@ -144,7 +145,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	d := &Daemon{opts: opts, log: log, stop: make(chan struct{})}
 	if opts.Clock == nil {
-		opts.Clock = systemClock{}
+		opts.Clock = clock.System{}
 		d.opts.Clock = opts.Clock
 	}
 	d.backoff.clock = opts.Clock

@@ -23,6 +23,7 @@ import (
 	"hidiffd/config"
 	"hidiffd/deblur"
 	"hidiffd/gpu"
+	"hidiffd/internal/clock"
 	"hidiffd/spool"
 )
 
@@ -131,7 +132,7 @@ type setup struct {
 	// (a restart on the spool of an earlier instance); default a new one.
 	dir string
 	// clock, if set, drives the retry backoff.
-	clock Clock
+	clock clock.Clock
 	// openFor, if set, opens each worker's backend from its configuration
 	// (gpu.device): several fake GPUs. countGPUs is the machine's GPUs.
 	openFor   func(*config.Config) (deblur.Backend, error)
