@@ -516,6 +516,9 @@ func (c *Config) Validate() error {
 			"(on GPUs, list them in backend.devices: one worker per GPU)")
 	case c.Backend.Workers > 1 && (len(devices) > 0 || derr == nil && c.Backend.devicesAll()):
 		bad("backend.workers", "must be 1 when backend.devices is set (one worker per GPU)")
+	case c.Backend.Kind == "onnxruntime" && (len(devices) > 0 || derr == nil && c.Backend.devicesAll()):
+		bad("backend.devices", "lists GPUs, but backend.kind = \"onnxruntime\" runs on the CPU: "+
+			"GPU workers need backend.kind = \"tensorrt\" or \"auto\" (for CPU workers set backend.workers)")
 	}
 
 	if c.Output.JPEGQuality < 1 || c.Output.JPEGQuality > 100 {

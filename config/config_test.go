@@ -436,6 +436,7 @@ func TestWorkerKeys(t *testing.T) {
 		{"workers zero", "[backend]\nkind = \"onnxruntime\"\nworkers = 0\n", ":3: backend.workers = 0: must be between 1 and 256"},
 		{"workers on a GPU", "[backend]\nworkers = 2\n", `:2: backend.workers = 2: more than one worker is for the CPU`},
 		{"workers and devices", "[backend]\nkind = \"onnxruntime\"\ndevices = [0]\nworkers = 2\n", ":4: backend.workers = 2: must be 1 when backend.devices is set"},
+		{"devices on onnxruntime", "[backend]\nkind = \"onnxruntime\"\ndevices = [0]\n", `:3: backend.devices = [0]: lists GPUs, but backend.kind = "onnxruntime" runs on the CPU`},
 	}
 	for _, c := range bad {
 		t.Run(c.name, func(t *testing.T) {

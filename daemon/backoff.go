@@ -3,6 +3,8 @@ package daemon
 import (
 	"sync"
 	"time"
+
+	"hidiffd/internal/clock"
 )
 
 // backoff is the daemon's one retry state, for transient failures on the
@@ -21,7 +23,7 @@ import (
 // Frames are known by their name in inbox/. The zero value is not ready:
 // the daemon sets clock.
 type backoff struct {
-	clock Clock
+	clock clock.Clock
 
 	mu     sync.Mutex
 	fails  int                     // output-side failures since the last success

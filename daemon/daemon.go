@@ -25,6 +25,7 @@ import (
 	"hidiffd/config"
 	"hidiffd/deblur"
 	"hidiffd/gpu"
+	"hidiffd/internal/clock"
 	"hidiffd/logging"
 	"hidiffd/model"
 	"hidiffd/spool"
@@ -70,7 +71,7 @@ type Options struct {
 	// OnListen is called with the bound HTTP address (tests use port 0).
 	OnListen func(net.Addr)
 	// Clock replaces the system clock for the retry backoff (tests).
-	Clock Clock
+	Clock clock.Clock
 	// CountGPUs replaces counting the machine's GPUs (backend.devices).
 	CountGPUs func() (int, error)
 	// SkipWarmup skips the tile run through the network at start (tests
@@ -144,7 +145,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	d := &Daemon{opts: opts, log: log, stop: make(chan struct{})}
 	if opts.Clock == nil {
-		opts.Clock = systemClock{}
+		opts.Clock = clock.System{}
 		d.opts.Clock = opts.Clock
 	}
 	d.backoff.clock = opts.Clock
@@ -353,14 +354,18 @@ func (d *Daemon) openBackends(s *startup) error {
 	var lastErr error
 	for _, w := range ws {
 		b, err := d.loadBackend(s.startCtx, w)
+		if err == nil {
+			if err = w.checkOnGPU(b); err != nil {
+				if cerr := b.Close(); cerr != nil {
+					w.log.Error().Err(cerr).Msg("closing backend")
+				}
+			}
+		}
 		if err != nil {
 			if len(ws) == 1 || s.startCtx.Err() != nil {
 				return err
 			}
-			why := "its backend did not open: " + firstLine(err.Error())
-			w.stopped.Store(&why)
-			d.metrics.WorkerUp.WithLabelValues(w.name).Set(0)
-			d.log.Error().Err(err).Str("worker", w.name).Msg("worker left out: its backend did not open; the others start")
+			d.leaveOut(w, "its backend did not open: "+firstLine(err.Error()), err)
 			failed, lastErr = append(failed, w.name), err
 			continue
 		}
@@ -383,12 +388,21 @@ func (d *Daemon) openBackends(s *startup) error {
 
 // startGPU opens each worker's GPU telemetry and throttle gate; each
 // poller keeps /metrics current between frames and stops before its
-// monitor closes.
+// monitor closes. With several workers, one whose monitor does not open is
+// left out, as one whose backend does not; the last one running stops the
+// start.
 func (d *Daemon) startGPU(s *startup) error {
 	for _, w := range d.runningWorkers() {
 		g, err := d.openGPU(w)
 		if err != nil {
-			return err
+			if w.labelled {
+				err = fmt.Errorf("worker %s: %w", w.name, err)
+			}
+			if len(d.runningWorkers()) == 1 {
+				return err
+			}
+			d.leaveOut(w, "its GPU monitor did not open: "+firstLine(err.Error()), err)
+			continue
 		}
 		d.workersMu.Lock()
 		w.gpu = g

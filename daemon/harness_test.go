@@ -23,6 +23,7 @@ import (
 	"hidiffd/config"
 	"hidiffd/deblur"
 	"hidiffd/gpu"
+	"hidiffd/internal/clock"
 	"hidiffd/spool"
 )
 
@@ -61,6 +62,12 @@ func (f *fakeBackend) Close() error {
 	f.closed = true
 	f.mu.Unlock()
 	return nil
+}
+
+func (f *fakeBackend) isClosed() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.closed
 }
 
 // syncBuffer collects log lines from several goroutines.
@@ -118,11 +125,14 @@ type setup struct {
 	// monitor.
 	wrapBackend func(*fakeBackend) deblur.Backend
 	monitor     gpu.Monitor
+	// openMonitor, if set, opens each worker's monitor from its
+	// configuration (gpu.device); it wins over monitor.
+	openMonitor func(*config.Config) (gpu.Monitor, error)
 	// dir, if set, is the folder holding the spool and the configuration
 	// (a restart on the spool of an earlier instance); default a new one.
 	dir string
 	// clock, if set, drives the retry backoff.
-	clock Clock
+	clock clock.Clock
 	// openFor, if set, opens each worker's backend from its configuration
 	// (gpu.device): several fake GPUs. countGPUs is the machine's GPUs.
 	openFor   func(*config.Config) (deblur.Backend, error)
@@ -180,6 +190,9 @@ func start(t *testing.T, s setup) *instance {
 	}
 	if s.monitor != nil {
 		opts.OpenMonitor = func(*config.Config) (gpu.Monitor, error) { return s.monitor, nil }
+	}
+	if s.openMonitor != nil {
+		opts.OpenMonitor = s.openMonitor
 	}
 	if s.openFor != nil {
 		opts.OpenBackend = s.openFor

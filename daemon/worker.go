@@ -36,6 +36,11 @@ type worker struct {
 	// named: the name is fixed by the configuration; otherwise (one
 	// worker) it follows the backend opened: gpuN on a GPU, else cpu0.
 	named bool
+	// onGPU: a worker of backend.devices, which must run on its GPU; a
+	// backend that came up on the CPU instead (backend.kind = "auto"
+	// without TensorRT) is refused rather than left to share the cores
+	// with the other GPU workers under a GPU's name.
+	onGPU bool
 	log   zerolog.Logger
 
 	backend deblur.Backend
@@ -86,7 +91,7 @@ func (d *Daemon) planWorkers(cfg *config.Config) ([]*worker, error) {
 		for _, dev := range devices {
 			c := *cfg
 			c.GPU.Device = dev
-			out = append(out, &worker{d: d, name: fmt.Sprintf("gpu%d", dev), cfg: &c, named: true})
+			out = append(out, &worker{d: d, name: fmt.Sprintf("gpu%d", dev), cfg: &c, named: true, onGPU: true})
 		}
 		return d.label(out), nil
 	}
@@ -297,4 +302,30 @@ func (d *Daemon) takeRequeued(name string) bool {
 	}
 	delete(d.requeued, name)
 	return true
+}
+
+// usesGPU says whether a backend runs the network on a GPU.
+func usesGPU(b deblur.Backend) bool {
+	u, ok := b.(deblur.GPUBackend)
+	return ok && u.UsesGPU()
+}
+
+// checkOnGPU refuses, for a worker of backend.devices, a backend that does
+// not run on the GPU.
+func (w *worker) checkOnGPU(b deblur.Backend) error {
+	if !w.onGPU || usesGPU(b) {
+		return nil
+	}
+	return w.cfg.Errorf("backend.devices", "worker %s got backend %s, which does not run on the GPU "+
+		"(backend.kind = %q fell back to the CPU): a worker of backend.devices needs TensorRT on its GPU; "+
+		"for CPU workers set backend.workers instead", w.name, b.Name(), w.cfg.Backend.Kind)
+}
+
+// leaveOut stops a worker that could not start (its backend or GPU
+// monitor did not open) while the others start: the daemon runs degraded
+// and says why.
+func (d *Daemon) leaveOut(w *worker, why string, err error) {
+	w.stopped.Store(&why)
+	d.metrics.WorkerUp.WithLabelValues(w.name).Set(0)
+	d.log.Error().Err(err).Str("worker", w.name).Msg("worker left out: " + why + "; the others start")
 }

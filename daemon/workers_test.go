@@ -15,6 +15,7 @@ import (
 
 	"hidiffd/config"
 	"hidiffd/deblur"
+	"hidiffd/gpu"
 )
 
 // errFakeDeviceLost is what the failing fake GPU returns for every call.
@@ -295,6 +296,54 @@ func TestWorkerThatDoesNotOpen(t *testing.T) {
 		if got := in.metric(`hidiffd_worker_up{worker="gpu0"}`); got != "0" {
 			t.Errorf("hidiffd_worker_up gpu0 = %q", got)
 		}
+		in.stop()
+	})
+	t.Run("one of two on the CPU", func(t *testing.T) {
+		// backend.kind = "auto" without TensorRT comes up on the CPU: a
+		// worker of backend.devices refuses that (and closes it).
+		var cpuFake *fakeBackend
+		in := start(t, setup{
+			toml: "[backend]\ndevices = \"all\"\n",
+			openFor: func(cfg *config.Config) (deblur.Backend, error) {
+				if cfg.GPU.Device == 0 {
+					cpuFake = &fakeBackend{}
+					return cpuFake, nil
+				}
+				return &fakeGPUBackend{fakeBackend: &fakeBackend{}}, nil
+			},
+			countGPUs: func() (int, error) { return 2, nil },
+		})
+		in.waitReady()
+		code, body := in.get("/readyz")
+		if code != 200 || !strings.Contains(body, "degraded: worker gpu0 stopped (its backend did not open: ") ||
+			!strings.Contains(body, "backend.devices") || !strings.Contains(body, "does not run on the GPU") {
+			t.Errorf("/readyz = %d %q", code, body)
+		}
+		if cpuFake == nil || !cpuFake.isClosed() {
+			t.Error("the refused CPU backend was not closed")
+		}
+		in.stop()
+	})
+	t.Run("monitor of one of two", func(t *testing.T) {
+		in := start(t, setup{
+			toml:      "[backend]\ndevices = \"all\"\n",
+			openFor:   openFailing(nil),
+			countGPUs: func() (int, error) { return 2, nil },
+			openMonitor: func(cfg *config.Config) (gpu.Monitor, error) {
+				if cfg.GPU.Device == 1 {
+					return nil, errors.New("fake: nvmlDeviceGetHandleByIndex: GPU is lost")
+				}
+				return newFakeMonitor(nil), nil
+			},
+		})
+		in.waitReady()
+		code, body := in.get("/readyz")
+		if code != 200 || !strings.Contains(body, "degraded: worker gpu1 stopped (its GPU monitor did not open: worker gpu1: ") ||
+			!strings.Contains(body, "gpu.monitor") {
+			t.Errorf("/readyz = %d %q", code, body)
+		}
+		in.drop("a.jpg", testJPEG(t, 40, 30))
+		in.eventually(10*time.Second, "a.jpg in out/", func() bool { return in.has("out", "a.jpg") })
 		in.stop()
 	})
 	t.Run("none", func(t *testing.T) {

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"hidiffd/internal/tinyonnx"
 )
 
 // mustErr fails unless err is non-nil and mentions every want.
@@ -22,7 +24,7 @@ func mustErr(t *testing.T, err error, want ...string) {
 }
 
 func TestSwappedFiles(t *testing.T) {
-	dir := writeTinyModel(t, nil)
+	dir := tinyonnx.TempModel(t, nil)
 	p, tr := filepath.Join(dir, PriorFile), filepath.Join(dir, TransformerFile)
 	tmp := filepath.Join(dir, "tmp")
 	for _, mv := range [][2]string{{p, tmp}, {tr, p}, {tmp, tr}} {
@@ -37,35 +39,35 @@ func TestSwappedFiles(t *testing.T) {
 func TestWrongIO(t *testing.T) {
 	cases := []struct {
 		name string
-		edit func(p, tr *tinyGraph)
+		edit func(p, tr *tinyonnx.Graph)
 		want []string
 	}{
-		{"renamed input", func(p, tr *tinyGraph) { tr.Inputs[0].Name = "image" },
+		{"renamed input", func(p, tr *tinyonnx.Graph) { tr.Inputs[0].Name = "image" },
 			[]string{TransformerFile, `input "blur" missing`, "image [1 3 ? ?] float32", "blur [1 3 H W] float32"}},
-		{"renamed output", func(p, tr *tinyGraph) { p.Outputs[0].Name = "z" },
+		{"renamed output", func(p, tr *tinyonnx.Graph) { p.Outputs[0].Name = "z" },
 			[]string{PriorFile, `output "prior" missing`}},
-		{"extra input", func(p, tr *tinyGraph) {
-			p.Inputs = append(p.Inputs, tinyIO{Name: "t", Elem: onnxFloat, Dims: []any{1}})
+		{"extra input", func(p, tr *tinyonnx.Graph) {
+			p.Inputs = append(p.Inputs, tinyonnx.IO{Name: "t", Elem: tinyonnx.Float, Dims: []any{1}})
 		}, []string{PriorFile, `unexpected input "t"`}},
-		{"missing input", func(p, tr *tinyGraph) { tr.Inputs = tr.Inputs[:1] },
+		{"missing input", func(p, tr *tinyonnx.Graph) { tr.Inputs = tr.Inputs[:1] },
 			[]string{TransformerFile, `input "prior" missing`}},
-		{"double input", func(p, tr *tinyGraph) { p.Inputs[0].Elem = onnxDouble },
+		{"double input", func(p, tr *tinyonnx.Graph) { p.Inputs[0].Elem = tinyonnx.Double },
 			[]string{PriorFile, `input "blur"`, "element type DOUBLE, expected float32"}},
-		{"double output", func(p, tr *tinyGraph) { tr.Outputs[0].Elem = onnxDouble },
+		{"double output", func(p, tr *tinyonnx.Graph) { tr.Outputs[0].Elem = tinyonnx.Double },
 			[]string{TransformerFile, `output "sharp"`, "DOUBLE"}},
-		{"fixed height", func(p, tr *tinyGraph) { tr.Inputs[0].Dims = []any{1, 3, 64, "W"} },
+		{"fixed height", func(p, tr *tinyonnx.Graph) { tr.Inputs[0].Dims = []any{1, 3, 64, "W"} },
 			[]string{TransformerFile, `input "blur"`, "[1 3 64 ?]", "expected [1 3 H W]", "must be dynamic"}},
-		{"rank", func(p, tr *tinyGraph) { p.Inputs[0].Dims = []any{3, "H", "W"} },
+		{"rank", func(p, tr *tinyonnx.Graph) { p.Inputs[0].Dims = []any{3, "H", "W"} },
 			[]string{PriorFile, `input "blur"`, "rank 3, expected 4"}},
-		{"channels", func(p, tr *tinyGraph) { p.Inputs[0].Dims = []any{1, 4, "H", "W"} },
+		{"channels", func(p, tr *tinyonnx.Graph) { p.Inputs[0].Dims = []any{1, 4, "H", "W"} },
 			[]string{PriorFile, "dimension 1 is 4, expected 3"}},
-		{"prior tokens disagree", func(p, tr *tinyGraph) {
+		{"prior tokens disagree", func(p, tr *tinyonnx.Graph) {
 			tr.Inputs[1].Dims = []any{1, 8, 256}
 		}, []string{TransformerFile, `input "prior"`, "token count 8 disagrees with 16"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := Inspect(writeTinyModel(t, c.edit))
+			_, err := Inspect(tinyonnx.TempModel(t, c.edit))
 			mustErr(t, err, c.want...)
 		})
 	}
@@ -74,36 +76,36 @@ func TestWrongIO(t *testing.T) {
 func TestBadMetadata(t *testing.T) {
 	cases := []struct {
 		name string
-		edit func(p, tr *tinyGraph)
+		edit func(p, tr *tinyonnx.Graph)
 		want []string
 	}{
-		{"no preset", func(p, tr *tinyGraph) { delete(tr.Meta, "preset") },
+		{"no preset", func(p, tr *tinyonnx.Graph) { delete(tr.Meta, "preset") },
 			[]string{TransformerFile, `"preset" missing`}},
-		{"empty preset", func(p, tr *tinyGraph) { p.Meta["preset"] = " " },
+		{"empty preset", func(p, tr *tinyonnx.Graph) { p.Meta["preset"] = " " },
 			[]string{PriorFile, `"preset" missing or empty`}},
-		{"no timesteps", func(p, tr *tinyGraph) { delete(p.Meta, "timesteps") },
+		{"no timesteps", func(p, tr *tinyonnx.Graph) { delete(p.Meta, "timesteps") },
 			[]string{PriorFile, `"timesteps" missing`}},
-		{"no pad multiple", func(p, tr *tinyGraph) { delete(tr.Meta, "pad_multiple") },
+		{"no pad multiple", func(p, tr *tinyonnx.Graph) { delete(tr.Meta, "pad_multiple") },
 			[]string{TransformerFile, `"pad_multiple" missing`}},
-		{"pad multiple not a number", func(p, tr *tinyGraph) { p.Meta["pad_multiple"] = "eight" },
+		{"pad multiple not a number", func(p, tr *tinyonnx.Graph) { p.Meta["pad_multiple"] = "eight" },
 			[]string{PriorFile, `"pad_multiple" = "eight"`, "positive integer"}},
-		{"zero timesteps", func(p, tr *tinyGraph) { p.Meta["timesteps"] = "0" },
+		{"zero timesteps", func(p, tr *tinyonnx.Graph) { p.Meta["timesteps"] = "0" },
 			[]string{PriorFile, `"timesteps" = "0"`}},
-		{"bad prior_tokens", func(p, tr *tinyGraph) { tr.Meta["prior_tokens"] = "16.0" },
+		{"bad prior_tokens", func(p, tr *tinyonnx.Graph) { tr.Meta["prior_tokens"] = "16.0" },
 			[]string{TransformerFile, `"prior_tokens" = "16.0"`}},
-		{"prior_channels vs shape", func(p, tr *tinyGraph) {
+		{"prior_channels vs shape", func(p, tr *tinyonnx.Graph) {
 			p.Meta["prior_channels"], tr.Meta["prior_channels"] = "128", "128"
 		}, []string{"prior_channels is 128", "but 256", `"noise" shape`}},
-		{"presets differ", func(p, tr *tinyGraph) { tr.Meta["preset"] = "gopro" },
+		{"presets differ", func(p, tr *tinyonnx.Graph) { tr.Meta["preset"] = "gopro" },
 			[]string{PriorFile, TransformerFile, `"tiny"`, `"gopro"`, "different exports"}},
-		{"weights differ", func(p, tr *tinyGraph) { p.Meta["weights_sha256"] = "ffff" },
+		{"weights differ", func(p, tr *tinyonnx.Graph) { p.Meta["weights_sha256"] = "ffff" },
 			[]string{PriorFile, TransformerFile, "weights_sha256", "ffff", "0123abcd"}},
-		{"graph key", func(p, tr *tinyGraph) { p.Meta["graph"] = "transformer" },
+		{"graph key", func(p, tr *tinyonnx.Graph) { p.Meta["graph"] = "transformer" },
 			[]string{PriorFile, `"graph" = "transformer"`, `expected "prior"`}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := Inspect(writeTinyModel(t, c.edit))
+			_, err := Inspect(tinyonnx.TempModel(t, c.edit))
 			mustErr(t, err, c.want...)
 		})
 	}

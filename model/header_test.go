@@ -4,12 +4,14 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"hidiffd/internal/tinyonnx"
 )
 
 // TestHeaderTruncated feeds every prefix of a small model to ReadHeader: it
 // must fail cleanly (or read a shorter header), never panic or hang.
 func TestHeaderTruncated(t *testing.T) {
-	full, err := os.ReadFile(filepath.Join(writeTinyModel(t, nil), TransformerFile))
+	full, err := os.ReadFile(filepath.Join(tinyonnx.TempModel(t, nil), TransformerFile))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 )
 
 func TestInspectReadsContractAndMetadata(t *testing.T) {
-	dir := writeTinyModel(t, nil)
+	dir := tinyonnx.TempModel(t, nil)
 	m, err := Inspect(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -27,7 +27,7 @@ func TestInspectReadsContractAndMetadata(t *testing.T) {
 	}
 
 	// The same refusals as Open, before any library is involved.
-	bad := writeTinyModel(t, func(p, tr *tinyGraph) { tr.Inputs[0].Name = "image" })
+	bad := tinyonnx.TempModel(t, func(p, tr *tinyonnx.Graph) { tr.Inputs[0].Name = "image" })
 	if _, err := Inspect(bad); err == nil || !strings.Contains(err.Error(), `input "blur" missing`) {
 		t.Errorf("renamed input: %v", err)
 	}
@@ -37,7 +37,7 @@ func TestInspectReadsContractAndMetadata(t *testing.T) {
 }
 
 func TestReadNodes(t *testing.T) {
-	dir := writeTinyModel(t, nil)
+	dir := tinyonnx.TempModel(t, nil)
 	nodes, err := ReadNodes(filepath.Join(dir, TransformerFile))
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +75,7 @@ func TestReadNodes(t *testing.T) {
 }
 
 func TestInspectMixed(t *testing.T) {
-	dir := writeTinyModel(t, nil)
+	dir := tinyonnx.TempModel(t, nil)
 	m, err := Inspect(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +83,7 @@ func TestInspectMixed(t *testing.T) {
 	if _, err := InspectMixed(m); !errors.Is(err, ErrNoMixed) || !strings.Contains(err.Error(), "engine_build.precision mixed "+dir) {
 		t.Errorf("no float16 graph: %v", err)
 	}
-	write := func(edit func(g *tinyGraph)) {
+	write := func(edit func(g *tinyonnx.Graph)) {
 		g := tinyonnx.Transformer()
 		g.Meta["precision"] = "fp16"
 		g.Meta["fp32_source_sha256"] = "abc"
@@ -100,10 +100,10 @@ func TestInspectMixed(t *testing.T) {
 	if err != nil || mx.SourceSHA256 != "abc" || mx.Islands != "Softmax 1" || mx.Path != filepath.Join(dir, MixedFile) {
 		t.Errorf("mixed = %+v, %v", mx, err)
 	}
-	for want, edit := range map[string]func(g *tinyGraph){
-		`metadata "precision" = "fp32"`: func(g *tinyGraph) { g.Meta["precision"] = "fp32" },
-		`weights_sha256 "other"`:        func(g *tinyGraph) { g.Meta["weights_sha256"] = "other" },
-		`output "sharp" missing`:        func(g *tinyGraph) { g.Outputs[0].Name = "out" },
+	for want, edit := range map[string]func(g *tinyonnx.Graph){
+		`metadata "precision" = "fp32"`: func(g *tinyonnx.Graph) { g.Meta["precision"] = "fp32" },
+		`weights_sha256 "other"`:        func(g *tinyonnx.Graph) { g.Meta["weights_sha256"] = "other" },
+		`output "sharp" missing`:        func(g *tinyonnx.Graph) { g.Outputs[0].Name = "out" },
 	} {
 		t.Run(want, func(t *testing.T) {
 			write(edit)

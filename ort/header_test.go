@@ -8,6 +8,7 @@ import (
 
 	onnx "github.com/yalue/onnxruntime_go"
 
+	"hidiffd/internal/tinyonnx"
 	"hidiffd/model"
 )
 
@@ -33,9 +34,9 @@ func TestHeaderMatchesORT(t *testing.T) {
 	if _, _, err := ensureEnv(opts.LibraryPath); err != nil {
 		t.Fatal(err)
 	}
-	dirs := []string{writeTinyModel(t, func(p, tr *tinyGraph) {
+	dirs := []string{tinyonnx.TempModel(t, func(p, tr *tinyonnx.Graph) {
 		// Unusual but legal: an extra output and a dynamic batch.
-		tr.Outputs = append(tr.Outputs, tinyIO{Name: "extra", Elem: onnxDouble, Dims: []any{1, 3, "H", "W"}})
+		tr.Outputs = append(tr.Outputs, tinyonnx.IO{Name: "extra", Elem: tinyonnx.Double, Dims: []any{1, 3, "H", "W"}})
 		p.Inputs[1].Dims = []any{"N", 16, 256}
 	})}
 	if root := findModelsRoot(); root != "" {

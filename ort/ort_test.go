@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"hidiffd/deblur"
+	"hidiffd/internal/tinyonnx"
 	"hidiffd/model"
 )
 
@@ -27,10 +28,10 @@ func testOptions(t testing.TB) Options {
 	return Options{LibraryPath: lib, IntraOpThreads: 2}
 }
 
-func openTiny(t *testing.T, edit func(p, tr *tinyGraph)) *Backend {
+func openTiny(t *testing.T, edit func(p, tr *tinyonnx.Graph)) *Backend {
 	t.Helper()
 	opts := testOptions(t)
-	b, err := Open(writeTinyModel(t, edit), opts)
+	b, err := Open(tinyonnx.TempModel(t, edit), opts)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -69,7 +70,7 @@ func mean(xs []float32) float64 {
 }
 
 func TestOpenReadsMetadata(t *testing.T) {
-	b := openTiny(t, func(p, tr *tinyGraph) {
+	b := openTiny(t, func(p, tr *tinyonnx.Graph) {
 		p.Meta["pad_multiple"] = "16" // transformer keeps 8: the lcm wins
 	})
 	want := deblur.ModelInfo{
@@ -98,8 +99,8 @@ func TestOpenReadsMetadata(t *testing.T) {
 
 func TestOpenDefaultsPriorSize(t *testing.T) {
 	// Without prior_tokens/prior_channels the graphs' fixed shapes say it.
-	b := openTiny(t, func(p, tr *tinyGraph) {
-		for _, g := range []*tinyGraph{p, tr} {
+	b := openTiny(t, func(p, tr *tinyonnx.Graph) {
+		for _, g := range []*tinyonnx.Graph{p, tr} {
 			delete(g.Meta, "prior_tokens")
 			delete(g.Meta, "prior_channels")
 			delete(g.Meta, "graph") // optional too
@@ -215,7 +216,7 @@ func TestCloseTwice(t *testing.T) {
 
 func TestTwoBackendsCoexist(t *testing.T) {
 	opts := testOptions(t)
-	dirs := []string{writeTinyModel(t, nil), writeTinyModel(t, func(p, tr *tinyGraph) {
+	dirs := []string{tinyonnx.TempModel(t, nil), tinyonnx.TempModel(t, func(p, tr *tinyonnx.Graph) {
 		p.Meta["preset"], tr.Meta["preset"] = "other", "other"
 	})}
 	// Opened at once: the process-wide environment must come up once.
@@ -253,7 +254,7 @@ func TestTwoBackendsCoexist(t *testing.T) {
 func TestMissingModelFile(t *testing.T) {
 	opts := testOptions(t)
 	for _, name := range []string{model.PriorFile, model.TransformerFile} {
-		dir := writeTinyModel(t, nil)
+		dir := tinyonnx.TempModel(t, nil)
 		path := filepath.Join(dir, name)
 		os.Remove(path)
 		_, err := Open(dir, opts)
@@ -264,7 +265,7 @@ func TestMissingModelFile(t *testing.T) {
 }
 
 func TestNotAnONNXFile(t *testing.T) {
-	dir := writeTinyModel(t, nil)
+	dir := tinyonnx.TempModel(t, nil)
 	path := filepath.Join(dir, model.TransformerFile)
 	if err := os.WriteFile(path, []byte("this is not protobuf"), 0o644); err != nil {
 		t.Fatal(err)
@@ -274,7 +275,7 @@ func TestNotAnONNXFile(t *testing.T) {
 }
 
 func TestLibraryPath(t *testing.T) {
-	dir := writeTinyModel(t, nil)
+	dir := tinyonnx.TempModel(t, nil)
 	missing := filepath.Join(t.TempDir(), "lib", "libonnxruntime.so.1")
 
 	_, err := Open(dir, Options{LibraryPath: missing})

@@ -356,19 +356,22 @@ func TestPlanSaysThePath(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
+		name      string
 		modes     int
 		precision string
 		want      string
 	}{
-		{CanStrong, FP16, "strongly typed, transformer FP16 from transformer.fp16.onnx (float16, float32 islands: LayerNormalization 1"},
-		{CanWeak | CanStrong, FP32, "strongly typed, transformer FP32 from transformer.onnx (TF32 off)"},
-		{CanWeak, FP16, "weakly typed (TensorRT 8.x), transformer FP16 from transformer.onnx with the nodes that stay float32 in transformer.fp16.onnx pinned to FP32"},
-		{CanWeak, FP32, "weakly typed, transformer FP32 from transformer.onnx"},
+		{"strong only fp16", CanStrong, FP16, "strongly typed, transformer FP16 from transformer.fp16.onnx (float16, float32 islands: LayerNormalization 1"},
+		{"weak and strong fp32", CanWeak | CanStrong, FP32, "strongly typed, transformer FP32 from transformer.onnx (TF32 off)"},
+		{"weak only fp16", CanWeak, FP16, "weakly typed (TensorRT 8.x), transformer FP16 from transformer.onnx with the nodes that stay float32 in transformer.fp16.onnx pinned to FP32"},
+		{"weak only fp32", CanWeak, FP32, "weakly typed, transformer FP32 from transformer.onnx"},
 	} {
-		p, err := PlanFor(m, DeviceInfo{TensorRT: "x", TypingModes: c.modes}, c.precision)
-		if err != nil || !strings.HasPrefix(p.String(), c.want) {
-			t.Errorf("modes %d %s: %q, %v", c.modes, c.precision, p, err)
-		}
+		t.Run(c.name, func(t *testing.T) {
+			p, err := PlanFor(m, DeviceInfo{TensorRT: "x", TypingModes: c.modes}, c.precision)
+			if err != nil || !strings.HasPrefix(p.String(), c.want) {
+				t.Errorf("modes %d %s: %q, %v", c.modes, c.precision, p, err)
+			}
+		})
 	}
 	if _, err := PlanFor(m, DeviceInfo{}, "int8"); err == nil {
 		t.Error("int8 planned")

@@ -340,41 +340,43 @@ func TestTypingVersionSplit(t *testing.T) {
 		version int
 		typing  string
 	}{{8601, Weak}, {100300, Strong}, {110100, Strong}} {
-		fakeabi.SetVersion(c.version)
 		for _, precision := range []string{FP16, FP32} {
-			m, cache, p, e := buildFake(t, opts, precision)
-			k := e.Sidecar.Key
-			last := fakeabi.Last()
-			res := e.Sidecar.Builds[TransformerEngine]
-			name := fmt.Sprintf("TensorRT %s %s", k.TensorRT, precision)
-			if k.Typing != c.typing || last.Typing != map[string]int{Weak: CanWeak, Strong: CanStrong}[c.typing] ||
-				!strings.HasPrefix(e.Sidecar.ID, precision+"-"+c.typing+"-") {
-				t.Errorf("%s: key %+v, last build %+v", name, k, last)
-			}
-			switch {
-			case precision == FP32:
-				if k.ONNXPrecision != FP32 || k.PinsONNX != "" || last.FP32Names != "" || res.FP16Layers != 0 {
-					t.Errorf("%s: key %+v, last build %+v, %+v", name, k, last, res)
+			t.Run(fmt.Sprintf("TensorRT %d %s", c.version, precision), func(t *testing.T) {
+				fakeabi.SetVersion(c.version)
+				m, cache, p, e := buildFake(t, opts, precision)
+				k := e.Sidecar.Key
+				last := fakeabi.Last()
+				res := e.Sidecar.Builds[TransformerEngine]
+				name := fmt.Sprintf("TensorRT %s %s", k.TensorRT, precision)
+				if k.Typing != c.typing || last.Typing != map[string]int{Weak: CanWeak, Strong: CanStrong}[c.typing] ||
+					!strings.HasPrefix(e.Sidecar.ID, precision+"-"+c.typing+"-") {
+					t.Errorf("%s: key %+v, last build %+v", name, k, last)
 				}
-			case c.typing == Weak:
-				if k.ONNXPrecision != FP32 || k.PinsONNX == "" || res.PinnedFP32 == 0 ||
-					!strings.Contains(last.FP32Names, "/attn/ReduceL2") || strings.Contains(last.FP32Names, "/attn/MatMul") {
-					t.Errorf("%s: key %+v, last build %+v, %+v", name, k, last, res)
+				switch {
+				case precision == FP32:
+					if k.ONNXPrecision != FP32 || k.PinsONNX != "" || last.FP32Names != "" || res.FP16Layers != 0 {
+						t.Errorf("%s: key %+v, last build %+v, %+v", name, k, last, res)
+					}
+				case c.typing == Weak:
+					if k.ONNXPrecision != FP32 || k.PinsONNX == "" || res.PinnedFP32 == 0 ||
+						!strings.Contains(last.FP32Names, "/attn/ReduceL2") || strings.Contains(last.FP32Names, "/attn/MatMul") {
+						t.Errorf("%s: key %+v, last build %+v, %+v", name, k, last, res)
+					}
+				default:
+					if k.ONNXPrecision != FP16 || k.PinsONNX != "" || last.FP32Names != "" || res.FP16Layers == 0 {
+						t.Errorf("%s: key %+v, last build %+v, %+v", name, k, last, res)
+					}
 				}
-			default:
-				if k.ONNXPrecision != FP16 || k.PinsONNX != "" || last.FP32Names != "" || res.FP16Layers == 0 {
-					t.Errorf("%s: key %+v, last build %+v, %+v", name, k, last, res)
+				b, _, err := Load(m, cache, precision, p, opts)
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
 				}
-			}
-			b, _, err := Load(m, cache, precision, p, opts)
-			if err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
-			img := deblur.Image{W: 16, H: 16, Pix: make([]float32, 3*16*16)}
-			if _, st, err := deblur.Run(context.Background(), b, img, deblur.Options{Tile: 16, Seed: 1}); err != nil || st.NonFinite != 0 {
-				t.Errorf("%s: run %+v, %v", name, st, err)
-			}
-			b.Close()
+				img := deblur.Image{W: 16, H: 16, Pix: make([]float32, 3*16*16)}
+				if _, st, err := deblur.Run(context.Background(), b, img, deblur.Options{Tile: 16, Seed: 1}); err != nil || st.NonFinite != 0 {
+					t.Errorf("%s: run %+v, %v", name, st, err)
+				}
+				b.Close()
+			})
 		}
 	}
 	// The shims refuse the other mode themselves (Go never asks: TypingFor).
@@ -383,18 +385,20 @@ func TestTypingVersionSplit(t *testing.T) {
 		typing  string
 		want    string
 	}{{8601, Strong, "weakly typed only (TensorRT 8.x)"}, {110100, Weak, "strongly typed only (TensorRT 11)"}} {
-		fakeabi.SetVersion(c.version)
-		rt, err := OpenRuntime(Options{api: opts.api, Builder: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		dir := writeTinyModel(t)
-		_, err = rt.build(buildSpec{onnx: filepath.Join(dir, "transformer.onnx"), engine: filepath.Join(dir, "x.engine"), typing: c.typing,
-			inputs: []InputProfile{imageProfile(Profile{Min: Size{8, 8}, Opt: Size{8, 8}, Max: Size{8, 8}}), fixedProfile("prior", 1, 16, 256)}})
-		rt.Close()
-		if StatusOf(err) != StatusInvalid || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("TensorRT %d asked for %s: %v", c.version, c.typing, err)
-		}
+		t.Run(fmt.Sprintf("TensorRT %d refuses %s", c.version, c.typing), func(t *testing.T) {
+			fakeabi.SetVersion(c.version)
+			rt, err := OpenRuntime(Options{api: opts.api, Builder: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := writeTinyModel(t)
+			_, err = rt.build(buildSpec{onnx: filepath.Join(dir, "transformer.onnx"), engine: filepath.Join(dir, "x.engine"), typing: c.typing,
+				inputs: []InputProfile{imageProfile(Profile{Min: Size{8, 8}, Opt: Size{8, 8}, Max: Size{8, 8}}), fixedProfile("prior", 1, 16, 256)}})
+			rt.Close()
+			if StatusOf(err) != StatusInvalid || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("TensorRT %d asked for %s: %v", c.version, c.typing, err)
+			}
+		})
 	}
 }
 
@@ -411,24 +415,26 @@ func TestFP16NeedsTheFloat16Graph(t *testing.T) {
 	opts.Builder = true
 	p := Profile{Min: Size{8, 8}, Opt: Size{16, 16}, Max: Size{16, 16}}
 	for _, v := range []int{8601, 110100} {
-		fakeabi.SetVersion(v)
-		rt, err := OpenRuntime(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := Cache{Dir: t.TempDir()}
-		_, err = Build(rt, c, m, BuildSpec{Precision: FP16, Profile: p})
-		if !errors.Is(err, model.ErrNoMixed) || !strings.Contains(err.Error(), "python3 -m engine_build.precision mixed "+dir) {
-			t.Errorf("TensorRT %d, FP16 without the float16 graph: %v", v, err)
-		}
-		if fakeabi.Read().Builds != 0 {
-			t.Errorf("TensorRT %d: built before refusing", v)
-		}
-		if _, err := Build(rt, c, m, BuildSpec{Precision: FP32, Profile: p}); err != nil {
-			t.Errorf("TensorRT %d, FP32: %v", v, err)
-		}
-		rt.Close()
-		fakeabi.Reset()
+		t.Run(fmt.Sprintf("TensorRT %d", v), func(t *testing.T) {
+			fakeabi.SetVersion(v)
+			rt, err := OpenRuntime(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := Cache{Dir: t.TempDir()}
+			_, err = Build(rt, c, m, BuildSpec{Precision: FP16, Profile: p})
+			if !errors.Is(err, model.ErrNoMixed) || !strings.Contains(err.Error(), "python3 -m engine_build.precision mixed "+dir) {
+				t.Errorf("TensorRT %d, FP16 without the float16 graph: %v", v, err)
+			}
+			if fakeabi.Read().Builds != 0 {
+				t.Errorf("TensorRT %d: built before refusing", v)
+			}
+			if _, err := Build(rt, c, m, BuildSpec{Precision: FP32, Profile: p}); err != nil {
+				t.Errorf("TensorRT %d, FP32: %v", v, err)
+			}
+			rt.Close()
+			fakeabi.Reset()
+		})
 	}
 }
 
@@ -525,9 +531,11 @@ func TestEngineContractCheck(t *testing.T) {
 		}(), img("sharp", false, 0)}, "the model wants [1 16 256]"},
 	}
 	for name, c := range cases {
-		if err := checkEngine(model.TransformerIO, c.ts, info, need); err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%s: %v (want %q)", name, err, c.want)
-		}
+		t.Run(name, func(t *testing.T) {
+			if err := checkEngine(model.TransformerIO, c.ts, info, need); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%s: %v (want %q)", name, err, c.want)
+			}
+		})
 	}
 }
 

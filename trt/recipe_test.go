@@ -197,15 +197,20 @@ func TestShippedModelFloat16Graph(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := Profile{Min: Size{8, 8}, Opt: Size{384, 384}, Max: Size{384, 384}}
-	for _, modes := range []int{CanWeak, CanStrong} {
-		d := DeviceInfo{TensorRT: "x", GPU: "g", ComputeCapability: "8.7", TypingModes: modes}
-		k, err := KeyFor(m, d, FP16, p)
-		if err != nil {
-			t.Fatalf("typing modes %d: %v", modes, err)
-		}
-		if k.Typing == Strong && k.ONNXPrecision != FP16 || k.Typing == Weak && k.PinsONNX == "" {
-			t.Errorf("key %+v", k)
-		}
+	for _, c := range []struct {
+		name  string
+		modes int
+	}{{"weakly typed", CanWeak}, {"strongly typed", CanStrong}} {
+		t.Run(c.name, func(t *testing.T) {
+			d := DeviceInfo{TensorRT: "x", GPU: "g", ComputeCapability: "8.7", TypingModes: c.modes}
+			k, err := KeyFor(m, d, FP16, p)
+			if err != nil {
+				t.Fatalf("typing modes %d: %v", c.modes, err)
+			}
+			if k.Typing == Strong && k.ONNXPrecision != FP16 || k.Typing == Weak && k.PinsONNX == "" {
+				t.Errorf("key %+v", k)
+			}
+		})
 	}
 }
 

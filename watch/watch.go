@@ -46,6 +46,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"hidiffd/internal/clock"
 )
 
 // Logger receives the watcher's log lines. level is "debug", "info", "warn"
@@ -70,21 +72,8 @@ type Options struct {
 	// Clock is the time source of settling and rescans; nil is the system
 	// clock. Tests pass a fake one to step through settle periods without
 	// sleeping.
-	Clock Clock
+	Clock clock.Clock
 }
-
-// Clock is the watcher's time source (the method set of daemon.Clock, so
-// one fake can serve both). Every wait of Run is one After on it.
-type Clock interface {
-	Now() time.Time
-	// After is time.After: the channel receives once d has passed.
-	After(d time.Duration) <-chan time.Time
-}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time                         { return time.Now() }
-func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 // DefaultMaxSettling is the default cap of the observation set. At about
 // 200 bytes per entry it bounds the watcher's per-file memory near 1 MB.
@@ -160,7 +149,7 @@ func New(inbox string, opts Options, log Logger) (*Watcher, error) {
 		opts.MaxSettling = DefaultMaxSettling
 	}
 	if opts.Clock == nil {
-		opts.Clock = systemClock{}
+		opts.Clock = clock.System{}
 	}
 	fi, err := os.Stat(inbox)
 	if err != nil {

@@ -43,23 +43,26 @@ func TestBuildEngineWithoutTensorRT(t *testing.T) {
 func TestDoctorSaysTheEnginePath(t *testing.T) {
 	shipped := filepath.Join("..", "..", "models", "default")
 	for _, c := range []struct {
+		name      string
 		version   string
 		modes     int
 		precision string
 		want      string
 	}{
-		{"8.6.2", trt.CanWeak, "fp16", "ok    tensorrt engines (backend.precision = \"fp16\"): weakly typed (TensorRT 8.x), transformer FP16 from transformer.onnx with the nodes that stay float32 in transformer.fp16.onnx pinned to FP32"},
-		{"10.3.0", trt.CanWeak | trt.CanStrong, "fp16", "ok    tensorrt engines (backend.precision = \"fp16\"): strongly typed, transformer FP16 from transformer.fp16.onnx (float16, float32 islands: LayerNormalization 40, ReduceL2 26, Softmax 20, L2 normalisation 26"},
-		{"11.1.0", trt.CanStrong, "fp32", "ok    tensorrt engines (backend.precision = \"fp32\"): strongly typed, transformer FP32 from transformer.onnx (TF32 off)"},
+		{"TensorRT 8 weak fp16", "8.6.2", trt.CanWeak, "fp16", "ok    tensorrt engines (backend.precision = \"fp16\"): weakly typed (TensorRT 8.x), transformer FP16 from transformer.onnx with the nodes that stay float32 in transformer.fp16.onnx pinned to FP32"},
+		{"TensorRT 10 strong fp16", "10.3.0", trt.CanWeak | trt.CanStrong, "fp16", "ok    tensorrt engines (backend.precision = \"fp16\"): strongly typed, transformer FP16 from transformer.fp16.onnx (float16, float32 islands: LayerNormalization 40, ReduceL2 26, Softmax 20, L2 normalisation 26"},
+		{"TensorRT 11 strong fp32", "11.1.0", trt.CanStrong, "fp32", "ok    tensorrt engines (backend.precision = \"fp32\"): strongly typed, transformer FP32 from transformer.onnx (TF32 off)"},
 	} {
-		var out bytes.Buffer
-		r := &doctorReport{w: &out}
-		cfg := config.Default()
-		cfg.Model.Dir, cfg.Backend.Precision = shipped, c.precision
-		doctorEnginePlan(r, cfg, trt.DeviceInfo{TensorRT: c.version, GPU: "g", ComputeCapability: "8.7", TypingModes: c.modes})
-		if !strings.Contains(out.String(), c.want) || r.problems != 0 {
-			t.Errorf("TensorRT %s:\n%s\nwant %s", c.version, out.String(), c.want)
-		}
+		t.Run(c.name, func(t *testing.T) {
+			var out bytes.Buffer
+			r := &doctorReport{w: &out}
+			cfg := config.Default()
+			cfg.Model.Dir, cfg.Backend.Precision = shipped, c.precision
+			doctorEnginePlan(r, cfg, trt.DeviceInfo{TensorRT: c.version, GPU: "g", ComputeCapability: "8.7", TypingModes: c.modes})
+			if !strings.Contains(out.String(), c.want) || r.problems != 0 {
+				t.Errorf("TensorRT %s:\n%s\nwant %s", c.version, out.String(), c.want)
+			}
+		})
 	}
 	// A model folder without its float16 graph: FP16 engines cannot be
 	// built, and doctor says how to make the graph.

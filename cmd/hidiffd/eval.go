@@ -117,6 +117,13 @@ func runEval(ctx context.Context, args []string) int {
 		return 2
 	}
 
+	// The flags first: a backend this binary cannot run is a usage
+	// mistake, said before the pairs are read.
+	if err := mf.check(); err != nil {
+		fmt.Fprintf(os.Stderr, "hidiffd eval: %v\n", err)
+		return 2
+	}
+
 	pairs, orphans, err := pairUp(*pairsDir)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "hidiffd eval: %v\n", err)
@@ -131,10 +138,6 @@ func runEval(ctx context.Context, args []string) int {
 	if len(pairs) == 0 {
 		fmt.Fprintf(os.Stderr, "hidiffd eval: no image pairs in %s\n", *pairsDir)
 		return 1
-	}
-	if err := mf.check(); err != nil {
-		fmt.Fprintf(os.Stderr, "hidiffd eval: %v\n", err)
-		return 2
 	}
 	if err := mf.resolveModel(); err != nil {
 		fmt.Fprintf(os.Stderr, "hidiffd eval: %v\n", err)

@@ -25,7 +25,7 @@ const module = "hidiffd"
 // in between.
 const (
 	pins      = 0  // the module root: tools.go pins go.mod's modules (build tag tools)
-	base      = 5  // one mechanism several layers share (internal/durable); no other hidiffd package
+	base      = 5  // one mechanism several layers share (internal/durable, internal/clock); no other hidiffd package
 	library   = 10 // one job each, no other hidiffd package but base
 	contract  = 15 // what a model folder is: model, over deblur's types
 	backend   = 20 // runs the network: ort, trt
@@ -43,6 +43,7 @@ var layerName = map[int]string{pins: "pins", base: "base", library: "library", c
 var layers = map[string]int{
 	"": pins,
 
+	"internal/clock":   base,
 	"internal/durable": base,
 
 	"config":               library,

@@ -191,6 +191,9 @@ type NoReplace struct {
 	// OnFallback, if set, is called once, when the first rename finds
 	// RENAME_NOREPLACE unsupported, with the destination's folder.
 	OnFallback func(dir string)
+	// OnNoLinks, if set, is called once, when a file's rename finds hard
+	// links unsupported too (check-then-rename from then on).
+	OnNoLinks func(dir string)
 
 	unsupported atomic.Bool // no RENAME_NOREPLACE: link and unlink
 	noLinks     atomic.Bool // no hard links either: check, then rename
@@ -218,7 +221,14 @@ func (n *NoReplace) Rename(src, dst string) error {
 		if !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.ENOTSUP) && !errors.Is(err, unix.ENOSYS) {
 			return err
 		}
-		n.noLinks.Store(true)
+		// A folder cannot be hard-linked anywhere (EPERM): that says
+		// nothing of the file system, so only a file's refusal turns the
+		// links off for every later rename.
+		if st, serr := os.Lstat(src); serr != nil || !st.IsDir() {
+			if n.noLinks.CompareAndSwap(false, true) && n.OnNoLinks != nil {
+				n.OnNoLinks(filepath.Dir(dst))
+			}
+		}
 	}
 	if _, err := os.Lstat(dst); err == nil {
 		return &os.LinkError{Op: "rename", Old: src, New: dst, Err: fs.ErrExist}
@@ -231,19 +241,49 @@ func (n *NoReplace) Rename(src, dst string) error {
 // (dst taken), fs.ErrNotExist (src gone, or taken by another renamer
 // between our link and our unlink), EPERM/ENOTSUP/ENOSYS (no hard links
 // here: nothing was changed).
+//
+// On NFS a request whose reply was lost is sent again, and the server may
+// answer the repeat with the first one's effect as an error: a repeated
+// link says EEXIST although dst is our own new name of src (same file:
+// go on), and a repeated unlink says ENOENT although it was ours that
+// removed src (dst is then the file's only name: keep it). Only a dst
+// that is one of several names of the file is removed after a failed
+// unlink, so the file can never be left without a name.
 func linkUnlink(src, dst string) error {
 	if err := unix.Link(src, dst); err != nil {
-		return &os.LinkError{Op: "rename", Old: src, New: dst, Err: err}
+		if !errors.Is(err, unix.EEXIST) || !sameFile(src, dst) {
+			return &os.LinkError{Op: "rename", Old: src, New: dst, Err: err}
+		}
 	}
-	if err := unix.Unlink(src); err != nil {
-		// Another renamer unlinked src first and keeps its own name; ours
-		// is a second name of the file it took, and goes again.
+	err := unix.Unlink(src)
+	if err == nil {
+		return nil
+	}
+	var st unix.Stat_t
+	if serr := unix.Lstat(dst, &st); serr != nil {
+		return &os.LinkError{Op: "rename", Old: src, New: dst, Err: errors.Join(err, serr)}
+	}
+	if errors.Is(err, unix.ENOENT) && st.Nlink == 1 {
+		return nil // our unlink, repeated: dst is the file's one name
+	}
+	// src is still there (the unlink failed), or another renamer unlinked
+	// it first and keeps its own name: ours is a second name, and goes.
+	if st.Nlink > 1 {
 		if rerr := unix.Unlink(dst); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("removing the second name %s: %w", dst, rerr))
 		}
-		return &os.LinkError{Op: "rename", Old: src, New: dst, Err: err}
 	}
-	return nil
+	return &os.LinkError{Op: "rename", Old: src, New: dst, Err: err}
+}
+
+// sameFile: a and b are names of one file.
+func sameFile(a, b string) bool {
+	sa, err := os.Lstat(a)
+	if err != nil {
+		return false
+	}
+	sb, err := os.Lstat(b)
+	return err == nil && os.SameFile(sa, sb)
 }
 
 // createTemp creates dir/.NAME.hidiffd-tmp-XXXXXXXX exclusively. A long

@@ -214,6 +214,54 @@ func testNoReplaceFallback(t *testing.T, noLinks bool) {
 	}
 }
 
+// TestNoReplaceFallbackFolder: without RENAME_NOREPLACE a folder (which
+// cannot be hard-linked) is renamed by check-then-rename, and that
+// refusal does not turn the links off for the files renamed later.
+func TestNoReplaceFallbackFolder(t *testing.T) {
+	dir := t.TempDir()
+	calls := 0
+	nr := &NoReplace{OnNoLinks: func(string) { calls++ }}
+	nr.unsupported.Store(true)
+	src, dst := filepath.Join(dir, "work-a"), filepath.Join(dir, "taken")
+	os.Mkdir(src, 0o700)
+	os.WriteFile(filepath.Join(src, "frame.jpg"), []byte("x"), 0o600)
+	if err := nr.Rename(src, dst); err != nil {
+		t.Fatalf("folder rename: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dst, "frame.jpg")); err != nil {
+		t.Fatalf("folder not renamed: %v", err)
+	}
+	if nr.noLinks.Load() || calls != 0 {
+		t.Fatalf("a folder's EPERM turned the links off (noLinks %v, OnNoLinks calls %d)", nr.noLinks.Load(), calls)
+	}
+}
+
+// TestLinkUnlinkRepeatedLink: NFS answers a repeated link request with
+// EEXIST when the first one made dst; dst being src's own second name, the
+// rename goes on and completes instead of leaving the file under two names.
+func TestLinkUnlinkRepeatedLink(t *testing.T) {
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "frame"), filepath.Join(dir, "claim")
+	os.WriteFile(src, []byte("x"), 0o600)
+	if err := os.Link(src, dst); err != nil { // the first, unanswered link
+		t.Fatal(err)
+	}
+	if err := linkUnlink(src, dst); err != nil {
+		t.Fatalf("linkUnlink after its own link: %v", err)
+	}
+	if _, err := os.Lstat(src); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("source still there: %v", err)
+	}
+	// A different file at dst is taken, and stays.
+	os.WriteFile(src, []byte("new"), 0o600)
+	if err := linkUnlink(src, dst); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("onto another file: %v, want fs.ErrExist", err)
+	}
+	if b, _ := os.ReadFile(dst); string(b) != "x" {
+		t.Fatalf("dst replaced: %q", b)
+	}
+}
+
 // TestLinkUnlinkRace: many renamers of one source onto different free
 // names (daemons on NFS claiming one inbox file): exactly one wins, the
 // file ends under exactly one name, and the losers see fs.ErrNotExist.

@@ -16,6 +16,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"testing"
 )
 
 // ONNX TensorProto.DataType values.
@@ -187,4 +188,16 @@ func (g Graph) Encode() []byte {
 		m = m.Bytes(14, PB(nil).Str(1, k).Str(2, v))
 	}
 	return m
+}
+
+// TempModel writes a model folder in a test's temporary folder and returns
+// its path; edit, when not nil, changes the graphs before they are
+// written.
+func TempModel(t testing.TB, edit func(prior, transformer *Graph)) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := WriteModel(dir, edit); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
