@@ -124,6 +124,12 @@ type leaseRecord struct {
 func (s *Spool) takeLease() error {
 	p := filepath.Join(s.dirs[Leases], s.id)
 	waiting := false
+	// A takeover in progress holds the lock for the time it takes to move
+	// the folder; one that holds it longer than a whole lease and its
+	// margin is not a takeover but a process that hangs with this
+	// instance's lease locked: say so rather than wait for ever (a start
+	// would hang until systemd kills it, a stop behind the heartbeat too).
+	giveUp := time.Now().Add(s.opts.Lease + s.opts.LeaseMargin)
 	for {
 		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, fileMode)
 		if err != nil {
@@ -140,6 +146,12 @@ func (s *Spool) takeLease() error {
 					waiting = true
 					s.log("warn", "this instance is being taken over by another daemon; retrying until it is done",
 						"instance", s.id, "lease", p)
+				}
+				if time.Now().After(giveUp) {
+					return fmt.Errorf("spool: instance %q: lease %s has stayed locked without a heartbeat for over "+
+						"spool.lease + spool.lease_margin (%s): another process with this spool.instance hangs "+
+						"(find it in the lease file's host and pid), or a takeover is stuck", s.id, p,
+						s.opts.Lease+s.opts.LeaseMargin)
 				}
 				time.Sleep(50 * time.Millisecond)
 				continue

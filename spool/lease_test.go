@@ -412,8 +412,9 @@ func TestTakeLeaseWaitsForSweeper(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		// A short lease: the wait outlasts it and its margin.
-		s, err := Open(root, Options{Instance: "x", Lock: true, Lease: 100 * time.Millisecond, LeaseMargin: 50 * time.Millisecond, Log: logf})
+		// The lease is a minute old: stale for this 2 s lease, whose
+		// 3 s with its margin bound the wait (TestTakeLeaseGivesUpOnAHang).
+		s, err := Open(root, Options{Instance: "x", Lock: true, Lease: 2 * time.Second, LeaseMargin: time.Second, Log: logf})
 		if err == nil {
 			t.Cleanup(func() { s.Close() })
 		}
@@ -430,6 +431,35 @@ func TestTakeLeaseWaitsForSweeper(t *testing.T) {
 	sweeper.Close()
 	if err := <-done; err != nil {
 		t.Fatalf("Open once the sweeper was done: %v", err)
+	}
+}
+
+// TestTakeLeaseGivesUpOnAHang: a lease locked and stale for longer than a
+// lease and its margin is not a takeover in progress but a hung process
+// with this instance: Open refuses, naming the instance and the lease,
+// instead of waiting for ever.
+func TestTakeLeaseGivesUpOnAHang(t *testing.T) {
+	root := t.TempDir()
+	openInstance(t, root, "x", Options{}).Close()
+	ageLease(t, root, "x", time.Minute)
+	lp := filepath.Join(root, Leases, "x")
+	hung, err := os.OpenFile(lp, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hung.Close()
+	if err := unix.Flock(int(hung.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(root, Options{Instance: "x", Lock: true, Lease: 100 * time.Millisecond, LeaseMargin: 50 * time.Millisecond})
+	if err == nil {
+		s.Close()
+		t.Fatal("Open took a lease another process holds")
+	}
+	for _, want := range []string{`instance "x"`, lp, "hangs"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
 	}
 }
 

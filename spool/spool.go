@@ -218,6 +218,10 @@ func Open(root string, opts Options) (*Spool, error) {
 	s.noReplace.OnFallback = func(dir string) {
 		s.log("warn", "filesystem lacks RENAME_NOREPLACE; using link and unlink (each atomic on the file server) instead", "dir", dir)
 	}
+	s.noReplace.OnNoLinks = func(dir string) {
+		s.log("warn", "filesystem lacks hard links too; renames check that the name is free, then rename: "+
+			"safe for one daemon, not for several daemons on this spool", "dir", dir)
+	}
 	if opts.Lock {
 		if err := s.takeLock(); err != nil {
 			return nil, err
