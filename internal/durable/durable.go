@@ -259,21 +259,43 @@ func linkUnlink(src, dst string) error {
 	if err == nil {
 		return nil
 	}
-	var st unix.Stat_t
-	if serr := unix.Lstat(dst, &st); serr != nil {
+	nlink, serr := freshNlink(dst)
+	if serr != nil {
 		return &os.LinkError{Op: "rename", Old: src, New: dst, Err: errors.Join(err, serr)}
 	}
-	if errors.Is(err, unix.ENOENT) && st.Nlink == 1 {
+	if errors.Is(err, unix.ENOENT) && nlink == 1 {
 		return nil // our unlink, repeated: dst is the file's one name
 	}
 	// src is still there (the unlink failed), or another renamer unlinked
 	// it first and keeps its own name: ours is a second name, and goes.
-	if st.Nlink > 1 {
+	if nlink > 1 {
 		if rerr := unix.Unlink(dst); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("removing the second name %s: %w", dst, rerr))
+			// Not fs.ErrNotExist, whatever the unlink said: dst is still
+			// here, a second name of a file someone else may have taken,
+			// and a caller must not take it for its own (spool.Claim
+			// accepts an ENOENT whose destination exists as a repeated
+			// rename).
+			return &os.LinkError{Op: "rename", Old: src, New: dst,
+				Err: fmt.Errorf("the source went while it was being renamed (%v), and the second name could not be removed: %w", err, rerr)}
 		}
 	}
 	return &os.LinkError{Op: "rename", Old: src, New: dst, Err: err}
+}
+
+// freshNlink is the link count of path as the file server has it now:
+// read through a new open (on NFS an open revalidates the attributes that
+// a stat may answer from the cache of the link's reply).
+func freshNlink(path string) (uint64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return 0, err
+	}
+	return uint64(st.Nlink), nil
 }
 
 // sameFile: a and b are names of one file.
