@@ -53,7 +53,18 @@ func (d *Daemon) startLease(log zerolog.Logger, lease time.Duration) (stop func(
 			d.sweep(log)
 		}
 	}()
-	return func() { cancel(); <-done }
+	// A heartbeat or sweep blocked on the file system (an NFS server
+	// gone) must not hold the stop for ever: after a lease the daemon
+	// closes anyway; its lease then expires and another daemon takes over
+	// what is left.
+	return func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(lease):
+			log.Error().Dur("waited", lease).Msg("the lease loop did not stop (a heartbeat or sweep is blocked on the spool's file system); stopping without it")
+		}
+	}
 }
 
 // sweep takes over expired instances' frames and logs what moved.

@@ -186,10 +186,22 @@ func (s *Spool) takeLease() error {
 	}
 }
 
-// samePath reports whether the open file is still the file at path.
+// samePath reports whether the open file is still the file at path. An
+// unlinked file (no links left) is not. Opening the folder first makes an
+// NFS client revalidate its cached names in it (close-to-open on the
+// folder), so the stat does not answer from a lookup cached before the
+// file was removed and made again by another host. The lease file itself
+// is not opened: on NFS, closing any descriptor of it would drop this
+// process's lock on it.
 func samePath(f *os.File, path string) bool {
 	var a, b unix.Stat_t
-	if unix.Fstat(int(f.Fd()), &a) != nil || unix.Stat(path, &b) != nil {
+	if unix.Fstat(int(f.Fd()), &a) != nil || a.Nlink == 0 {
+		return false
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Close()
+	}
+	if unix.Stat(path, &b) != nil {
 		return false
 	}
 	return a.Dev == b.Dev && a.Ino == b.Ino
@@ -302,8 +314,12 @@ func (s *Spool) Heartbeat() error {
 	if !samePath(s.lease, p) {
 		old := s.lease
 		if err := s.takeLease(); err != nil {
-			errs = append(errs, fmt.Errorf("spool: instance %q lost its lease %s (taken over by another daemon, or removed) "+
-				"and could not take it again: %w", s.id, p, err))
+			// Without the lease, claims stop (work/<id>/ is not made
+			// again): frames claimed into a folder no lease protects would
+			// be taken over once more, from a live daemon. The next
+			// heartbeat tries again.
+			return errors.Join(append(errs, fmt.Errorf("spool: instance %q lost its lease %s (taken over by another daemon, or removed) "+
+				"and could not take it again; claims stop until it does: %w", s.id, p, err))...)
 		} else {
 			old.Close() // after the new lock: a different file, so on NFS its POSIX lock stays
 			errs = append(errs, fmt.Errorf("spool: instance %q lost its lease %s (taken over by another daemon, or removed); "+
@@ -530,9 +546,13 @@ func (s *Spool) serverNow() time.Time { return time.Now().Add(s.skew) }
 // othersAlive reports whether another instance may be running: a lease
 // file of another id that is fresh or whose lock is held.
 func (s *Spool) othersAlive() bool {
+	// What cannot be read counts as alive: the cost of that mistake is
+	// leftovers kept until a later sweep, the other one's deleting a
+	// living daemon's half-written output.
 	ents, err := os.ReadDir(s.dirs[Leases])
 	if err != nil {
-		return false
+		s.log("warn", "cannot list the leases; counting other daemons as alive", "dir", s.dirs[Leases], "error", err.Error())
+		return true
 	}
 	now := s.serverNow()
 	for _, e := range ents {
@@ -542,8 +562,12 @@ func (s *Spool) othersAlive() bool {
 		}
 		p := filepath.Join(s.dirs[Leases], id)
 		f, err := os.Open(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // taken over and removed since the listing
+		}
 		if err != nil {
-			continue
+			s.log("warn", "cannot read a lease; counting its daemon as alive", "lease", p, "error", err.Error())
+			return true
 		}
 		if m, limit, err := s.readLease(f); err == nil && now.Sub(m) <= limit {
 			f.Close()
@@ -622,8 +646,21 @@ func (s *Spool) removeStaleTemps() error {
 func (s *Spool) lockExpired(lf *os.File, lp string, now time.Time) (bool, error) {
 	if err := unix.Flock(int(lf.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			s.log("warn", "instance's lease is out of date but its lock is held (a live daemon missing its heartbeats, "+
-				"or another daemon taking it over right now); not taken over", "lease", lp)
+			var st unix.Stat_t
+			if unix.Fstat(int(lf.Fd()), &st) == nil {
+				if _, seen := s.heldWarned.LoadOrStore(st.Ino, true); seen {
+					return false, nil
+				}
+			}
+			buf := make([]byte, 4096)
+			n, _ := lf.ReadAt(buf, 0)
+			var rec leaseRecord
+			_ = json.Unmarshal(buf[:n], &rec)
+			s.log("warn", "instance's lease is out of date but its lock is held, so its frames are not taken over: "+
+				"a live daemon missing its heartbeats, another daemon taking it over right now, or, on NFS, a dead "+
+				"host whose lock the file server still keeps (NFSv4: until the server's lease ends, about 90 s; "+
+				"NFSv3: until that host's lock manager restarts)",
+				"lease", lp, "host", rec.Host, "pid", rec.PID)
 			return false, nil
 		}
 		return false, fmt.Errorf("spool: sweep: lock lease %s: %w", lp, err)
@@ -654,10 +691,7 @@ func (s *Spool) stillExpired(lf *os.File, lp string, now time.Time) (bool, error
 func (s *Spool) lockNames() {
 	s.mu.Lock()
 	if s.names != nil {
-		err := unix.Flock(int(s.names.Fd()), unix.LOCK_EX)
-		for err == unix.EINTR {
-			err = unix.Flock(int(s.names.Fd()), unix.LOCK_EX)
-		}
+		err := s.flockNames()
 		// Any other error (ENOLCK: NFS without a lock manager) leaves only
 		// the in-process mutex, which the never-replacing renames back up
 		// against other daemons; worth saying once.
@@ -668,6 +702,35 @@ func (s *Spool) lockNames() {
 					"mount the spool with working locks", "path", s.names.Name(), "error", err.Error())
 			})
 		}
+	}
+}
+
+// flockNames takes the names flock, polling rather than blocking so that
+// a wait no holder should cause (a daemon that hangs or is stalled on the
+// file server with the lock: held for milliseconds otherwise) is logged,
+// once per wait after a lease, naming the lock file; the wait itself goes
+// on, since choosing a name without the lock could give two frames one.
+func (s *Spool) flockNames() error {
+	fd := int(s.names.Fd())
+	start, warned := time.Now(), false
+	for {
+		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != unix.EWOULDBLOCK {
+			if warned {
+				s.log("info", "names lock taken after a long wait", "path", s.names.Name(), "waited", time.Since(start).String())
+			}
+			return err
+		}
+		if !warned && time.Since(start) > s.opts.Lease {
+			warned = true
+			s.log("warn", "waiting for the names lock for longer than a lease: a daemon on this spool holds it "+
+				"and does not let go (hung, or stalled on the file server); claims and moves wait",
+				"path", s.names.Name(), "lease", s.opts.Lease.String())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 

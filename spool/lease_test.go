@@ -486,6 +486,45 @@ func TestNamesLockWarnsOnce(t *testing.T) {
 	}
 }
 
+// TestNamesLockLongWaitIsSaid: a names lock held (by a hung daemon: here
+// another open file description) for longer than a lease is logged, naming
+// the lock file, and the wait goes on until it is let go.
+func TestNamesLockLongWaitIsSaid(t *testing.T) {
+	root := t.TempDir()
+	warned := make(chan string, 1)
+	s := openInstance(t, root, "me", Options{Lease: 50 * time.Millisecond, LeaseMargin: 50 * time.Millisecond,
+		Log: func(level, msg string, kv ...any) {
+			if level == "warn" && strings.Contains(msg, "waiting for the names lock") {
+				select {
+				case warned <- fmt.Sprint(msg, kv):
+				default:
+				}
+			}
+		}})
+	hung, err := os.OpenFile(filepath.Join(root, namesLockName), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hung.Close()
+	if err := unix.Flock(int(hung.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	locked := make(chan struct{})
+	go func() { s.lockNames(); close(locked) }()
+	w := <-warned
+	if !strings.Contains(w, namesLockName) {
+		t.Errorf("warning %q does not name %s", w, namesLockName)
+	}
+	select {
+	case <-locked:
+		t.Fatal("took the names lock while another held it")
+	default:
+	}
+	unix.Flock(int(hung.Fd()), unix.LOCK_UN)
+	<-locked
+	s.unlockNames()
+}
+
 // TestRecoverMigratesFlatWork: frames left in work/ itself by a version
 // before instances, and a takeover this instance did not finish, are
 // recovered at start like its own.

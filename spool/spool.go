@@ -146,6 +146,9 @@ type Spool struct {
 	tempsDue atomic.Int64 // unix ns after which Sweep removes stale temporary files (0: none due)
 	// namesWarn logs once that the names flock does not work here.
 	namesWarn sync.Once
+	// heldWarned: lease files (by inode) already reported as out of date
+	// but locked, so a sweep every lease/3 says it once per incident.
+	heldWarned sync.Map
 	// beforeNames, if set (tests only), runs in takeOver between locking
 	// an expired lease and taking the names lock.
 	beforeNames func()
