@@ -525,6 +525,60 @@ func TestNamesLockLongWaitIsSaid(t *testing.T) {
 	s.unlockNames()
 }
 
+// TestJobIsTheFileItClaimed: a frame taken over while its daemon stalled,
+// with a newer frame of the same name claimed into the same place since,
+// is no longer the stalled job's: it publishes nothing, finishes, fails
+// and releases nothing, and the newer frame's own job goes through.
+func TestJobIsTheFileItClaimed(t *testing.T) {
+	s := openInstance(t, t.TempDir(), "me", Options{KeepOriginals: true})
+	drop(t, s, "x.jpg", "first")
+	old, err := s.Claim("x.jpg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The takeover, as a sweeper does it: the frame back in inbox/ (under
+	// another name, a newer x.jpg having arrived), then claimed anew.
+	if err := os.Rename(old.Path, filepath.Join(s.Dir(Inbox), "x.1.jpg")); err != nil {
+		t.Fatal(err)
+	}
+	drop(t, s, "x.jpg", "second")
+	newer, err := s.Claim("x.jpg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if newer.Name != old.Name {
+		t.Fatalf("the newer frame was claimed as %s, want the same name %s (the case under test)", newer.Name, old.Name)
+	}
+	steps := []struct {
+		name string
+		do   func() error
+	}{
+		{"WriteOutput", func() error { return s.WriteOutput(old, writeString("out-first")) }},
+		{"Finish", func() error { old.written = true; return s.Finish(old) }},
+		{"Fail", func() error { return s.Fail(old, "decode", "stale job") }},
+		{"Release", func() error { return s.Release(old) }},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			if err := st.do(); !errors.Is(err, ErrGone) {
+				t.Fatalf("%s of the taken-over job: %v, want ErrGone", st.name, err)
+			}
+		})
+	}
+	if err := s.WriteOutput(newer, writeString("out-second")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Finish(newer); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(s.Dir(Out), newer.Name)); string(b) != "out-second" {
+		t.Errorf("out/%s = %q, want the newer frame's output", newer.Name, b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(s.Dir(Done), newer.Name)); string(b) != "second" {
+		t.Errorf("done/%s = %q, want the newer frame", newer.Name, b)
+	}
+}
+
 // TestRecoverMigratesFlatWork: frames left in work/ itself by a version
 // before instances, and a takeover this instance did not finish, are
 // recovered at start like its own.

@@ -175,6 +175,42 @@ type Job struct {
 
 	written bool     // WriteOutput succeeded; Finish may drop the original
 	beside  []string // files WriteBeside published in out/ for this job
+	// file is the claimed file's identity (device, inode): the frame is
+	// this job's while work/NAME is that file. A name alone is not enough:
+	// after a takeover this daemon may claim a newer frame of the same
+	// name into the same place.
+	file fileID
+}
+
+// fileID identifies a file on its file system; zero is unknown.
+type fileID struct{ dev, ino uint64 }
+
+func idOf(fi fs.FileInfo) fileID {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return fileID{uint64(st.Dev), uint64(st.Ino)}
+	}
+	return fileID{}
+}
+
+// stillMine reports whether j's frame is still at work/NAME: the file it
+// claimed, not gone (taken over by another daemon while this one stalled
+// past its lease) nor replaced by another frame of that name. Other
+// errors are returned.
+func (s *Spool) stillMine(j *Job) (bool, error) {
+	fi, err := os.Lstat(filepath.Join(s.dirs[Work], j.Name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return j.file == (fileID{}) || idOf(fi) == j.file, nil
+}
+
+// errNotMine is the ErrGone of a job whose frame left work/ or was
+// replaced there.
+func errNotMine(j *Job) error {
+	return fmt.Errorf("%w: work/%s is no longer the frame this job claimed (taken over by another daemon?)", ErrGone, j.Name)
 }
 
 // ErrorRecord is the content of failed/NAME.error.json.
@@ -632,7 +668,11 @@ func (s *Spool) Claim(name string) (*Job, error) {
 		return nil, fmt.Errorf("spool: claim %s: %w", name, err)
 	}
 	s.logRenamed(name, final)
-	return &Job{Name: final, Arrived: name, Path: filepath.Join(s.dirs[Work], final)}, nil
+	j := &Job{Name: final, Arrived: name, Path: filepath.Join(s.dirs[Work], final)}
+	if fi, err := os.Lstat(j.Path); err == nil {
+		j.file = idOf(fi)
+	}
+	return j, nil
 }
 
 // frameNameMax is the longest frame name: failed/NAME.error.json must fit
@@ -726,8 +766,10 @@ func (s *Spool) WriteOutput(j *Job, write func(f *os.File) error) error {
 		if err := write(f); err != nil {
 			return err
 		}
-		if _, err := os.Lstat(j.Path); errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("%w: %s (taken over by another daemon?)", ErrGone, j.Path)
+		if mine, err := s.stillMine(j); err != nil {
+			return err
+		} else if !mine {
+			return errNotMine(j)
 		}
 		return nil
 	}
@@ -806,14 +848,13 @@ func (s *Spool) Unpublish(j *Job) error {
 	}
 	s.lockNames()
 	defer s.unlockNames()
-	if _, err := os.Lstat(j.Path); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			j.written, j.beside = false, nil
-			s.log("warn", "output not taken back: the frame left work/ (taken over by another daemon, which found "+
-				"the output complete and finished it); the output stays", "name", j.Name)
-			return nil
-		}
+	if mine, err := s.stillMine(j); err != nil {
 		return fmt.Errorf("spool: unpublish %s: %w", j.Name, err)
+	} else if !mine {
+		j.written, j.beside = false, nil
+		s.log("warn", "output not taken back: the frame left work/ (taken over by another daemon, which found "+
+			"the output complete and finished it); the output stays", "name", j.Name)
+		return nil
 	}
 	for _, name := range append([]string{j.Name}, j.beside...) {
 		if err := os.Remove(filepath.Join(s.dirs[Out], name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -833,6 +874,11 @@ func (s *Spool) Finish(j *Job) error {
 	}
 	if !j.written {
 		return ErrNoOutput
+	}
+	if mine, err := s.stillMine(j); err != nil {
+		return fmt.Errorf("spool: finish %s: %w", j.Name, err)
+	} else if !mine {
+		return errNotMine(j)
 	}
 	if !s.opts.KeepOriginals {
 		if err := os.Remove(filepath.Join(s.dirs[Work], j.Name)); err != nil {
@@ -876,6 +922,9 @@ func (s *Spool) Fail(j *Job, stage, reason string) error {
 	arrived := j.Arrived
 	if arrived == "" {
 		arrived = j.Name
+	}
+	if mine, err := s.stillMine(j); err == nil && !mine {
+		return errNotMine(j)
 	}
 	return s.fail(j.Name, arrived, stage, reason)
 }
@@ -993,6 +1042,9 @@ func writeRecord(dir, name string, rec *ErrorRecord) error {
 func (s *Spool) Release(j *Job) error {
 	if j == nil || checkName(j.Name) != nil {
 		return ErrBadName
+	}
+	if mine, err := s.stillMine(j); err == nil && !mine {
+		return errNotMine(j)
 	}
 	final, err := s.move(Work, j.Name, Inbox)
 	if final == "" {
