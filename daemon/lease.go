@@ -77,6 +77,11 @@ func (d *Daemon) sweep(log zerolog.Logger) {
 		if t.Requeued+t.Finished == 0 {
 			continue
 		}
+		if t.Instance == d.spool.Instance() {
+			log.Warn().Int("requeued", t.Requeued).Int("finished", t.Finished).
+				Msg("recovered frames an earlier takeover could not move")
+			continue
+		}
 		log.Warn().Str("dead_instance", t.Instance).Dur("lease_age", t.Age).
 			Int("requeued", t.Requeued).Int("finished", t.Finished).Msg("took over an expired instance's frames")
 	}

@@ -338,6 +338,29 @@ func (s *Spool) Heartbeat() error {
 	return errors.Join(errs...)
 }
 
+// retryTakeovers recovers again what an earlier takeover by this instance
+// could not move (a takeover folder left in work/<id>/ after an error), at
+// every sweep rather than only at the next start: an unattended daemon may
+// run for weeks. Its result counts under this instance's own id.
+func (s *Spool) retryTakeovers() (Takeover, error) {
+	t := Takeover{Instance: s.id}
+	ents, err := os.ReadDir(s.dirs[Work])
+	if err != nil {
+		return t, fmt.Errorf("spool: sweep: read work/%s/: %w", s.id, err)
+	}
+	var errs []error
+	for _, e := range ents {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), takeoverPrefix) {
+			continue
+		}
+		s.lockNames()
+		r, f := s.recoverDirLocked(filepath.Join(s.dirs[Work], e.Name()), &errs)
+		s.unlockNames()
+		t.Requeued, t.Finished = t.Requeued+r, t.Finished+f
+	}
+	return t, errors.Join(errs...)
+}
+
 // Takeover is one dead instance's work taken over by Sweep.
 type Takeover struct {
 	Instance string
@@ -389,6 +412,10 @@ func (s *Spool) Sweep() ([]Takeover, error) {
 			out = append(out, t)
 			s.tempsDueLater()
 		}
+	}
+	if t, err := s.retryTakeovers(); err != nil || t.Requeued+t.Finished > 0 {
+		out = append(out, t)
+		errs = append(errs, err)
 	}
 	// Lease files of instances that left no work folder and stopped long
 	// ago: nothing to take over, only the file to tidy.

@@ -3,6 +3,7 @@ package spool
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -576,6 +577,33 @@ func TestJobIsTheFileItClaimed(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(s.Dir(Done), newer.Name)); string(b) != "second" {
 		t.Errorf("done/%s = %q, want the newer frame", newer.Name, b)
+	}
+}
+
+// TestSweepRetriesItsTakeovers: a takeover folder left in this
+// instance's work folder (a takeover whose moves failed) is recovered at
+// the next sweep, not only at the next start.
+func TestSweepRetriesItsTakeovers(t *testing.T) {
+	s := openInstance(t, t.TempDir(), "me", Options{})
+	half := filepath.Join(s.Dir(Work), takeoverPrefix+"dead-1234")
+	if err := os.Mkdir(half, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(half, "left.jpg"), []byte("y"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	took, err := s.Sweep()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(took) != 1 || took[0].Instance != "me" || took[0].Requeued != 1 {
+		t.Errorf("Sweep reported %+v, want one takeover of instance me with 1 frame re-queued", took)
+	}
+	if _, err := os.Stat(filepath.Join(s.Dir(Inbox), "left.jpg")); err != nil {
+		t.Errorf("the frame is not back in inbox/: %v", err)
+	}
+	if _, err := os.Stat(half); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the takeover folder is still there: %v", err)
 	}
 }
 
