@@ -74,7 +74,7 @@ func NewMetrics(version string, queueDepth, backlog, ready func() float64) *Metr
 		}, []string{"result"}),
 		WorkerUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "hidiffd_worker_up",
-			Help: "1 while the worker (one backend, and its GPU, each) takes frames; 0 once it stopped because its backend failed.",
+			Help: "1 while the worker (one backend, and its GPU, each) takes frames; 0 once it stopped: its backend failed, or it was left out at start (backend or GPU monitor did not open, or a GPU worker came up on the CPU).",
 		}, []string{"worker"}),
 		WorkerFrames: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hidiffd_worker_frames_total",
