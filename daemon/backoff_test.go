@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"hidiffd/internal/clock/clocktest"
 )
 
 // retryConfig is the spool and retry configuration of the backoff tests:
@@ -20,7 +22,7 @@ func retryConfig(initial, max string) string {
 // backoff it logged has passed on the clock, never sooner (every retry runs
 // the network again), and the backoff doubles: 10s, 20s, 40s.
 func TestRetryNotBeforeItsBackoff(t *testing.T) {
-	clock := newFakeClock()
+	clock := clocktest.New()
 	var attempts atomic.Int32
 	fb := &fakeBackend{onTransform: func(ctx context.Context) error { attempts.Add(1); return nil }}
 	in := start(t, setup{backend: fb, clock: clock, toml: retryConfig("10s", "80s")})
@@ -72,7 +74,7 @@ func TestRetryNotBeforeItsBackoff(t *testing.T) {
 // goes through without waiting on the clock. The failed frame itself still
 // waits for its own backoff.
 func TestSuccessEndsTheOutputPause(t *testing.T) {
-	clock := newFakeClock()
+	clock := clocktest.New()
 	entered := make(chan int, 8)
 	proceed := make(chan struct{}, 8)
 	var calls atomic.Int32

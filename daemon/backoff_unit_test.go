@@ -3,13 +3,15 @@ package daemon
 import (
 	"testing"
 	"time"
+
+	"hidiffd/internal/clock/clocktest"
 )
 
 // TestBackoffState: the pause doubles with output failures and a success
 // ends it at once; a frame's own wait doubles with its own failures and is
 // not shortened by another frame's success.
 func TestBackoffState(t *testing.T) {
-	clock := newFakeClock()
+	clock := clocktest.New()
 	b := &backoff{clock: clock}
 	const s = time.Second
 	if w, _ := b.paused(); w > 0 {

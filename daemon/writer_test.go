@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"hidiffd/internal/clock/clocktest"
 )
 
 // TestPausedWriterIsNotFailed (issue 12): a camera that writes a frame in
@@ -14,7 +16,7 @@ import (
 // back to inbox/, settles again and is deblurred whole, instead of landing
 // in failed/ "truncated" with its writer still writing into it there.
 func TestPausedWriterIsNotFailed(t *testing.T) {
-	clock := newFakeClock()
+	clock := clocktest.New()
 	in := start(t, setup{clock: clock})
 	in.waitReady()
 	data := testJPEG(t, 64, 48)

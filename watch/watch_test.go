@@ -13,6 +13,8 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"golang.org/x/sys/unix"
+
+	"hidiffd/internal/clock/clocktest"
 )
 
 type delivery struct {
@@ -34,7 +36,7 @@ type harness struct {
 	logMu sync.Mutex
 	logs  []string
 	// clock drives the watcher of tests started with startFake.
-	clock *fakeClock
+	clock *clocktest.Fake
 }
 
 func newHarness(t *testing.T, inbox string, opts Options) *harness {
@@ -45,7 +47,7 @@ func newHarness(t *testing.T, inbox string, opts Options) *harness {
 			t.Fatal(err)
 		}
 	}
-	return &harness{t: t, inbox: inbox, seen: make(chan delivery, 100000), clock: newFakeClock()}
+	return &harness{t: t, inbox: inbox, seen: make(chan delivery, 100000), clock: clocktest.New()}
 }
 
 func (h *harness) start(opts Options) { h.startWith(opts, false) }
@@ -68,7 +70,7 @@ func (h *harness) until(what string, cond func() bool) {
 	h.t.Helper()
 	deadline := time.After(10 * time.Second)
 	for {
-		_, next := h.clock.turns() // before cond, so no turn is missed
+		_, next := h.clock.Turns() // before cond, so no turn is missed
 		if cond() {
 			return
 		}
@@ -84,9 +86,9 @@ func (h *harness) until(what string, cond func() bool) {
 // it has handled the wake-up (checked, rescanned, queued what is stable).
 func (h *harness) advance(d time.Duration) {
 	h.t.Helper()
-	n, _ := h.clock.turns()
+	n, _ := h.clock.Turns()
 	if h.clock.Advance(d) {
-		h.until("the watcher to handle the wake-up", func() bool { m, _ := h.clock.turns(); return m > n })
+		h.until("the watcher to handle the wake-up", func() bool { m, _ := h.clock.Turns(); return m > n })
 	}
 }
 
@@ -353,13 +355,13 @@ func TestSlowWriterInPlace(t *testing.T) {
 	h.until("the file to be seen", func() bool { return h.w.Stats().Settling == 1 })
 	const step = 100 * time.Millisecond
 	for i := 0; i < 11; i++ {
-		n, _ := h.clock.turns()
+		n, _ := h.clock.Turns()
 		if _, err := f.Write([]byte(strings.Repeat("x", 1000))); err != nil {
 			t.Fatal(err)
 		}
 		// One write, one inotify event (IN_MODIFY), one turn of the
 		// watcher, which takes the fake now as the file's last change.
-		h.until(fmt.Sprintf("the event of write %d", i), func() bool { m, _ := h.clock.turns(); return m > n })
+		h.until(fmt.Sprintf("the event of write %d", i), func() bool { m, _ := h.clock.Turns(); return m > n })
 		if i < 10 {
 			h.advance(step)
 			h.quiet(0)
@@ -613,14 +615,14 @@ func TestBoundedBacklog(t *testing.T) {
 }
 
 func TestRunTwice(t *testing.T) {
-	clock := newFakeClock()
+	clock := clocktest.New()
 	w, err := New(t.TempDir(), Options{Clock: clock}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	_, turned := clock.turns()
+	_, turned := clock.Turns()
 	go func() { errc <- w.Run(ctx) }()
 	select { // the first Run waits on the clock: it is surely running
 	case <-turned:

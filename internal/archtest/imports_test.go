@@ -43,8 +43,9 @@ var layerName = map[int]string{pins: "pins", base: "base", library: "library", c
 var layers = map[string]int{
 	"": pins,
 
-	"internal/clock":   base,
-	"internal/durable": base,
+	"internal/clock":           base,
+	"internal/clock/clocktest": base,
+	"internal/durable":         base,
 
 	"config":               library,
 	"deblur":               library,
@@ -76,8 +77,9 @@ var layers = map[string]int{
 
 // testOnly are helpers for tests: no non-test file may import them.
 var testOnly = map[string]bool{
-	"imageio/metatest":     true,
-	"trt/internal/fakeabi": true,
+	"internal/clock/clocktest": true,
+	"imageio/metatest":         true,
+	"trt/internal/fakeabi":     true,
 }
 
 // debts are imports the layers forbid that exist today, each with its
