@@ -1,11 +1,7 @@
 package daemon
 
 import (
-	"bytes"
-	"compress/zlib"
-	"encoding/binary"
 	"encoding/json"
-	"hash/crc32"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,38 +9,8 @@ import (
 	"time"
 
 	"hidiffd/imageio"
+	"hidiffd/imageio/metatest"
 )
-
-// zeroPNG is a w x h 8-bit RGB PNG of zeros: tiny on disk, large decoded.
-func zeroPNG(t *testing.T, w, h int) []byte {
-	t.Helper()
-	var b bytes.Buffer
-	chunk := func(typ string, data []byte) {
-		binary.Write(&b, binary.BigEndian, uint32(len(data)))
-		c := crc32.NewIEEE()
-		c.Write([]byte(typ))
-		c.Write(data)
-		b.WriteString(typ)
-		b.Write(data)
-		binary.Write(&b, binary.BigEndian, c.Sum32())
-	}
-	b.WriteString("\x89PNG\r\n\x1a\n")
-	ihdr := make([]byte, 13)
-	binary.BigEndian.PutUint32(ihdr[0:], uint32(w))
-	binary.BigEndian.PutUint32(ihdr[4:], uint32(h))
-	ihdr[8], ihdr[9] = 8, 2
-	chunk("IHDR", ihdr)
-	var z bytes.Buffer
-	zw, _ := zlib.NewWriterLevel(&z, zlib.BestCompression)
-	row := make([]byte, 1+3*w)
-	for y := 0; y < h; y++ {
-		zw.Write(row)
-	}
-	zw.Close()
-	chunk("IDAT", z.Bytes())
-	chunk("IEND", nil)
-	return b.Bytes()
-}
 
 // TestFrameOverTheBudgetFails: a frame whose estimate (from its header)
 // cannot fit the memory budget even alone goes to failed/ before a pixel
@@ -53,7 +19,7 @@ func zeroPNG(t *testing.T, w, h int) []byte {
 func TestFrameOverTheBudgetFails(t *testing.T) {
 	in := start(t, setup{toml: "[limits]\nmemory_mib = 1024\n"})
 	in.waitReady()
-	in.drop("huge.png", zeroPNG(t, 6000, 6000)) // 36 MP: 36M x 32 bytes > 1 GiB
+	in.drop("huge.png", metatest.ZeroPNG(6000, 6000, 8)) // 36 MP: 36M x 32 bytes > 1 GiB
 	in.drop("small.jpg", testJPEG(t, 32, 32))
 	in.eventually(10*time.Second, "huge.png failed, small.jpg done", func() bool {
 		return in.has("failed", "huge.png.error.json") && in.has("done", "small.jpg")

@@ -318,6 +318,34 @@ func PNG(m image.Image, chunks ...[]byte) []byte {
 	return append(out, b.Bytes()[ihdrEnd:]...)
 }
 
+// ZeroPNG is a w x h RGB PNG of the given bit depth (8 or 16) whose pixels
+// are all zero, compressed as well as zlib can: tiny on disk (a few hundred
+// KB for 7000x7000), large once decoded, for memory tests.
+func ZeroPNG(w, h, depth int) []byte {
+	ihdr := make([]byte, 13)
+	binary.BigEndian.PutUint32(ihdr[0:], uint32(w))
+	binary.BigEndian.PutUint32(ihdr[4:], uint32(h))
+	ihdr[8], ihdr[9] = byte(depth), 2 // truecolour
+	var z bytes.Buffer
+	zw, _ := zlib.NewWriterLevel(&z, zlib.BestCompression)
+	row := make([]byte, 1+3*(depth/8)*w) // filter byte 0, then zeros
+	for y := 0; y < h; y++ {
+		zw.Write(row)
+	}
+	zw.Close()
+	return PNGChunks(Chunk("IHDR", ihdr), Chunk("IDAT", z.Bytes()), Chunk("IEND", nil))
+}
+
+// PNGChunks is the PNG signature followed by chunks (made by Chunk), as
+// they are: for files no encoder would write.
+func PNGChunks(chunks ...[]byte) []byte {
+	out := []byte("\x89PNG\r\n\x1a\n")
+	for _, c := range chunks {
+		out = append(out, c...)
+	}
+	return out
+}
+
 // Picture is a w x h test image with a different colour in each pixel
 // and a mark in the top-left corner, so rotations and mirrors show.
 func Picture(w, h int) *image.RGBA {

@@ -18,7 +18,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"hash/crc32"
 	"image"
 	"image/color"
 	"image/jpeg"
@@ -35,6 +34,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"hidiffd/imageio/metatest"
 )
 
 const (
@@ -412,25 +413,13 @@ func encodePNG(t *testing.T, img image.Image) []byte {
 // claiming w x h RGB pixels, followed by a tiny IDAT and IEND: a daemon must
 // refuse it from the header, before allocating w*h pixels.
 func hugePNGHeader(w, h uint32) []byte {
-	var b bytes.Buffer
-	b.Write([]byte("\x89PNG\r\n\x1a\n"))
-	chunk := func(typ string, data []byte) {
-		binary.Write(&b, binary.BigEndian, uint32(len(data)))
-		c := crc32.NewIEEE()
-		c.Write([]byte(typ))
-		c.Write(data)
-		b.WriteString(typ)
-		b.Write(data)
-		binary.Write(&b, binary.BigEndian, c.Sum32())
-	}
 	ihdr := make([]byte, 13)
 	binary.BigEndian.PutUint32(ihdr[0:], w)
 	binary.BigEndian.PutUint32(ihdr[4:], h)
 	ihdr[8], ihdr[9] = 8, 2 // 8-bit RGB
-	chunk("IHDR", ihdr)
-	chunk("IDAT", []byte{0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01}) // empty zlib stream
-	chunk("IEND", nil)
-	return b.Bytes()
+	return metatest.PNGChunks(metatest.Chunk("IHDR", ihdr),
+		metatest.Chunk("IDAT", []byte{0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01}), // empty zlib stream
+		metatest.Chunk("IEND", nil))
 }
 
 // drop puts one input into inbox/ the way a camera would: either written

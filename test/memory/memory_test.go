@@ -14,13 +14,8 @@
 package memory
 
 import (
-	"bufio"
-	"compress/zlib"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"hash/crc32"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,6 +26,7 @@ import (
 	"time"
 
 	"hidiffd/config"
+	"hidiffd/imageio/metatest"
 	"hidiffd/internal/tinyonnx"
 )
 
@@ -95,7 +91,9 @@ format = "json"
 
 	const side = 7000
 	png := filepath.Join(tmp, "zero.png")
-	writeZeroPNG16(t, png, side, side)
+	if err := os.WriteFile(png, metatest.ZeroPNG(side, side, 16), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	fi, _ := os.Stat(png)
 	t.Logf("%dx%d 16-bit PNG of zeros: %d bytes", side, side, fi.Size())
 
@@ -194,47 +192,5 @@ format = "json"
 	}
 	if !held {
 		t.Errorf("no \"waiting for memory\" line: the two frames were not serialised by the budget")
-	}
-}
-
-// writeZeroPNG16 writes a w x h 16-bit RGB PNG whose pixels are all zero,
-// compressed as well as zlib can (a few hundred KB for 7000x7000).
-func writeZeroPNG16(t *testing.T, path string, w, h int) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	bw := bufio.NewWriter(f)
-	chunk := func(typ string, data []byte) {
-		var hdr [4]byte
-		binary.BigEndian.PutUint32(hdr[:], uint32(len(data)))
-		bw.Write(hdr[:])
-		c := crc32.NewIEEE()
-		io.WriteString(c, typ)
-		c.Write(data)
-		bw.WriteString(typ)
-		bw.Write(data)
-		binary.BigEndian.PutUint32(hdr[:], c.Sum32())
-		bw.Write(hdr[:])
-	}
-	bw.WriteString("\x89PNG\r\n\x1a\n")
-	ihdr := make([]byte, 13)
-	binary.BigEndian.PutUint32(ihdr[0:], uint32(w))
-	binary.BigEndian.PutUint32(ihdr[4:], uint32(h))
-	ihdr[8], ihdr[9] = 16, 2 // 16-bit, truecolour
-	chunk("IHDR", ihdr)
-	var idat strings.Builder
-	zw, _ := zlib.NewWriterLevel(&idat, zlib.BestCompression)
-	row := make([]byte, 1+6*w) // filter byte 0, then zeros
-	for y := 0; y < h; y++ {
-		zw.Write(row)
-	}
-	zw.Close()
-	chunk("IDAT", []byte(idat.String()))
-	chunk("IEND", nil)
-	if err := bw.Flush(); err != nil {
-		t.Fatal(err)
 	}
 }
