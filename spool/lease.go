@@ -632,16 +632,29 @@ func (s *Spool) tempsDueLater() {
 	s.tempsDue.Store(time.Now().Add(s.opts.Lease + s.opts.LeaseMargin + time.Second).UnixNano())
 }
 
+// stateRoot is the folder of a state as the whole spool sees it: for work/
+// the root holding every instance's folder, not this instance's own.
+func (s *Spool) stateRoot(state string) string {
+	if state == Work {
+		return s.workRoot
+	}
+	return s.dirs[state]
+}
+
+// isLeftover reports whether a name in a state folder is a temporary file
+// (an output or record being written) or a probe of Open's checks: what a
+// crash leaves behind, never a frame.
+func isLeftover(name string) bool {
+	return IsTempName(name) || strings.HasPrefix(name, probePrefix)
+}
+
 // removeStaleTemps deletes temporary and probe files in the state folders
 // that no one has touched for a lease and its margin: what a dead or
 // restarted instance was writing when it stopped.
 func (s *Spool) removeStaleTemps() error {
 	var errs []error
 	for _, state := range States {
-		dir := s.dirs[state]
-		if state == Work {
-			dir = s.workRoot
-		}
+		dir := s.stateRoot(state)
 		ents, err := os.ReadDir(dir)
 		if err != nil {
 			errs = append(errs, err)
@@ -650,7 +663,7 @@ func (s *Spool) removeStaleTemps() error {
 		removed := false
 		for _, e := range ents {
 			p := filepath.Join(dir, e.Name())
-			if !(IsTempName(e.Name()) || strings.HasPrefix(e.Name(), probePrefix)) || !s.staleTemp(p) {
+			if !isLeftover(e.Name()) || !s.staleTemp(p) {
 				continue
 			}
 			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -463,10 +463,7 @@ func (s *Spool) Recover() (requeued int, err error) {
 		stale = s.staleTemp
 	}
 	for _, state := range States {
-		dir := s.dirs[state]
-		if state == Work {
-			dir = s.workRoot
-		}
+		dir := s.stateRoot(state)
 		entries, rerr := os.ReadDir(dir)
 		if rerr != nil {
 			errs = append(errs, fmt.Errorf("spool: recover: read %s/: %w", state, rerr))
@@ -475,7 +472,7 @@ func (s *Spool) Recover() (requeued int, err error) {
 		for _, e := range entries {
 			name := e.Name()
 			switch {
-			case strings.HasPrefix(name, probePrefix) || IsTempName(name):
+			case isLeftover(name):
 				if !stale(filepath.Join(dir, name)) {
 					s.tempsDueLater()
 					continue
@@ -507,10 +504,7 @@ func (s *Spool) Recover() (requeued int, err error) {
 	requeued, finished = requeued+r, finished+f
 	for _, state := range States {
 		if changed[state] {
-			dir := s.dirs[state]
-			if state == Work {
-				dir = s.workRoot // the work/ root was changed, not work/<id>/
-			}
+			dir := s.stateRoot(state) // for work/, the root was changed, not work/<id>/
 			if serr := syncDir(dir); serr != nil {
 				errs = append(errs, fmt.Errorf("spool: recover: fsync %s/: %w", state, serr))
 			}
